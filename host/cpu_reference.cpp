@@ -1,0 +1,102 @@
+// The CPU reference backend (see cpu_reference.hpp).
+#include "host/cpu_reference.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "host/dispatch.hpp"
+#include "host/rows.hpp"
+
+namespace tokemb::detail::cpu {
+
+namespace {
+
+inline float to_float(float x) { return x; }
+inline float to_float(bf16_t x) { return x.to_float(); }
+inline float to_float(f16_t x) { return x.to_float(); }
+
+template <class T>
+T from_float(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return T::from_float(x);
+  }
+}
+
+// Adds the dout rows of each group (rows sharing a key; key < 0 means "skip") to
+// grad[key, :], summing in double in increasing row order.
+template <class G>
+void accumulate_groups(const std::vector<std::int64_t>& keys, const G* dout, std::int64_t D,
+                       float* grad) {
+  std::vector<std::int64_t> order(keys.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::int64_t a, std::int64_t b) { return keys[a] < keys[b]; });
+  std::vector<double> acc(static_cast<std::size_t>(D));
+  std::size_t i = 0;
+  while (i < order.size()) {
+    const std::int64_t key = keys[static_cast<std::size_t>(order[i])];
+    std::size_t j = i;
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (; j < order.size() && keys[static_cast<std::size_t>(order[j])] == key; ++j) {
+      const G* row = dout + order[j] * D;
+      for (std::int64_t d = 0; d < D; ++d) acc[static_cast<std::size_t>(d)] += to_float(row[d]);
+    }
+    if (key >= 0) {
+      float* g = grad + key * D;
+      for (std::int64_t d = 0; d < D; ++d)
+        g[d] = static_cast<float>(static_cast<double>(g[d]) + acc[static_cast<std::size_t>(d)]);
+    }
+    i = j;
+  }
+}
+
+}  // namespace
+
+void forward(const ForwardParams& p) {
+  dispatch_float<HostTypes>(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* tok = static_cast<const T*>(p.token_table);
+    const T* pos = static_cast<const T*>(p.pos_table);
+    T* out = static_cast<T*>(p.out);
+    const std::int64_t D = p.D;
+    for (std::int64_t r = 0; r < p.rows(); ++r) {
+      const RowInfo info = row_info(p, r);
+      T* o = out + r * D;
+      if (info.kind != 0) {
+        for (std::int64_t d = 0; d < D; ++d) o[d] = from_float<T>(0.0f);
+        continue;
+      }
+      const T* t_row = tok + info.token * D;
+      if (info.position >= 0) {
+        const T* p_row = pos + info.position * D;
+        for (std::int64_t d = 0; d < D; ++d) o[d] = from_float<T>(to_float(t_row[d]) + to_float(p_row[d]));
+      } else {
+        for (std::int64_t d = 0; d < D; ++d) o[d] = t_row[d];
+      }
+    }
+  });
+}
+
+void backward(const BackwardParams& p) {
+  const std::int64_t n = p.rows();
+  std::vector<std::int64_t> token_keys(static_cast<std::size_t>(n), -1);
+  std::vector<std::int64_t> pos_keys(static_cast<std::size_t>(n), -1);
+  for (std::int64_t r = 0; r < n; ++r) {
+    const RowInfo info = row_info(p, r);
+    if (info.kind != 0) continue;
+    if (info.token != p.padding_idx) token_keys[static_cast<std::size_t>(r)] = info.token;
+    pos_keys[static_cast<std::size_t>(r)] = info.position;
+  }
+  dispatch_float<HostTypes>(p.dout_type, [&](auto tag) {
+    using G = typename decltype(tag)::type;
+    const G* dout = static_cast<const G*>(p.dout);
+    accumulate_groups(token_keys, dout, p.D, p.grad_token);
+    if (p.grad_pos != nullptr) accumulate_groups(pos_keys, dout, p.D, p.grad_pos);
+  });
+}
+
+}  // namespace tokemb::detail::cpu

@@ -1,0 +1,158 @@
+// The Embedding module: owns the tables, their gradients, an error record and the
+// deterministic-backward workspace on one device.
+#include <tokemb/config.hpp>
+#include <tokemb/embedding.hpp>
+
+#include "host/backend.hpp"
+#include "host/check.hpp"
+#include "host/dispatch.hpp"
+
+#if TOKEMB_WITH_CUDA
+#include "kernels/launch.hpp"
+#endif
+
+namespace tokemb {
+
+namespace {
+
+const EmbeddingConfig& validated(const EmbeddingConfig& c) {
+  const char* op = "tokemb::Embedding";
+  TOKEMB_EXPECTS(c.vocab_size >= 1, InvalidArgument, op, ": vocab_size is ", c.vocab_size,
+                 ", must be >= 1");
+  TOKEMB_EXPECTS(c.dim >= 1, InvalidArgument, op, ": dim is ", c.dim, ", must be >= 1");
+  TOKEMB_EXPECTS(c.context_length >= 0, InvalidArgument, op, ": context_length is ",
+                 c.context_length, ", must be >= 0 (0: no position table)");
+  TOKEMB_EXPECTS(is_floating(c.dtype), InvalidArgument, op, ": dtype is ", dtype_name(c.dtype),
+                 ", expected f32, bf16 or f16");
+  if (c.padding_idx)
+    TOKEMB_EXPECTS(*c.padding_idx >= -c.vocab_size && *c.padding_idx < c.vocab_size,
+                   InvalidArgument, op, ": padding_idx ", *c.padding_idx,
+                   " is outside the valid range [", -c.vocab_size, ", ", c.vocab_size, ")");
+  if (c.device.is_cuda()) detail::require_cuda(c.device, op);
+  return c;
+}
+
+Buffer make_table(DType dtype, std::int64_t rows, std::int64_t dim, Device device) {
+  if (rows == 0) return Buffer();
+  return Buffer(dtype, Shape{rows, dim}, device);
+}
+
+}  // namespace
+
+Embedding::Embedding(const EmbeddingConfig& config, StreamView stream)
+    : config_(validated(config)),
+      stream_(stream),
+      token_table_(make_table(config.dtype, config.vocab_size, config.dim, config.device)),
+      pos_table_(make_table(config.dtype, config.context_length, config.dim, config.device)),
+      token_grad_(make_table(DType::f32, config.vocab_size, config.dim, config.device)),
+      pos_grad_(make_table(DType::f32, config.context_length, config.dim, config.device)),
+      errors_(config.device, stream) {
+  fill_zero(token_table_, stream_);
+  fill_zero(pos_table_, stream_);
+  zero_grad();
+}
+
+Options Embedding::options(std::int64_t position_offset, const TensorView& position_ids) const {
+  Options o;
+  o.position_offset = position_offset;
+  o.position_ids = position_ids;
+  o.padding_idx = config_.padding_idx;
+  o.backward_mode = config_.backward_mode;
+  o.error_record = errors_.get();
+  return o;
+}
+
+void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64_t position_offset,
+                        const TensorView& position_ids) {
+  tokemb::forward(ids, token_table_, pos_table_, out, options(position_offset, position_ids), stream_);
+}
+
+void Embedding::backward(const TensorView& ids, const TensorView& dout,
+                         std::int64_t position_offset, const TensorView& position_ids) {
+  const Options o = options(position_offset, position_ids);
+  const std::size_t need = backward_workspace_size(ids, dout, token_grad_, pos_grad_, o);
+  if (need > workspace_.bytes()) {
+    // Grows only; call reserve() up front to keep allocation out of the training loop.
+    workspace_ = Buffer();
+    workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
+  }
+  tokemb::backward(ids, dout, token_grad_, pos_grad_, o, Workspace{workspace_.data(), workspace_.bytes()},
+                   stream_);
+}
+
+void Embedding::reserve(std::int64_t max_tokens) {
+  TOKEMB_EXPECTS(max_tokens >= 1, InvalidArgument, "tokemb::Embedding::reserve: max_tokens is ",
+                 max_tokens, ", must be >= 1");
+  if (config_.device.is_cpu()) return;
+#if TOKEMB_WITH_CUDA
+  detail::BackwardParams p;
+  p.B = 1;
+  p.T = max_tokens;
+  p.D = config_.dim;
+  p.V = config_.vocab_size;
+  p.P = config_.context_length;
+  p.mode = config_.backward_mode;
+  p.pos_ids = this;  // any non-null pointer: size for explicit position ids, the larger case
+  const std::size_t need = detail::cuda::backward_workspace_size(p);
+  if (need > workspace_.bytes()) {
+    workspace_ = Buffer();
+    workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
+  }
+#endif
+}
+
+void Embedding::zero_grad() {
+  fill_zero(token_grad_, stream_);
+  fill_zero(pos_grad_, stream_);
+}
+
+void Embedding::load(const TensorView& dst, const void* host_data, std::size_t bytes, const char* what) {
+  TOKEMB_EXPECTS(!dst.empty(), InvalidArgument, "tokemb::Embedding::", what,
+                 ": this module has no such table (context_length is 0)");
+  TOKEMB_EXPECTS(host_data != nullptr, InvalidArgument, "tokemb::Embedding::", what,
+                 ": host_data is a null pointer");
+  TOKEMB_EXPECTS(bytes == dst.bytes(), InvalidArgument, "tokemb::Embedding::", what, ": got ", bytes,
+                 " bytes, the table ", dst.shape.str(), " of ", dtype_name(dst.dtype), " needs exactly ",
+                 dst.bytes());
+  copy(dst, TensorView(host_data, dst.dtype, dst.shape, Device::cpu()), stream_);
+  tokemb::synchronize(stream_);  // the caller may free host_data as soon as we return
+}
+
+void Embedding::load_token_table(const void* host_data, std::size_t bytes) {
+  load(token_table_, host_data, bytes, "load_token_table");
+}
+void Embedding::load_position_table(const void* host_data, std::size_t bytes) {
+  load(pos_table_, host_data, bytes, "load_position_table");
+}
+
+std::vector<float> Embedding::to_host(const TensorView& view) {
+  std::vector<float> result(static_cast<std::size_t>(view.empty() ? 0 : view.numel()));
+  if (view.empty()) return result;
+  Buffer host(view.dtype, view.shape, Device::cpu());
+  copy(host, view, stream_);
+  synchronize();
+  detail::dispatch_float<detail::HostTypes>(view.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* src = static_cast<const T*>(host.data());
+    for (std::size_t i = 0; i < result.size(); ++i) {
+      if constexpr (std::is_same_v<T, float>) {
+        result[i] = src[i];
+      } else {
+        result[i] = src[i].to_float();
+      }
+    }
+  });
+  return result;
+}
+
+std::vector<float> Embedding::token_table_to_host() { return to_host(token_table_); }
+std::vector<float> Embedding::position_table_to_host() { return to_host(pos_table_); }
+std::vector<float> Embedding::token_grad_to_host() { return to_host(token_grad_); }
+std::vector<float> Embedding::position_grad_to_host() { return to_host(pos_grad_); }
+
+void Embedding::synchronize() {
+  if (config_.device.is_cuda()) tokemb::synchronize(stream_);
+  errors_.check(stream_);
+}
+
+}  // namespace tokemb

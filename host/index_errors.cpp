@@ -1,0 +1,106 @@
+// Out-of-range rows on the host, error records, and check_error_record / ErrorMonitor.
+#include "host/index_errors.hpp"
+
+#include <cstring>
+#include <sstream>
+
+#include <tokemb/config.hpp>
+
+#include "host/backend.hpp"
+#include "host/check.hpp"
+#include "host/dispatch.hpp"
+#include "host/rows.hpp"
+
+#if TOKEMB_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "host/cuda_check.hpp"
+#endif
+
+namespace tokemb {
+namespace detail {
+
+ErrorRecord empty_error_record() noexcept {
+  ErrorRecord r;
+  std::memset(&r, 0, sizeof r);
+  r.first_key = ~0ull;
+  return r;
+}
+
+std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecord& rec) {
+  std::uint64_t bad = 0;
+  const std::int64_t n = p.rows();
+  for (std::int64_t r = 0; r < n; ++r) {
+    const RowInfo info = row_info(p, r);
+    if (info.kind == 0) continue;
+    ++bad;
+    if (static_cast<unsigned long long>(r) < rec.first_key) {
+      rec.first_key = static_cast<unsigned long long>(r);
+      rec.value = info.bad_value;
+      rec.batch = r / p.T;
+      rec.time = r % p.T;
+      rec.limit = info.kind == 1 ? p.V : p.P;
+      rec.kind = info.kind;
+    }
+  }
+  rec.count += bad;
+  return bad;
+}
+
+IndexOutOfRange make_index_error(const ErrorRecord& rec, const std::string& where) {
+  const bool token = rec.kind == static_cast<std::int32_t>(IndexOutOfRange::Kind::token);
+  std::ostringstream os;
+  os << where << ": " << (token ? "token id " : "position ") << rec.value << " at (b=" << rec.batch
+     << ", t=" << rec.time << ") is outside the " << (token ? "token" : "position")
+     << " table; valid " << (token ? "ids" : "positions") << " are [0, " << rec.limit << ") ("
+     << rec.count << (rec.count == 1 ? " row" : " rows")
+     << " out of range; their output rows were zeroed and their gradients skipped)";
+  return IndexOutOfRange(os.str(),
+                         token ? IndexOutOfRange::Kind::token : IndexOutOfRange::Kind::position,
+                         rec.value, rec.batch, rec.time, rec.limit, rec.count);
+}
+
+}  // namespace detail
+
+void clear_error_record(ErrorRecord* record, Device device, StreamView stream) {
+  TOKEMB_EXPECTS(record != nullptr, InvalidArgument, "clear_error_record: record is a null pointer");
+  const ErrorRecord empty = detail::empty_error_record();
+  if (device.is_cpu()) {
+    *record = empty;
+    return;
+  }
+  detail::require_cuda(device, "clear_error_record");
+#if TOKEMB_WITH_CUDA
+  // Memset, not a copy from this stack frame: the call stays asynchronous. 0xff bytes make
+  // first_key ~0; the other fields are only meaningful once count > 0.
+  TOKEMB_CUDA_TRY(cudaMemsetAsync(record, 0, sizeof(ErrorRecord), stream.value()));
+  TOKEMB_CUDA_TRY(cudaMemsetAsync(&record->first_key, 0xff, sizeof(record->first_key), stream.value()));
+#else
+  (void)stream;
+#endif
+}
+
+void check_error_record(ErrorRecord* record, Device device, StreamView stream, bool clear) {
+  TOKEMB_EXPECTS(record != nullptr, InvalidArgument, "check_error_record: record is a null pointer");
+  ErrorRecord host = detail::empty_error_record();
+  if (device.is_cpu()) {
+    host = *record;
+  } else {
+    detail::require_cuda(device, "check_error_record");
+#if TOKEMB_WITH_CUDA
+    TOKEMB_CUDA_TRY(cudaMemcpyAsync(&host, record, sizeof host, cudaMemcpyDeviceToHost, stream.value()));
+    TOKEMB_CUDA_TRY(cudaStreamSynchronize(stream.value()));
+#endif
+  }
+  if (host.count == 0) return;
+  if (clear) clear_error_record(record, device, stream);
+  throw detail::make_index_error(host, "tokemb");
+}
+
+ErrorMonitor::ErrorMonitor(Device device, StreamView stream)
+    : device_(device),
+      buffer_(DType::i64, Shape{static_cast<std::int64_t>(sizeof(ErrorRecord) / 8)}, device) {
+  clear_error_record(get(), device_, stream);
+}
+
+}  // namespace tokemb

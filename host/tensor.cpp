@@ -1,0 +1,166 @@
+// Shape, Buffer (host and device memory), copy and fill_zero.
+#include <cstring>
+#include <new>
+
+#include <tokemb/config.hpp>
+#include <tokemb/error.hpp>
+#include <tokemb/tensor.hpp>
+
+#include "host/check.hpp"
+#include "host/backend.hpp"
+
+#if TOKEMB_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "host/cuda_check.hpp"
+#include "host/cuda_device.hpp"
+#endif
+
+namespace tokemb {
+
+namespace {
+constexpr std::size_t host_alignment = 64;
+}
+
+Shape::Shape(std::initializer_list<std::int64_t> dims) {
+  TOKEMB_EXPECTS(dims.size() <= static_cast<std::size_t>(max_rank), InvalidArgument,
+                 "Shape: rank ", dims.size(), " exceeds the maximum rank ", max_rank);
+  for (std::int64_t d : dims) {
+    TOKEMB_EXPECTS(d >= 0, InvalidArgument, "Shape: dimension ", rank_, " is ", d,
+                   ", must be >= 0");
+    dims_[static_cast<std::size_t>(rank_++)] = d;
+  }
+}
+
+std::int64_t Shape::numel() const {
+  std::int64_t n = 1;
+  for (int i = 0; i < rank_; ++i) {
+    std::int64_t r;
+    TOKEMB_EXPECTS(!__builtin_mul_overflow(n, dims_[static_cast<std::size_t>(i)], &r),
+                   InvalidArgument, "Shape ", str(), ": element count overflows int64");
+    n = r;
+  }
+  return n;
+}
+
+std::string Shape::str() const {
+  std::string s = "[";
+  for (int i = 0; i < rank_; ++i) {
+    if (i) s += ", ";
+    s += std::to_string(dims_[static_cast<std::size_t>(i)]);
+  }
+  return s + "]";
+}
+
+bool operator==(const Shape& a, const Shape& b) noexcept {
+  if (a.rank_ != b.rank_) return false;
+  for (int i = 0; i < a.rank_; ++i)
+    if (a.dims_[static_cast<std::size_t>(i)] != b.dims_[static_cast<std::size_t>(i)]) return false;
+  return true;
+}
+
+Buffer::Buffer(DType dtype, Shape shape, Device device) {
+  const std::int64_t n = shape.numel();
+  std::size_t bytes = 0;
+  TOKEMB_EXPECTS(!__builtin_mul_overflow(static_cast<std::size_t>(n), dtype_size(dtype), &bytes),
+                 InvalidArgument, "Buffer: ", shape.str(), " x ", dtype_size(dtype),
+                 " bytes overflows size_t");
+  void* p = nullptr;
+  if (bytes > 0) {
+    if (device.is_cpu()) {
+      p = ::operator new(bytes, std::align_val_t(host_alignment), std::nothrow);
+      TOKEMB_EXPECTS(p != nullptr, OutOfMemory, "Buffer: host allocation of ", bytes,
+                     " bytes failed");
+    } else {
+      detail::require_cuda(device, "Buffer");
+#if TOKEMB_WITH_CUDA
+      detail::DeviceGuard guard(device.index);
+      cudaError_t err = cudaMalloc(&p, bytes);
+      if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (err == cudaErrorMemoryAllocation)
+          TOKEMB_FAIL(OutOfMemory, "Buffer: cudaMalloc of ", bytes, " bytes on ", device.str(),
+                      " failed: out of memory");
+        detail::throw_cuda_error(err, "cudaMalloc", __FILE__, __LINE__);
+      }
+#endif
+    }
+  }
+  view_ = TensorView(p, dtype, shape, device);
+  bytes_ = bytes;
+}
+
+Buffer::~Buffer() { release(); }
+
+Buffer::Buffer(Buffer&& other) noexcept : view_(other.view_), bytes_(other.bytes_) {
+  other.view_.data = nullptr;
+  other.bytes_ = 0;
+}
+
+Buffer& Buffer::operator=(Buffer&& other) noexcept {
+  if (this != &other) {
+    release();
+    view_ = other.view_;
+    bytes_ = other.bytes_;
+    other.view_.data = nullptr;
+    other.bytes_ = 0;
+  }
+  return *this;
+}
+
+void Buffer::release() noexcept {
+  if (view_.data == nullptr) return;
+  if (view_.device.is_cpu()) {
+    ::operator delete(view_.data, std::align_val_t(host_alignment));
+  } else {
+#if TOKEMB_WITH_CUDA
+    int previous = 0;
+    if (cudaGetDevice(&previous) == cudaSuccess) {
+      if (previous != view_.device.index) TOKEMB_CUDA_ASSERT(cudaSetDevice(view_.device.index));
+      TOKEMB_CUDA_ASSERT(cudaFree(view_.data));
+      if (previous != view_.device.index) TOKEMB_CUDA_ASSERT(cudaSetDevice(previous));
+    }
+#endif
+  }
+  view_.data = nullptr;
+  bytes_ = 0;
+}
+
+void copy(const TensorView& dst, const TensorView& src, StreamView stream) {
+  TOKEMB_EXPECTS(dst.dtype == src.dtype, InvalidArgument, "copy: dst dtype ", dtype_name(dst.dtype),
+                 " differs from src dtype ", dtype_name(src.dtype));
+  TOKEMB_EXPECTS(dst.numel() == src.numel(), InvalidArgument, "copy: dst has ", dst.numel(),
+                 " elements ", dst.shape.str(), ", src has ", src.numel(), " ", src.shape.str());
+  const std::size_t bytes = src.bytes();
+  if (bytes == 0) return;
+  TOKEMB_EXPECTS(dst.data != nullptr && src.data != nullptr, InvalidArgument,
+                 "copy: null pointer (dst ", dst.data, ", src ", src.data, ")");
+  if (dst.device.is_cpu() && src.device.is_cpu()) {
+    std::memmove(dst.data, src.data, bytes);
+    return;
+  }
+  detail::require_cuda(dst.device.is_cuda() ? dst.device : src.device, "copy");
+#if TOKEMB_WITH_CUDA
+  TOKEMB_CUDA_TRY(cudaMemcpyAsync(dst.data, src.data, bytes, cudaMemcpyDefault, stream.value()));
+#else
+  (void)stream;
+#endif
+}
+
+void fill_zero(const TensorView& dst, StreamView stream) {
+  if (dst.empty()) return;  // no tensor (an absent table)
+  const std::size_t bytes = dst.bytes();
+  if (bytes == 0) return;
+  if (dst.device.is_cpu()) {
+    std::memset(dst.data, 0, bytes);
+    return;
+  }
+  detail::require_cuda(dst.device, "fill_zero");
+#if TOKEMB_WITH_CUDA
+  TOKEMB_CUDA_TRY(cudaMemsetAsync(dst.data, 0, bytes, stream.value()));
+#else
+  (void)stream;
+#endif
+}
+
+}  // namespace tokemb

@@ -1,0 +1,168 @@
+// Argument validation shared by forward and backward (see validate.hpp).
+#include "host/validate.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "host/backend.hpp"
+#include "host/check.hpp"
+
+namespace tokemb::detail {
+
+namespace {
+
+// Rows of tables and the number of (b, t) rows must fit in int32: the CUDA kernels keep row
+// numbers in 32 bits (element offsets are always 64-bit).
+constexpr std::int64_t max_rows = std::numeric_limits<std::int32_t>::max();
+
+void expect_tensor(const char* op, const char* name, const TensorView& v, Device device, int rank,
+                   const char* layout) {
+  TOKEMB_EXPECTS(v.data != nullptr, InvalidArgument, op, ": ", name, " is a null pointer");
+  TOKEMB_EXPECTS(v.device == device, InvalidArgument, op, ": ", name, " is on ", v.device.str(),
+                 " but ids are on ", device.str(), "; all tensors of a call must share one device");
+  TOKEMB_EXPECTS(v.shape.rank() == rank, InvalidArgument, op, ": ", name, " has shape ",
+                 v.shape.str(), " (rank ", v.shape.rank(), "), expected rank ", rank, " ", layout);
+  for (int i = 0; i < rank; ++i)
+    TOKEMB_EXPECTS(v.shape[i] > 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
+                   "; every dimension must be >= 1");
+  (void)v.numel();  // throws InvalidArgument if the element count overflows int64
+}
+
+void expect_shape(const char* op, const char* name, const TensorView& v, const Shape& expected,
+                  const char* layout) {
+  TOKEMB_EXPECTS(v.shape == expected, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
+                 ", expected ", expected.str(), " ", layout);
+}
+
+// What forward and backward share: ids, positions, padding, device.
+RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, std::int64_t D,
+                        std::int64_t P, const Options& o) {
+  TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
+  const Device dev = ids.device;
+  if (dev.is_cuda()) require_cuda(dev, op);
+  expect_tensor(op, "ids", ids, dev, 2, "[B, T]");
+  TOKEMB_EXPECTS(is_index(ids.dtype), InvalidArgument, op, ": ids has dtype ", dtype_name(ids.dtype),
+                 ", expected i32 or i64");
+  RowParams r;
+  r.ids = ids.data;
+  r.id_type = ids.dtype;
+  r.B = ids.shape[0];
+  r.T = ids.shape[1];
+  r.D = D;
+  r.V = V;
+  r.P = P;
+  TOKEMB_EXPECTS(V <= max_rows, InvalidArgument, op, ": vocabulary size ", V,
+                 " exceeds the supported maximum ", max_rows);
+  TOKEMB_EXPECTS(P <= max_rows, InvalidArgument, op, ": context length ", P,
+                 " exceeds the supported maximum ", max_rows);
+  TOKEMB_EXPECTS(ids.numel() <= max_rows, InvalidArgument, op, ": B * T = ", ids.numel(),
+                 " rows exceeds the supported maximum ", max_rows, " per call");
+  std::int64_t total = 0;
+  TOKEMB_EXPECTS(!__builtin_mul_overflow(ids.numel(), D, &total), InvalidArgument, op,
+                 ": B * T * D = ", ids.numel(), " * ", D, " overflows int64");
+
+  if (!o.position_ids.empty()) {
+    TOKEMB_EXPECTS(P > 0, InvalidArgument, op,
+                   ": position_ids given but there is no position table (positions are off)");
+    expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]");
+    TOKEMB_EXPECTS(is_index(o.position_ids.dtype), InvalidArgument, op, ": position_ids has dtype ",
+                   dtype_name(o.position_ids.dtype), ", expected i32 or i64");
+    expect_shape(op, "position_ids", o.position_ids, ids.shape, "(the shape of ids)");
+    r.pos_ids = o.position_ids.data;
+    r.pos_id_type = o.position_ids.dtype;
+  } else if (P > 0) {
+    // Offset positions are known on the host: check them now rather than per row.
+    if (o.position_offset < 0 || o.position_offset > P - r.T) {
+      const std::int64_t bad_t = o.position_offset < 0 ? 0 : std::max<std::int64_t>(0, P - o.position_offset);
+      const std::int64_t bad = o.position_offset + bad_t;
+      const std::int64_t n_bad_t = o.position_offset < 0
+                                       ? std::min<std::int64_t>(r.T, -o.position_offset)
+                                       : r.T - bad_t;
+      throw IndexOutOfRange(
+          format_message(__FILE__, __LINE__, op, ": position ", bad, " (position_offset ",
+                         o.position_offset, " + t ", bad_t, ", T = ", r.T,
+                         ") is outside the position table; valid positions are [0, ", P, ")"),
+          IndexOutOfRange::Kind::position, bad, 0, bad_t, P,
+          static_cast<std::uint64_t>(n_bad_t * r.B));
+    }
+    r.offset = o.position_offset;
+  }
+  if (o.padding_idx) {
+    const std::int64_t p = *o.padding_idx;
+    TOKEMB_EXPECTS(p >= -V && p < V, InvalidArgument, op, ": padding_idx ", p,
+                   " is outside the valid range [", -V, ", ", V, ")");
+    r.padding_idx = p < 0 ? p + V : p;
+  }
+  r.error_record = o.error_record;
+  return r;
+}
+
+}  // namespace
+
+ForwardParams validate_forward(const TensorView& ids, const TensorView& token_table,
+                               const TensorView& pos_table, const TensorView& out,
+                               const Options& options) {
+  const char* op = "tokemb::forward";
+  TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
+  const Device dev = ids.device;
+  expect_tensor(op, "token_table", token_table, dev, 2, "[V, D]");
+  TOKEMB_EXPECTS(is_floating(token_table.dtype), InvalidArgument, op, ": token_table has dtype ",
+                 dtype_name(token_table.dtype), ", expected f32, bf16 or f16");
+  const std::int64_t V = token_table.shape[0], D = token_table.shape[1];
+  std::int64_t P = 0;
+  if (!pos_table.empty()) {
+    expect_tensor(op, "pos_table", pos_table, dev, 2, "[P, D]");
+    TOKEMB_EXPECTS(pos_table.dtype == token_table.dtype, InvalidArgument, op, ": pos_table has dtype ",
+                   dtype_name(pos_table.dtype), " but token_table has ", dtype_name(token_table.dtype));
+    TOKEMB_EXPECTS(pos_table.shape[1] == D, InvalidArgument, op, ": pos_table has shape ",
+                   pos_table.shape.str(), " but token_table has D = ", D);
+    P = pos_table.shape[0];
+  }
+  ForwardParams p;
+  static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
+  expect_tensor(op, "out", out, dev, 3, "[B, T, D]");
+  expect_shape(op, "out", out, Shape{p.B, p.T, D}, "[B, T, D]");
+  TOKEMB_EXPECTS(out.dtype == token_table.dtype, InvalidArgument, op, ": out has dtype ",
+                 dtype_name(out.dtype), " but the tables have ", dtype_name(token_table.dtype));
+  p.token_table = token_table.data;
+  p.pos_table = pos_table.data;
+  p.out = out.data;
+  p.dtype = token_table.dtype;
+  return p;
+}
+
+BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
+                                 const TensorView& grad_token, const TensorView& grad_pos,
+                                 const Options& options) {
+  const char* op = "tokemb::backward";
+  TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
+  const Device dev = ids.device;
+  expect_tensor(op, "grad_token", grad_token, dev, 2, "[V, D]");
+  TOKEMB_EXPECTS(grad_token.dtype == DType::f32, InvalidArgument, op, ": grad_token has dtype ",
+                 dtype_name(grad_token.dtype), ", gradients must be f32");
+  const std::int64_t V = grad_token.shape[0], D = grad_token.shape[1];
+  std::int64_t P = 0;
+  if (!grad_pos.empty()) {
+    expect_tensor(op, "grad_pos", grad_pos, dev, 2, "[P, D]");
+    TOKEMB_EXPECTS(grad_pos.dtype == DType::f32, InvalidArgument, op, ": grad_pos has dtype ",
+                   dtype_name(grad_pos.dtype), ", gradients must be f32");
+    TOKEMB_EXPECTS(grad_pos.shape[1] == D, InvalidArgument, op, ": grad_pos has shape ",
+                   grad_pos.shape.str(), " but grad_token has D = ", D);
+    P = grad_pos.shape[0];
+  }
+  BackwardParams p;
+  static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
+  expect_tensor(op, "dout", dout, dev, 3, "[B, T, D]");
+  expect_shape(op, "dout", dout, Shape{p.B, p.T, D}, "[B, T, D]");
+  TOKEMB_EXPECTS(is_floating(dout.dtype), InvalidArgument, op, ": dout has dtype ",
+                 dtype_name(dout.dtype), ", expected f32, bf16 or f16");
+  p.dout = dout.data;
+  p.dout_type = dout.dtype;
+  p.grad_token = static_cast<float*>(grad_token.data);
+  p.grad_pos = static_cast<float*>(grad_pos.data);
+  p.mode = options.backward_mode;
+  return p;
+}
+
+}  // namespace tokemb::detail

@@ -1,0 +1,109 @@
+#pragma once
+/// \file ops.hpp
+/// Stateless operations on tensor views: the fused forward lookup and the accumulating backward.
+///
+/// Shapes: ids [B, T] (i32 or i64), token_table [V, D], pos_table [P, D] (P = context length),
+/// out and dout [B, T, D]; token_table, pos_table and out share one floating dtype (f32, bf16 or
+/// f16), dout may have any floating dtype, gradients are f32. All tensors of one call live on one
+/// device. On a CUDA device the work is enqueued on the given stream and the call returns without
+/// synchronising or allocating (it can be captured in a CUDA graph); on the CPU it runs at once.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include <tokemb/stream.hpp>
+#include <tokemb/tensor.hpp>
+
+namespace tokemb {
+
+/// Where out-of-range token ids and positions are recorded. Lives in device memory for CUDA
+/// calls and host memory for CPU calls; clear it (clear_error_record) before first use.
+/// Among the rows recorded since the last clear it keeps the one with the smallest flat index
+/// b * T + t. Treat the fields as opaque; read them through check_error_record.
+struct ErrorRecord {
+  unsigned long long count;      ///< rows out of range
+  unsigned long long first_key;  ///< flat index of the kept row; ~0 when none
+  std::int64_t value;            ///< its offending id or position
+  std::int64_t batch, time;      ///< its (b, t)
+  std::int64_t limit;            ///< valid range [0, limit)
+  std::int32_t kind;             ///< IndexOutOfRange::Kind
+  std::int32_t lock;             ///< spin lock for the writers (device side)
+};
+
+/// Gradient accumulation strategy of backward().
+enum class BackwardMode : std::uint8_t {
+  /// Scatter-add with atomics, duplicate ids combined on chip first. Fastest; the summation
+  /// order (and so the last bits of the result) can differ from run to run.
+  atomic,
+  /// Sort-based: bitwise-identical gradients run after run for the same inputs. Needs a
+  /// workspace (backward_workspace_size).
+  deterministic,
+};
+
+/// Options shared by forward() and backward().
+struct Options {
+  /// Position of time step t is position_offset + t (decoding with a KV cache). Ignored when
+  /// position_ids is given.
+  std::int64_t position_offset = 0;
+  /// Explicit positions [B, T] (i32 or i64) for packed sequences; empty for offset + t.
+  TensorView position_ids;
+  /// This token's row receives no gradient (its forward row is the table row, as in PyTorch).
+  std::optional<std::int64_t> padding_idx;
+  /// backward() only.
+  BackwardMode backward_mode = BackwardMode::atomic;
+  /// Optional record of out-of-range ids/positions. Such rows are never read or written out of
+  /// bounds: forward writes zeros for them and backward skips them. With a record, the first one
+  /// is recorded; without one, a CUDA call handles them silently and a CPU call throws
+  /// IndexOutOfRange before it writes anything.
+  ErrorRecord* error_record = nullptr;
+};
+
+/// Caller-provided scratch memory on the tensors' device (CUB style: ask the size first).
+struct Workspace {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
+/// out[b, t, :] = token_table[ids[b, t], :] + pos_table[pos(b, t), :] (pos_table may be an
+/// empty view: token embedding only). Throws InvalidArgument on any argument error before
+/// touching memory.
+void forward(const TensorView& ids, const TensorView& token_table, const TensorView& pos_table,
+             const TensorView& out, const Options& options, StreamView stream);
+
+/// Bytes of workspace backward() needs for these arguments (0 for the atomic mode and on the
+/// CPU). Depends only on shapes, dtypes, device and options.
+std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dout,
+                                    const TensorView& grad_token, const TensorView& grad_pos,
+                                    const Options& options);
+
+/// Accumulates gradients (it never zeroes them):
+///   grad_token[ids[b, t], :] += dout[b, t, :]   (except padding_idx)
+///   grad_pos[pos(b, t), :]   += dout[b, t, :]   (when grad_pos is not empty)
+/// grad_token [V, D] and grad_pos [P, D] are f32.
+void backward(const TensorView& ids, const TensorView& dout, const TensorView& grad_token,
+              const TensorView& grad_pos, const Options& options, Workspace workspace,
+              StreamView stream);
+
+/// Sets \p record (device memory for a CUDA device, host memory for the CPU) to "no error".
+void clear_error_record(ErrorRecord* record, Device device, StreamView stream);
+
+/// Synchronises \p stream, reads \p record and throws IndexOutOfRange describing the first
+/// recorded row if there is one; clears the record before throwing when \p clear is true.
+void check_error_record(ErrorRecord* record, Device device, StreamView stream, bool clear = true);
+
+/// An owning error record on one device (device memory for CUDA, host memory for the CPU).
+class ErrorMonitor {
+ public:
+  ErrorMonitor(Device device, StreamView stream);
+  ErrorRecord* get() const noexcept { return static_cast<ErrorRecord*>(buffer_.data()); }
+  /// See check_error_record.
+  void check(StreamView stream, bool clear = true) { check_error_record(get(), device_, stream, clear); }
+  void clear(StreamView stream) { clear_error_record(get(), device_, stream); }
+
+ private:
+  Device device_;
+  Buffer buffer_;
+};
+
+}  // namespace tokemb

@@ -1,0 +1,89 @@
+#pragma once
+/// \file tensor.hpp
+/// TensorView (non-owning, contiguous row-major) and Buffer (owning, move-only, RAII).
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include <tokemb/stream.hpp>
+#include <tokemb/types.hpp>
+
+namespace tokemb {
+
+/// The shape of a contiguous row-major tensor of rank 0 to 4.
+class Shape {
+ public:
+  static constexpr int max_rank = 4;
+
+  Shape() = default;
+  Shape(std::initializer_list<std::int64_t> dims);
+
+  int rank() const noexcept { return rank_; }
+  std::int64_t operator[](int i) const noexcept { return dims_[static_cast<std::size_t>(i)]; }
+  /// Product of the dimensions; throws InvalidArgument if it overflows int64.
+  std::int64_t numel() const;
+  /// "[8, 4, 256]".
+  std::string str() const;
+  friend bool operator==(const Shape& a, const Shape& b) noexcept;
+  friend bool operator!=(const Shape& a, const Shape& b) noexcept { return !(a == b); }
+
+ private:
+  std::array<std::int64_t, max_rank> dims_{};
+  int rank_ = 0;
+};
+
+/// A non-owning view of a contiguous row-major tensor: pointer, dtype, shape and device.
+/// Like DLPack it stores a mutable pointer; operations never write through a view they take
+/// as an input.
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  Shape shape;
+  Device device;
+
+  TensorView() = default;
+  TensorView(const void* data_, DType dtype_, Shape shape_, Device device_)
+      : data(const_cast<void*>(data_)), dtype(dtype_), shape(shape_), device(device_) {}
+
+  std::int64_t numel() const { return shape.numel(); }
+  std::size_t bytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
+  bool empty() const noexcept { return data == nullptr; }
+};
+
+/// Owning, move-only memory for one tensor on the host (64-byte aligned) or on a CUDA device
+/// (cudaMalloc). Contents are uninitialised. Allocation failure throws tokemb::OutOfMemory.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(DType dtype, Shape shape, Device device);
+  ~Buffer();
+  Buffer(Buffer&& other) noexcept;
+  Buffer& operator=(Buffer&& other) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  TensorView view() const noexcept { return view_; }
+  operator TensorView() const noexcept { return view_; }  // NOLINT: implicit by design
+  void* data() const noexcept { return view_.data; }
+  DType dtype() const noexcept { return view_.dtype; }
+  const Shape& shape() const noexcept { return view_.shape; }
+  Device device() const noexcept { return view_.device; }
+  std::size_t bytes() const noexcept { return bytes_; }
+
+ private:
+  void release() noexcept;
+  TensorView view_;
+  std::size_t bytes_ = 0;
+};
+
+/// Copies \p src into \p dst (same dtype and element count; any devices), ordered on
+/// \p stream. Copies that involve a CUDA device are asynchronous with respect to the host
+/// unless host memory is pageable; call synchronize(stream) before reading a host result.
+void copy(const TensorView& dst, const TensorView& src, StreamView stream);
+
+/// Sets every byte of \p dst to zero, ordered on \p stream.
+void fill_zero(const TensorView& dst, StreamView stream);
+
+}  // namespace tokemb

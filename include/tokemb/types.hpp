@@ -1,0 +1,94 @@
+#pragma once
+/// \file types.hpp
+/// Element types, devices and the 16-bit float storage types used on the host.
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace tokemb {
+
+/// Scalar type of a tensor. Tables and activations are f32, bf16 or f16 (arithmetic is always
+/// done in f32; gradients are always f32); token ids and position ids are i32 or i64.
+enum class DType : std::uint8_t { f32, bf16, f16, i32, i64 };
+
+/// Size of one element of \p t in bytes.
+constexpr std::size_t dtype_size(DType t) noexcept {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::bf16: return 2;
+    case DType::f16: return 2;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+  }
+  return 0;
+}
+
+/// True for the floating types a table or activation may have (f32, bf16, f16).
+constexpr bool is_floating(DType t) noexcept {
+  return t == DType::f32 || t == DType::bf16 || t == DType::f16;
+}
+/// True for the index types ids and position ids may have (i32, i64).
+constexpr bool is_index(DType t) noexcept { return t == DType::i32 || t == DType::i64; }
+
+/// Lower-case name: "f32", "bf16", "f16", "i32", "i64".
+const char* dtype_name(DType t) noexcept;
+/// Parses a name produced by dtype_name (also accepts "float32", "bfloat16", "float16",
+/// "int32", "int64"); throws tokemb::InvalidArgument for anything else.
+DType parse_dtype(const std::string& name);
+
+/// Where a tensor lives.
+enum class DeviceKind : std::uint8_t { cpu, cuda };
+
+/// A device: the host CPU, or CUDA device number \c index.
+struct Device {
+  DeviceKind kind = DeviceKind::cpu;
+  int index = 0;
+
+  static constexpr Device cpu() noexcept { return Device{DeviceKind::cpu, 0}; }
+  static constexpr Device cuda(int index = 0) noexcept { return Device{DeviceKind::cuda, index}; }
+  constexpr bool is_cpu() const noexcept { return kind == DeviceKind::cpu; }
+  constexpr bool is_cuda() const noexcept { return kind == DeviceKind::cuda; }
+  friend constexpr bool operator==(Device a, Device b) noexcept {
+    return a.kind == b.kind && (a.kind == DeviceKind::cpu || a.index == b.index);
+  }
+  friend constexpr bool operator!=(Device a, Device b) noexcept { return !(a == b); }
+  /// "cpu" or "cuda:N".
+  std::string str() const;
+};
+
+/// bfloat16 storage on the host (same bits as CUDA's __nv_bfloat16). Conversion from float
+/// rounds to nearest even; NaN stays NaN.
+struct bf16_t {
+  std::uint16_t bits = 0;
+
+  static bf16_t from_float(float f) noexcept {
+    std::uint32_t u;
+    std::memcpy(&u, &f, 4);
+    bf16_t r;
+    if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep it quiet and non-zero
+      r.bits = static_cast<std::uint16_t>((u >> 16) | 0x40u);
+      return r;
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    r.bits = static_cast<std::uint16_t>(u >> 16);
+    return r;
+  }
+  float to_float() const noexcept {
+    std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+/// IEEE binary16 storage on the host (same bits as CUDA's __half). Conversion from float
+/// rounds to nearest even, overflows to infinity and keeps subnormals.
+struct f16_t {
+  std::uint16_t bits = 0;
+
+  static f16_t from_float(float f) noexcept;
+  float to_float() const noexcept;
+};
+
+}  // namespace tokemb

@@ -1,0 +1,47 @@
+#pragma once
+// Private: validated, normalised arguments of one call, shared by the CPU reference and the CUDA
+// launchers. Built by host/validate.cpp only; every field below has been checked there.
+
+#include <cstddef>
+#include <cstdint>
+
+#include <tokemb/ops.hpp>
+#include <tokemb/types.hpp>
+
+namespace tokemb::detail {
+
+/// What forward and backward have in common: where each row's token and position come from.
+struct RowParams {
+  const void* ids = nullptr;      // [B, T]
+  DType id_type = DType::i64;
+  const void* pos_ids = nullptr;  // [B, T] or nullptr: position = offset + t
+  DType pos_id_type = DType::i64;
+  std::int64_t B = 0, T = 0, D = 0;
+  std::int64_t V = 0;             // token rows (< 2^31)
+  std::int64_t P = 0;             // position rows (< 2^31); 0 when positions are off
+  std::int64_t offset = 0;        // with pos_ids == nullptr, offset + T <= P was checked
+  std::int64_t padding_idx = -1;  // normalised to [0, V), or -1 for none
+  ErrorRecord* error_record = nullptr;
+
+  std::int64_t rows() const { return B * T; }
+  bool positions() const { return P > 0; }
+};
+
+struct ForwardParams : RowParams {
+  const void* token_table = nullptr;  // [V, D]
+  const void* pos_table = nullptr;    // [P, D] or nullptr
+  void* out = nullptr;                // [B, T, D]
+  DType dtype = DType::f32;           // of both tables and out
+};
+
+struct BackwardParams : RowParams {
+  const void* dout = nullptr;  // [B, T, D]
+  DType dout_type = DType::f32;
+  float* grad_token = nullptr;  // [V, D]
+  float* grad_pos = nullptr;    // [P, D] or nullptr
+  BackwardMode mode = BackwardMode::atomic;
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
+};
+
+}  // namespace tokemb::detail

@@ -1,0 +1,181 @@
+// The CPU backend against hand-computed values and an independent naive expectation, typed over
+// table dtypes x index types.
+#include <gtest/gtest.h>
+
+#include "tests/test_helpers.hpp"
+
+namespace tokemb::test {
+namespace {
+
+const StreamView host_stream = StreamView::legacy_default();  // ignored for CPU tensors
+
+TEST(CpuReference, BookExampleTokenPlusPosition) {
+  // The chapter's arithmetic: [0.5, -0.2, 0.1] + [0.1, 0.3, -0.1] = [0.6, 0.1, 0.0].
+  std::vector<float> tok = {0.5f, -0.2f, 0.1f}, pos = {0.1f, 0.3f, -0.1f}, out(3, -1.0f);
+  std::vector<std::int64_t> ids = {0};
+  forward(host_view(ids, DType::i64, {1, 1}), host_view(tok, DType::f32, {1, 3}),
+          host_view(pos, DType::f32, {1, 3}), host_view(out, DType::f32, {1, 1, 3}), Options{},
+          host_stream);
+  EXPECT_FLOAT_EQ(out[0], 0.6f);
+  EXPECT_FLOAT_EQ(out[1], 0.1f);
+  EXPECT_NEAR(out[2], 0.0f, 1e-7f);
+}
+
+TEST(CpuReference, LookupOfTokenThreeReturnsRowThree) {
+  std::vector<float> table(6 * 3);
+  for (int i = 0; i < 18; ++i) table[static_cast<std::size_t>(i)] = static_cast<float>(i) * 0.25f - 1.0f;
+  std::vector<std::int32_t> ids = {3};
+  std::vector<float> out(3, 0.0f);
+  forward(host_view(ids, DType::i32, {1, 1}), host_view(table, DType::f32, {6, 3}), TensorView{},
+          host_view(out, DType::f32, {1, 1, 3}), Options{}, host_stream);
+  EXPECT_EQ(out, (std::vector<float>{table[9], table[10], table[11]}));
+}
+
+template <class C>
+class CpuOps : public ::testing::Test {};
+TYPED_TEST_SUITE(CpuOps, AllCombos, ComboNames);
+
+TYPED_TEST(CpuOps, BatchOfEightSequencesOfFourTokensD256) {
+  using T = typename TypeParam::Float;
+  using I = typename TypeParam::Index;
+  constexpr std::int64_t V = 50257, D = 256, P = 4, B = 8, T_ = 4;
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto tok = random_values<T>(V * D, rng), pos = random_values<T>(P * D, rng);
+  auto ids = random_ids<I>(B * T_, V, IdDistribution::uniform, rng);
+  std::vector<T> out(B * T_ * D, from_f<T>(std::numeric_limits<float>::quiet_NaN()));
+  TensorView out_v = host_view(out, TypeParam::dtype, {B, T_, D});
+  forward(host_view(ids, TypeParam::index, {B, T_}), host_view(tok, TypeParam::dtype, {V, D}),
+          host_view(pos, TypeParam::dtype, {P, D}), out_v, Options{}, host_stream);
+  EXPECT_EQ(out_v.shape, (Shape{8, 4, 256}));
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T_; ++t)
+      for (std::int64_t d = 0; d < D; ++d) {
+        const float expect = to_f(from_f<T>(to_f(tok[ids[b * T_ + t] * D + d]) + to_f(pos[t * D + d])));
+        ASSERT_EQ(to_f(out[(b * T_ + t) * D + d]), expect) << "b=" << b << " t=" << t << " d=" << d;
+      }
+}
+
+TYPED_TEST(CpuOps, OffsetPositionIdsAndPositionsOff) {
+  using T = typename TypeParam::Float;
+  using I = typename TypeParam::Index;
+  constexpr std::int64_t V = 11, D = 5, P = 9, B = 2, T_ = 3;
+  std::mt19937_64 rng(fresh_seed());
+  auto tok = random_values<T>(V * D, rng), pos = random_values<T>(P * D, rng);
+  auto ids = random_ids<I>(B * T_, V, IdDistribution::uniform, rng);
+  std::vector<I> pos_ids = {8, 0, 4, 1, 1, 7};
+  std::vector<T> out(B * T_ * D);
+  auto run = [&](const Options& o, bool with_pos) {
+    forward(host_view(ids, TypeParam::index, {B, T_}), host_view(tok, TypeParam::dtype, {V, D}),
+            with_pos ? host_view(pos, TypeParam::dtype, {P, D}) : TensorView{},
+            host_view(out, TypeParam::dtype, {B, T_, D}), o, host_stream);
+  };
+  auto check = [&](auto position_of, bool with_pos) {
+    for (std::int64_t r = 0; r < B * T_; ++r)
+      for (std::int64_t d = 0; d < D; ++d) {
+        float e = to_f(tok[ids[r] * D + d]);
+        if (with_pos) e = to_f(from_f<T>(e + to_f(pos[position_of(r) * D + d])));
+        ASSERT_EQ(to_f(out[r * D + d]), e) << "row " << r << " d " << d;
+      }
+  };
+  Options o;
+  o.position_offset = 6;  // decoding: positions 6, 7, 8
+  run(o, true);
+  check([&](std::int64_t r) { return 6 + r % T_; }, true);
+  Options p;
+  p.position_ids = host_view(pos_ids, TypeParam::index, {B, T_});
+  run(p, true);
+  check([&](std::int64_t r) { return static_cast<std::int64_t>(pos_ids[r]); }, true);
+  run(Options{}, false);
+  check([](std::int64_t) { return 0; }, false);
+}
+
+TYPED_TEST(CpuOps, BackwardAccumulatesRepeatedIdsSkipsPaddingAndAccumulatesAcrossCalls) {
+  using T = typename TypeParam::Float;
+  using I = typename TypeParam::Index;
+  constexpr std::int64_t V = 6, D = 3, P = 4, B = 2, T_ = 3;
+  // ids: token 1 appears three times, token 0 is padding.
+  std::vector<I> ids = {1, 1, 2, 0, 1, 5};
+  std::vector<T> dout(B * T_ * D);
+  for (std::size_t i = 0; i < dout.size(); ++i) dout[i] = from_f<T>(0.125f * static_cast<float>(i + 1));
+  std::vector<float> gt(V * D, 0.0f), gp(P * D, 0.0f);
+  Options o;
+  o.padding_idx = 0;
+  for (int call = 1; call <= 2; ++call) {
+    backward(host_view(ids, TypeParam::index, {B, T_}), host_view(dout, TypeParam::dtype, {B, T_, D}),
+             host_view(gt, DType::f32, {V, D}), host_view(gp, DType::f32, {P, D}), o,
+             Workspace{}, host_stream);
+    auto row = [&](std::int64_t r, std::int64_t d) { return to_f(dout[r * D + d]); };
+    for (std::int64_t d = 0; d < D; ++d) {
+      EXPECT_FLOAT_EQ(gt[1 * D + d], call * (row(0, d) + row(1, d) + row(4, d)));
+      EXPECT_FLOAT_EQ(gt[2 * D + d], call * row(2, d));
+      EXPECT_FLOAT_EQ(gt[5 * D + d], call * row(5, d));
+      EXPECT_EQ(gt[0 * D + d], 0.0f) << "padding_idx row received a gradient";
+      EXPECT_EQ(gt[3 * D + d], 0.0f);
+      EXPECT_EQ(gt[4 * D + d], 0.0f);
+      for (std::int64_t t = 0; t < T_; ++t)  // the padding row still feeds its position
+        EXPECT_FLOAT_EQ(gp[t * D + d], call * (row(t, d) + row(T_ + t, d)));
+      EXPECT_EQ(gp[3 * D + d], 0.0f);
+    }
+  }
+}
+
+TEST(CpuReference, NegativePaddingIdxCountsFromTheEnd) {
+  std::vector<std::int64_t> ids = {4, 2};
+  std::vector<float> dout = {1, 2, 3, 4}, gt(5 * 2, 0.0f);
+  Options o;
+  o.padding_idx = -1;  // == 4
+  backward(host_view(ids, DType::i64, {1, 2}), host_view(dout, DType::f32, {1, 2, 2}),
+           host_view(gt, DType::f32, {5, 2}), TensorView{}, o, Workspace{}, host_stream);
+  EXPECT_EQ(gt, (std::vector<float>{0, 0, 0, 0, 3, 4, 0, 0, 0, 0}));
+}
+
+TEST(CpuReference, BackwardWithPositionIdsScattersIntoPositions) {
+  std::vector<std::int32_t> ids = {0, 0, 0}, pids = {2, 0, 2};
+  std::vector<float> dout = {1, 10, 100}, gt(1, 0.0f), gp(3, 0.0f);
+  Options o;
+  o.position_ids = host_view(pids, DType::i32, {1, 3});
+  backward(host_view(ids, DType::i32, {1, 3}), host_view(dout, DType::f32, {1, 3, 1}),
+           host_view(gt, DType::f32, {1, 1}), host_view(gp, DType::f32, {3, 1}), o, Workspace{},
+           host_stream);
+  EXPECT_EQ(gt[0], 111.0f);
+  EXPECT_EQ(gp, (std::vector<float>{10, 0, 101}));
+}
+
+TEST(CpuReference, OddWidthsWork) {
+  for (std::int64_t D : {1, 3, 7}) {
+    std::vector<float> tok(4 * D), pos(2 * D), out(2 * 2 * D);
+    for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<float>(i);
+    for (std::size_t i = 0; i < pos.size(); ++i) pos[i] = 100.0f * static_cast<float>(i);
+    std::vector<std::int64_t> ids = {3, 0, 1, 2};
+    forward(host_view(ids, DType::i64, {2, 2}), host_view(tok, DType::f32, {4, D}),
+            host_view(pos, DType::f32, {2, D}), host_view(out, DType::f32, {2, 2, D}), Options{},
+            host_stream);
+    for (std::int64_t r = 0; r < 4; ++r)
+      for (std::int64_t d = 0; d < D; ++d)
+        EXPECT_EQ(out[r * D + d], tok[ids[r] * D + d] + pos[(r % 2) * D + d]) << "D=" << D;
+  }
+}
+
+TEST(HostFloat16, RoundTripsAndRoundsToNearestEven) {
+  EXPECT_EQ(f16_t::from_float(1.0f).bits, 0x3c00);
+  EXPECT_EQ(f16_t::from_float(-2.0f).bits, 0xc000);
+  EXPECT_EQ(f16_t::from_float(65504.0f).bits, 0x7bff);
+  EXPECT_EQ(f16_t::from_float(65520.0f).bits, 0x7c00);  // rounds up to infinity
+  EXPECT_EQ(f16_t::from_float(5.960464477539063e-08f).bits, 0x0001);  // smallest subnormal
+  EXPECT_EQ(f16_t::from_float(1.0f + 1.0f / 2048).bits, 0x3c00);      // tie -> even
+  EXPECT_EQ(f16_t::from_float(1.0f + 3.0f / 2048).bits, 0x3c02);      // tie -> even (up)
+  EXPECT_TRUE(std::isnan(f16_t::from_float(std::nanf("")).to_float()));
+  for (std::uint32_t b = 0; b < 0x7c00; ++b) {  // every finite positive half round-trips
+    f16_t h;
+    h.bits = static_cast<std::uint16_t>(b);
+    ASSERT_EQ(f16_t::from_float(h.to_float()).bits, b);
+  }
+  EXPECT_EQ(bf16_t::from_float(1.0f).bits, 0x3f80);
+  EXPECT_EQ(bf16_t::from_float(1.00390625f).bits, 0x3f80);  // tie -> even
+  EXPECT_EQ(bf16_t::from_float(1.01171875f).bits, 0x3f82);  // tie -> even (up)
+}
+
+}  // namespace
+}  // namespace tokemb::test

@@ -1,0 +1,94 @@
+// The Embedding module on the CPU (the GPU module is covered in test_gpu_ops.cpp).
+#include <gtest/gtest.h>
+
+#include "tests/test_helpers.hpp"
+
+namespace tokemb::test {
+namespace {
+
+const StreamView host_stream = StreamView::legacy_default();
+
+TEST(CpuModule, ForwardBackwardZeroGradAndHostCopies) {
+  EmbeddingConfig c;
+  c.vocab_size = 10;
+  c.dim = 3;
+  c.context_length = 4;
+  Embedding m(c, host_stream);
+  EXPECT_EQ(m.token_table().shape, (Shape{10, 3}));
+  EXPECT_EQ(m.position_grad().shape, (Shape{4, 3}));
+  for (float x : m.token_table_to_host()) EXPECT_EQ(x, 0.0f);
+
+  std::vector<float> tok(30), pos(12);
+  for (int i = 0; i < 30; ++i) tok[static_cast<std::size_t>(i)] = static_cast<float>(i);
+  for (int i = 0; i < 12; ++i) pos[static_cast<std::size_t>(i)] = 0.5f * static_cast<float>(i);
+  m.load_token_table(tok.data(), tok.size() * 4);
+  m.load_position_table(pos.data(), pos.size() * 4);
+  EXPECT_EQ(m.token_table_to_host(), tok);
+  EXPECT_THROW(m.load_token_table(tok.data(), 4), InvalidArgument);
+
+  std::vector<std::int64_t> ids = {9, 2, 2, 0};
+  std::vector<float> out(4 * 3);
+  m.forward(host_view(ids, DType::i64, {2, 2}), host_view(out, DType::f32, {2, 2, 3}), 1);
+  for (std::int64_t r = 0; r < 4; ++r)
+    for (std::int64_t d = 0; d < 3; ++d)
+      EXPECT_EQ(out[static_cast<std::size_t>(r * 3 + d)], tok[static_cast<std::size_t>(ids[r] * 3 + d)] +
+                                                              pos[static_cast<std::size_t>((1 + r % 2) * 3 + d)]);
+
+  std::vector<float> dout(12, 1.0f);
+  m.backward(host_view(ids, DType::i64, {2, 2}), host_view(dout, DType::f32, {2, 2, 3}), 1);
+  m.backward(host_view(ids, DType::i64, {2, 2}), host_view(dout, DType::f32, {2, 2, 3}), 1);
+  auto gt = m.token_grad_to_host();
+  EXPECT_EQ(gt[2 * 3], 4.0f);  // token 2 twice per call, two calls
+  EXPECT_EQ(gt[9 * 3], 2.0f);
+  EXPECT_EQ(gt[1 * 3], 0.0f);
+  auto gp = m.position_grad_to_host();
+  EXPECT_EQ(gp[0], 0.0f);
+  EXPECT_EQ(gp[1 * 3], 4.0f);  // position 1: b = 0, 1; two calls
+  m.zero_grad();
+  for (float x : m.token_grad_to_host()) EXPECT_EQ(x, 0.0f);
+}
+
+TEST(CpuModule, OutOfRangeIdSurfacesAtSynchronizeAndModuleStaysUsable) {
+  EmbeddingConfig c;
+  c.vocab_size = 5;
+  c.dim = 2;
+  c.context_length = 3;
+  Embedding m(c, host_stream);
+  std::vector<std::int32_t> ids = {1, 5, 2};
+  std::vector<float> out(6, 9.0f);
+  m.forward(host_view(ids, DType::i32, {1, 3}), host_view(out, DType::f32, {1, 3, 2}));
+  EXPECT_EQ(out[2], 0.0f);
+  EXPECT_EQ(out[3], 0.0f);
+  EXPECT_THROW(m.synchronize(), IndexOutOfRange);
+  ids[1] = 4;
+  m.forward(host_view(ids, DType::i32, {1, 3}), host_view(out, DType::f32, {1, 3, 2}));
+  EXPECT_NO_THROW(m.synchronize());
+}
+
+TEST(CpuModule, ConfigIsValidated) {
+  EmbeddingConfig c;
+  c.vocab_size = 0;
+  c.dim = 4;
+  EXPECT_THROW(Embedding(c, host_stream), InvalidArgument);
+  c.vocab_size = 3;
+  c.dtype = DType::i32;
+  EXPECT_THROW(Embedding(c, host_stream), InvalidArgument);
+}
+
+TEST(CpuModule, Bf16TablesRoundTripThroughHost) {
+  EmbeddingConfig c;
+  c.vocab_size = 4;
+  c.dim = 2;
+  c.dtype = DType::bf16;
+  Embedding m(c, host_stream);
+  EXPECT_TRUE(m.position_table().empty());
+  std::vector<bf16_t> tok(8);
+  for (int i = 0; i < 8; ++i) tok[static_cast<std::size_t>(i)] = bf16_t::from_float(0.5f * static_cast<float>(i));
+  m.load_token_table(tok.data(), 16);
+  auto back = m.token_table_to_host();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(back[static_cast<std::size_t>(i)], 0.5f * static_cast<float>(i));
+  EXPECT_THROW(m.load_position_table(tok.data(), 16), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace tokemb::test

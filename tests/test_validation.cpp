@@ -1,0 +1,221 @@
+// Argument validation: every bad argument raises a typed exception naming it, before anything
+// is written; out-of-range ids on the CPU.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "tests/test_helpers.hpp"
+
+namespace tokemb::test {
+namespace {
+
+const StreamView host_stream = StreamView::legacy_default();
+
+template <class E>
+void expect_throw_containing(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    FAIL() << "no exception thrown";
+  } catch (const E& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  } catch (const std::exception& e) {
+    FAIL() << "wrong exception type: " << e.what();
+  }
+}
+
+struct Small {
+  static constexpr std::int64_t V = 7, D = 4, P = 5, B = 2, T = 3;
+  std::vector<std::int64_t> ids{0, 1, 2, 3, 4, 5};
+  std::vector<float> tok = std::vector<float>(V * D, 1.0f);
+  std::vector<float> pos = std::vector<float>(P * D, 2.0f);
+  std::vector<float> out = std::vector<float>(B * T * D, -7.0f);
+  std::vector<float> gt = std::vector<float>(V * D, 0.5f);
+  std::vector<float> gp = std::vector<float>(P * D, 0.25f);
+  TensorView ids_v() { return host_view(ids, DType::i64, {B, T}); }
+  TensorView tok_v() { return host_view(tok, DType::f32, {V, D}); }
+  TensorView pos_v() { return host_view(pos, DType::f32, {P, D}); }
+  TensorView out_v() { return host_view(out, DType::f32, {B, T, D}); }
+  TensorView gt_v() { return host_view(gt, DType::f32, {V, D}); }
+  TensorView gp_v() { return host_view(gp, DType::f32, {P, D}); }
+  void fwd(const TensorView& ids, const TensorView& tok, const TensorView& pos, const TensorView& out,
+           const Options& o = Options{}) {
+    forward(ids, tok, pos, out, o, host_stream);
+  }
+  bool untouched() const {
+    for (float x : out)
+      if (x != -7.0f) return false;
+    for (float x : gt)
+      if (x != 0.5f) return false;
+    for (float x : gp)
+      if (x != 0.25f) return false;
+    return true;
+  }
+};
+
+TEST(Validation, NullPointersAreNamed) {
+  Small s;
+  TensorView null_ids = s.ids_v();
+  null_ids.data = nullptr;
+  expect_throw_containing<InvalidArgument>([&] { s.fwd(null_ids, s.tok_v(), s.pos_v(), s.out_v()); },
+                                           {"ids", "null"});
+  TensorView null_out = s.out_v();
+  null_out.data = nullptr;
+  expect_throw_containing<InvalidArgument>([&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), null_out); },
+                                           {"out", "null"});
+  EXPECT_TRUE(s.untouched());
+}
+
+TEST(Validation, ShapeAndDtypeMismatchesAreNamedWithValues) {
+  Small s;
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), host_view(s.out, DType::f32, {2, 3, 3})); },
+      {"out", "[2, 3, 3]", "[2, 3, 4]"});
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), host_view(s.out, DType::bf16, {2, 3, 4})); },
+      {"out", "bf16", "f32"});
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(host_view(s.ids, DType::f32, {2, 3}), s.tok_v(), s.pos_v(), s.out_v()); },
+      {"ids", "f32", "i32 or i64"});
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(host_view(s.ids, DType::i64, {6}), s.tok_v(), s.pos_v(), s.out_v()); },
+      {"ids", "[6]", "rank 2"});
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), host_view(s.pos, DType::f32, {4, 5}), s.out_v()); },
+      {"pos_table", "[4, 5]", "D = 4"});
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        backward(s.ids_v(), s.out_v(), host_view(s.tok, DType::bf16, {Small::V, 4}), s.gp_v(), Options{},
+                 Workspace{}, host_stream);
+      },
+      {"grad_token", "bf16", "f32"});
+  EXPECT_TRUE(s.untouched());
+}
+
+TEST(Validation, ZeroSizesAreRejected) {
+  Small s;
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(host_view(s.ids, DType::i64, {0, 3}), s.tok_v(), s.pos_v(), s.out_v()); },
+      {"ids", "[0, 3]", ">= 1"});
+}
+
+TEST(Validation, SequenceLongerThanContextRaisesIndexOutOfRange) {
+  Small s;
+  Options o;
+  o.position_offset = 3;  // positions 3, 4, 5 but P = 5
+  try {
+    s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), o);
+    FAIL() << "no exception";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_EQ(e.kind(), IndexOutOfRange::Kind::position);
+    EXPECT_EQ(e.value(), 5);
+    EXPECT_EQ(e.time(), 2);
+    EXPECT_EQ(e.limit(), 5);
+    EXPECT_NE(std::string(e.what()).find("[0, 5)"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(s.untouched());
+}
+
+TEST(Validation, PaddingIdxOutOfRange) {
+  Small s;
+  Options o;
+  o.padding_idx = 7;
+  expect_throw_containing<InvalidArgument>([&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), o); },
+                                           {"padding_idx", "7", "[-7, 7)"});
+}
+
+TEST(Validation, PositionIdsWithoutPositionTable) {
+  Small s;
+  Options o;
+  o.position_ids = s.ids_v();
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), TensorView{}, s.out_v(), o); }, {"position_ids", "no position table"});
+}
+
+TEST(Validation, ElementCountOverflowIsCaught) {
+  Small s;
+  const std::int64_t huge = std::int64_t{1} << 40;
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        s.fwd(host_view(s.ids, DType::i64, {2, 3}), host_view(s.tok, DType::f32, {huge, huge}),
+              TensorView{}, host_view(s.out, DType::f32, {2, 3, huge}));
+      },
+      {"overflows"});
+}
+
+TEST(Validation, CudaDeviceWithoutBackendOrGpuIsUnsupportedOrInvalid) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present; this checks the no-GPU path";
+  Small s;
+  auto on_gpu = [](TensorView v) {
+    v.device = Device::cuda(0);
+    return v;
+  };
+  EXPECT_THROW(s.fwd(on_gpu(s.ids_v()), on_gpu(s.tok_v()), on_gpu(s.pos_v()), on_gpu(s.out_v())),
+               Unsupported);
+  EXPECT_THROW(Buffer(DType::f32, Shape{4}, Device::cuda(0)), Unsupported);
+}
+
+TEST(Validation, MixedDevicesAreRejected) {
+  Small s;
+  TensorView tok = s.tok_v();
+  tok.device = Device::cuda(0);
+  expect_throw_containing<InvalidArgument>([&] { s.fwd(s.ids_v(), tok, s.pos_v(), s.out_v()); },
+                                           {"token_table", "cuda:0", "cpu"});
+}
+
+TEST(CpuOutOfRange, WithoutRecordThrowsBeforeWriting) {
+  Small s;
+  s.ids[4] = 7;   // == V
+  s.ids[5] = -1;
+  try {
+    s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v());
+    FAIL() << "no exception";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_EQ(e.kind(), IndexOutOfRange::Kind::token);
+    EXPECT_EQ(e.value(), 7);
+    EXPECT_EQ(e.batch(), 1);
+    EXPECT_EQ(e.time(), 1);
+    EXPECT_EQ(e.limit(), 7);
+    EXPECT_EQ(e.count(), 2u);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("token id 7 at (b=1, t=1)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[0, 7)"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(backward(s.ids_v(), s.out_v(), s.gt_v(), s.gp_v(), Options{}, Workspace{}, host_stream),
+               IndexOutOfRange);
+  EXPECT_TRUE(s.untouched());
+}
+
+TEST(CpuOutOfRange, WithRecordZeroesRowsSkipsGradientsAndReports) {
+  Small s;
+  s.ids[1] = 100;
+  std::vector<std::int32_t> pids = {0, 1, 2, 3, 9, 4};  // row 4: position 9 >= P
+  ErrorMonitor monitor(Device::cpu(), host_stream);
+  Options o;
+  o.error_record = monitor.get();
+  o.position_ids = host_view(pids, DType::i32, {2, 3});
+  s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), o);
+  for (std::int64_t r = 0; r < 6; ++r)
+    for (std::int64_t d = 0; d < 4; ++d)
+      EXPECT_EQ(s.out[static_cast<std::size_t>(r * 4 + d)], (r == 1 || r == 4) ? 0.0f : 3.0f);
+  std::vector<float> dout(6 * 4, 1.0f);
+  backward(s.ids_v(), host_view(dout, DType::f32, {2, 3, 4}), s.gt_v(), s.gp_v(), o, Workspace{},
+           host_stream);
+  EXPECT_EQ(s.gt[6 * 4], 0.5f);        // token 6 is used by no row
+  EXPECT_EQ(s.gt[0], 1.5f);            // token 0 (row 0)
+  EXPECT_EQ(s.gt[4 * 4], 0.5f);        // token 4 (row 4) had a bad position: skipped
+  EXPECT_EQ(s.gp[4 * 4], 1.25f);       // position 4 (row 5, token 5) received its row
+  try {
+    monitor.check(host_stream);
+    FAIL() << "no exception";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_EQ(e.kind(), IndexOutOfRange::Kind::token);
+    EXPECT_EQ(e.value(), 100);
+    EXPECT_EQ(e.time(), 1);
+    EXPECT_EQ(e.count(), 4u);  // two bad rows, seen by forward and by backward
+  }
+  EXPECT_NO_THROW(monitor.check(host_stream));  // cleared
+}
+
+}  // namespace
+}  // namespace tokemb::test
