@@ -12,6 +12,7 @@
 ///    can be reproduced digit for digit.
 
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include <tokemb/embedding.hpp>
@@ -50,6 +51,9 @@ class TorchGenerator {
   std::uint32_t next_u32();
   /// Fills out[0..n) like `torch.empty(n).normal_(mean, std)` on the CPU.
   void normal(float* out, std::size_t n, float mean, float stddev);
+
+ private:
+  std::mt19937 engine_;
 };
 
 /// `torch.manual_seed(seed); tok = nn.Embedding(V, D); pos = nn.Embedding(P, D)`: fills the

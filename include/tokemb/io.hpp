@@ -25,6 +25,18 @@ struct HostTensor {
 
 // ---- .npy --------------------------------------------------------------------------------------
 
+/// The header of a .npy file: descr such as "<f4", "<i8", "<u2"; C-order shape; where the
+/// data starts. parse_npy_header checks the magic, version, header syntax and that the file is
+/// long enough for the data; it accepts any descr (callers decide which they support).
+struct NpyHeader {
+  std::string descr;
+  bool fortran_order = false;
+  std::vector<std::int64_t> shape;
+  std::size_t data_offset = 0;
+  std::size_t data_bytes = 0;  ///< numel * item size, checked against the file size
+};
+NpyHeader parse_npy_header(const void* bytes, std::size_t size);
+
 /// Parses a complete .npy file image held in memory. Throws IoError on anything malformed.
 HostTensor parse_npy(const void* bytes, std::size_t size);
 HostTensor read_npy(const std::string& path);
