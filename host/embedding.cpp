@@ -92,7 +92,6 @@ void Embedding::reserve(std::int64_t max_tokens) {
   p.V = config_.vocab_size;
   p.P = config_.context_length;
   p.mode = config_.backward_mode;
-  p.pos_ids = this;  // any non-null pointer: size for explicit position ids, the larger case
   const std::size_t need = detail::cuda::backward_workspace_size(p);
   if (need > workspace_.bytes()) {
     workspace_ = Buffer();

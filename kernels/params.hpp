@@ -8,6 +8,12 @@
 #include <tokemb/ops.hpp>
 #include <tokemb/types.hpp>
 
+#if defined(__CUDACC__)
+#define TOKEMB_HOST_DEVICE __host__ __device__
+#else
+#define TOKEMB_HOST_DEVICE
+#endif
+
 namespace tokemb::detail {
 
 /// What forward and backward have in common: where each row's token and position come from.
@@ -23,8 +29,8 @@ struct RowParams {
   std::int64_t padding_idx = -1;  // normalised to [0, V), or -1 for none
   ErrorRecord* error_record = nullptr;
 
-  std::int64_t rows() const { return B * T; }
-  bool positions() const { return P > 0; }
+  TOKEMB_HOST_DEVICE std::int64_t rows() const { return B * T; }
+  TOKEMB_HOST_DEVICE bool positions() const { return P > 0; }
 };
 
 struct ForwardParams : RowParams {

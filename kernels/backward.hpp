@@ -1,0 +1,19 @@
+#pragma once
+// Private: the two backward strategies behind detail::cuda::backward (kernels/backward.cu).
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "kernels/params.hpp"
+
+namespace tokemb::detail::cuda {
+
+/// kernels/backward_atomic.cu: needs no workspace.
+void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device);
+
+/// kernels/backward_deterministic.cu
+std::size_t deterministic_workspace_size(const BackwardParams& p);
+void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream, int device);
+
+}  // namespace tokemb::detail::cuda

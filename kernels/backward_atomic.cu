@@ -1,0 +1,252 @@
+// Atomic backward: scatter-add of dout rows into the f32 gradient tables, with duplicate ids
+// combined on chip before they reach global memory, and the positional gradient fused into the
+// same pass over dout.
+//
+// Why this shape:
+//  * Real text is Zipf-distributed and a batch of identical ids must not serialise on one row.
+//    Each block takes up to 512 rows at a time, sorts their ids in shared memory
+//    (cub::BlockRadixSort, stable), and walks the sorted rows: equal ids are adjacent, so a run
+//    of k equal ids costs one atomic per column instead of k.
+//  * Threads own column packs (16 bytes of dout each on the vector path) and all walk the same
+//    sorted rows, so each row's dout is read with fully coalesced 128-bit loads, kBatch rows at
+//    a time to keep loads in flight, and run sums live in registers.
+//  * Positions are offset + t (the common case): a block covers a tile of positions and a chunk
+//    of the batch, so it owns its positional gradient rows. It sums them in shared memory (each
+//    thread touches only its own columns: no shared atomics) and adds them to grad_pos once at
+//    the end: plainly when one block covers the whole batch, with one atomic per element
+//    otherwise. dout is read exactly once.
+//  * Explicit position ids: positions are a second scatter, run as a second launch keyed by
+//    position (dout is then read twice).
+//  * sm_90 adds float4 atomically in one instruction (atomic_add_pack).
+// Rows with an out-of-range id or position contribute nothing and are recorded (once, by the
+// blocks of the first column chunk). padding_idx rows feed the positional gradient only.
+
+#include <cub/block/block_radix_sort.cuh>
+
+#include <algorithm>
+
+#include "host/backend.hpp"
+#include "host/check.hpp"
+#include "host/cuda_check.hpp"
+#include "kernels/backward.hpp"
+#include "kernels/backward_common.cuh"
+
+namespace tokemb::detail::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kItems = 2;
+constexpr int kTile = kThreads * kItems;  // rows sorted together
+constexpr int kPosFloats = 4096;          // positional accumulators per block (16 KB)
+constexpr int kBatch = 4;                 // dout rows loaded before the first is consumed
+
+enum class Keys { token_and_offset_positions, token, position };
+
+struct Geometry {
+  // The rows of a call seen as a Bl x Tl grid (r = b * Tl + t): (B, T) when positions are fused,
+  // (1, B * T) otherwise. A block covers tt consecutive t, chunks of nb consecutive b (looping
+  // over chunks blockIdx.z, blockIdx.z + gridDim.z, ...) and cb columns.
+  std::int64_t Tl, Bl, tt, nb, cb, b_chunks;
+  int end_bit;
+  bool pos_atomic;
+};
+
+template <class G, int N, Keys K>
+__global__ void __launch_bounds__(kThreads)
+    backward_atomic_kernel(const BackwardParams p, const Geometry g) {
+  using Sort = cub::BlockRadixSort<std::uint32_t, kThreads, kItems, std::uint32_t>;
+  constexpr bool kFused = K == Keys::token_and_offset_positions;
+  __shared__ typename Sort::TempStorage sort_storage;
+  __shared__ std::uint32_t s_key[kTile];
+  __shared__ std::uint32_t s_loc[kTile];
+  __shared__ int s_count;
+  __shared__ float s_pos[kFused ? kPosFloats : 1];
+
+  const std::int64_t D = p.D;
+  const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * g.tt;
+  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * g.cb;
+  const std::int64_t nt = min(g.tt, g.Tl - t0);
+  const int ncols = static_cast<int>(min(g.cb, D - c0));
+  const int npk = ncols / N;
+  // Keys below max_key are rows of the gradient table being scattered into.
+  const std::uint32_t max_key = static_cast<std::uint32_t>(K == Keys::position ? p.P : p.V);
+  const std::uint32_t key_pos_only = max_key;   // padding_idx: positional gradient only
+  const std::uint32_t key_skip = max_key + 1u;  // out of range, or past the block's rows
+  const G* __restrict__ dout = static_cast<const G*>(p.dout);
+  float* table = K == Keys::position ? p.grad_pos : p.grad_token;
+  const bool record = K != Keys::position && blockIdx.y == 0;
+
+  if constexpr (kFused) {
+    for (int i = threadIdx.x; i < nt * ncols; i += kThreads) s_pos[i] = 0.0f;
+  }
+
+  for (std::int64_t chunk = blockIdx.z; chunk < g.b_chunks; chunk += gridDim.z) {
+    const std::int64_t b0 = chunk * g.nb;
+    const std::int64_t nb = min(g.nb, g.Bl - b0);
+    const std::int64_t R = nt * nb;  // rows of this block in this chunk: local li -> (b, t)
+    for (std::int64_t base = 0; base < R; base += kTile) {
+      std::uint32_t keys[kItems], locs[kItems];
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        const std::int64_t li = base + threadIdx.x * kItems + k;
+        locs[k] = static_cast<std::uint32_t>(li - base);
+        keys[k] = key_skip;
+        if (li < R) {
+          const std::int64_t r = (b0 + li / nt) * g.Tl + t0 + li % nt;
+          const Row row = resolve_row_any(p, r);
+          if (row.kind != 0) {
+            if (record) record_bad_row(p.error_record, p, r, row);
+          } else if (K == Keys::position) {
+            keys[k] = static_cast<std::uint32_t>(row.position);
+          } else {
+            keys[k] = row.token == p.padding_idx ? key_pos_only : static_cast<std::uint32_t>(row.token);
+          }
+        }
+      }
+      __syncthreads();  // the previous tile's readers of sort_storage, s_key, s_loc are done
+      Sort(sort_storage).Sort(keys, locs, 0, g.end_bit);
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {
+        s_key[threadIdx.x * kItems + k] = keys[k];
+        s_loc[threadIdx.x * kItems + k] = locs[k];
+      }
+      if (threadIdx.x == 0) s_count = kTile;
+      __syncthreads();
+#pragma unroll
+      for (int k = 0; k < kItems; ++k) {  // skipped rows sort last: find where they start
+        const int idx = threadIdx.x * kItems + k;
+        if (s_key[idx] == key_skip && (idx == 0 || s_key[idx - 1] != key_skip)) s_count = idx;
+      }
+      __syncthreads();
+      const int count = s_count;
+
+      for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
+        const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
+        float acc[N] = {};
+        std::uint32_t cur = key_skip;
+        for (int i = 0; i < count; i += kBatch) {
+          float x[kBatch][N];
+          std::uint32_t kb[kBatch];
+          int tl[kBatch];
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {  // issue all loads first: kBatch rows in flight
+            kb[u] = key_skip;
+            tl[u] = 0;
+            if (i + u < count) {
+              kb[u] = s_key[i + u];
+              const std::int64_t li = base + s_loc[i + u];
+              tl[u] = static_cast<int>(li % nt);
+              const std::int64_t r = (b0 + li / nt) * g.Tl + t0 + tl[u];
+              load_row_pack<G, N>(dout + r * D + col, x[u]);
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kBatch; ++u) {
+            if (kb[u] == key_skip) continue;
+            if constexpr (kFused) {
+              float* sp = s_pos + tl[u] * ncols + pk * N;
+#pragma unroll
+              for (int j = 0; j < N; ++j) sp[j] += x[u][j];
+            }
+            if (kb[u] == key_pos_only) continue;
+            if (kb[u] != cur) {  // a run of equal ids ended: one atomic per column for the run
+              if (cur != key_skip) atomic_add_pack<N>(table + static_cast<std::int64_t>(cur) * D + col, acc);
+              cur = kb[u];
+#pragma unroll
+              for (int j = 0; j < N; ++j) acc[j] = x[u][j];
+            } else {
+#pragma unroll
+              for (int j = 0; j < N; ++j) acc[j] += x[u][j];
+            }
+          }
+        }
+        if (cur != key_skip) atomic_add_pack<N>(table + static_cast<std::int64_t>(cur) * D + col, acc);
+      }
+    }
+  }
+
+  if constexpr (kFused) {
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nt * npk; idx += kThreads) {
+      const int tl = idx / npk, pk = idx % npk;
+      float v[N];
+#pragma unroll
+      for (int j = 0; j < N; ++j) v[j] = s_pos[tl * ncols + pk * N + j];
+      float* dst = p.grad_pos + (p.offset + t0 + tl) * D + c0 + static_cast<std::int64_t>(pk) * N;
+      if (g.pos_atomic) {
+        atomic_add_pack<N>(dst, v);
+      } else {
+        plain_add_pack<N>(dst, v);  // this block is the only one covering these positions
+      }
+    }
+  }
+}
+
+template <class G, int N, Keys K>
+void launch(const BackwardParams& p, cudaStream_t stream, int device) {
+  constexpr bool fused = K == Keys::token_and_offset_positions;
+  Geometry g{};
+  const std::int64_t packs = p.D / N;
+  // Columns per block: up to 4 packs per thread; in the fused case bounded by the shared
+  // positional accumulators (at least one position's worth of columns must fit).
+  const std::int64_t max_packs = fused ? kPosFloats / N : kThreads * 4;
+  g.cb = std::min(packs, max_packs) * N;
+  const std::int64_t col_blocks = (p.D + g.cb - 1) / g.cb;
+  TOKEMB_EXPECTS(col_blocks <= 65535, InvalidArgument, "tokemb::backward: D = ", p.D,
+                 " is too wide for one launch; the maximum is ", 65535 * g.cb);
+  const std::int64_t rows = p.rows();
+  // About four blocks per SM in all; each between 32 and 4 tiles of rows.
+  const std::int64_t target_blocks = 4 * static_cast<std::int64_t>(multiprocessor_count(device));
+  const std::int64_t rows_per_block =
+      std::clamp<std::int64_t>((rows * col_blocks + target_blocks - 1) / target_blocks, 32, 4 * kTile);
+  if (fused) {
+    g.Tl = p.T;
+    g.Bl = p.B;
+    g.tt = std::max<std::int64_t>(1, std::min<std::int64_t>(p.T, kPosFloats / g.cb));
+    g.nb = std::clamp<std::int64_t>((rows_per_block + g.tt - 1) / g.tt, 1, p.B);
+  } else {
+    g.Tl = rows;
+    g.Bl = 1;
+    g.tt = rows_per_block;
+    g.nb = 1;
+  }
+  g.b_chunks = (g.Bl + g.nb - 1) / g.nb;
+  g.pos_atomic = g.b_chunks > 1;
+  const std::uint32_t max_key = static_cast<std::uint32_t>(K == Keys::position ? p.P : p.V);
+  g.end_bit = key_bits(max_key + 1u);
+  const dim3 grid(ceil_div(g.Tl, g.tt), static_cast<unsigned>(col_blocks),
+                  static_cast<unsigned>(std::min<std::int64_t>(g.b_chunks, 65535)));
+  backward_atomic_kernel<G, N, K><<<grid, kThreads, 0, stream>>>(p, g);
+  TOKEMB_CHECK_LAUNCH();
+}
+
+template <Keys K>
+void launch_keys(const BackwardParams& p, cudaStream_t stream, int device) {
+  dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
+    using G = typename decltype(tag)::type;
+    constexpr int N = pack_width<G>();
+    // The vector path needs 16-byte dout packs and 16-byte-aligned gradient rows (N is 4 or 8,
+    // so D % N == 0 also aligns every f32 gradient row to 16 bytes).
+    const bool vector = p.D % N == 0 && aligned16(p.dout) && aligned16(p.grad_token) &&
+                        (p.grad_pos == nullptr || aligned16(p.grad_pos));
+    if (vector) {
+      launch<G, N, K>(p, stream, device);
+    } else {
+      launch<G, 1, K>(p, stream, device);
+    }
+  });
+}
+
+}  // namespace
+
+void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device) {
+  if (p.grad_pos != nullptr && p.pos_ids == nullptr) {
+    launch_keys<Keys::token_and_offset_positions>(p, stream, device);
+    return;
+  }
+  launch_keys<Keys::token>(p, stream, device);
+  if (p.grad_pos != nullptr) launch_keys<Keys::position>(p, stream, device);
+}
+
+}  // namespace tokemb::detail::cuda

@@ -1,0 +1,63 @@
+#pragma once
+// Private: pieces shared by the atomic and the deterministic backward kernels.
+
+#include <cuda_runtime.h>
+
+#include "kernels/common.cuh"
+
+namespace tokemb::detail::cuda {
+
+/// Resolves row r with the index type read at run time (the backward kernels are not
+/// templated on it: halving their instantiations costs one uniform branch per row).
+__device__ __forceinline__ Row resolve_row_any(const RowParams& p, std::int64_t r) {
+  return p.id_type == DType::i32 ? resolve_row<std::int32_t>(p, r) : resolve_row<long long>(p, r);
+}
+
+/// dst[0..N) += v with the widest atomics the hardware has: sm_90 adds a float4 (or float2) in
+/// one operation, which quarters the atomic traffic to L2; elsewhere one float at a time.
+template <int N>
+__device__ __forceinline__ void atomic_add_scalars(float* dst, const float (&v)[N]) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) atomicAdd(dst + j, v[j]);
+}
+
+template <int N>
+__device__ __forceinline__ void atomic_add_pack(float* dst, const float (&v)[N]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (N % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < N / 4; ++q)
+      atomicAdd(reinterpret_cast<float4*>(dst) + q,
+                make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]));
+  } else if constexpr (N == 2) {
+    atomicAdd(reinterpret_cast<float2*>(dst), make_float2(v[0], v[1]));
+  } else {
+    atomic_add_scalars<N>(dst, v);
+  }
+#else
+  atomic_add_scalars<N>(dst, v);
+#endif
+}
+
+/// dst[0..N) += v for memory this thread owns exclusively (no other writer in this launch).
+template <int N>
+__device__ __forceinline__ void plain_add_pack(float* dst, const float (&v)[N]) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) dst[j] += v[j];
+}
+
+template <class G, int N>
+__device__ __forceinline__ void load_row_pack(const G* src, float (&x)[N]) {
+  const Pack<G, N> pk = load_pack<G, N>(src);
+#pragma unroll
+  for (int j = 0; j < N; ++j) x[j] = to_float(pk.v[j]);
+}
+
+/// Number of low key bits a radix sort must look at so that keys 0..max_key sort correctly.
+inline int key_bits(std::uint32_t max_key) {
+  int bits = 1;
+  while (bits < 32 && (max_key >> bits) != 0) ++bits;
+  return bits;
+}
+
+}  // namespace tokemb::detail::cuda

@@ -1,0 +1,291 @@
+// Deterministic backward: bitwise-identical gradients run after run for the same inputs.
+//
+// Token gradient (and the positional gradient when explicit position ids make it a scatter):
+//  1. prepare_keys: key = id (or position) per row, value = row number; rows that give no
+//     gradient (padding_idx, out of range) get the key max_key, which sorts last.
+//  2. cub::DeviceRadixSort::SortPairs on the key bits actually used. The sort is stable, so the
+//     rows of each id are in increasing row order: the summation order is fixed by the input.
+//  3. tile_reduce: fixed tiles of 512 sorted entries; threads own column packs and walk the
+//     tile in order, summing each run of equal keys in f32 registers. A run inside one tile is
+//     added to its gradient row directly (no other block touches that row). A run that crosses a
+//     tile boundary leaves a partial sum per tile in the workspace instead.
+//  4. fixup: the tile where a crossing run starts adds its partial and those of the following
+//     tiles, in tile order, to the gradient row. No atomics anywhere, so no order to vary.
+// All-identical ids become one run spanning every tile: the work stays parallel (each tile sums
+// its 512 rows) and the fixup adds one partial per tile.
+// Positional gradient with positions offset + t: pos_reduce sums dout[b, t] over b in order.
+
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+
+#include "host/backend.hpp"
+#include "host/check.hpp"
+#include "host/cuda_check.hpp"
+#include "kernels/backward.hpp"
+#include "kernels/backward_common.cuh"
+
+namespace tokemb::detail::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kSortedTile = 512;
+constexpr int kBatch = 4;
+constexpr std::uint32_t kNoKey = 0xffffffffu;  // beyond either end of the sorted keys
+
+constexpr std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255}; }
+
+struct Layout {
+  std::size_t keys_in = 0, keys_out = 0, rows_in = 0, rows_out = 0, partial = 0, temp = 0;
+  std::size_t temp_bytes = 0, total = 0;
+  std::int64_t tiles = 0;
+};
+
+Layout make_layout(std::int64_t rows, std::int64_t D) {
+  Layout l;
+  l.tiles = (rows + kSortedTile - 1) / kSortedTile;
+  const std::size_t index_bytes = align_up(static_cast<std::size_t>(rows) * sizeof(std::uint32_t));
+  std::size_t temp_bytes = 0;
+  TOKEMB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(
+      nullptr, temp_bytes, static_cast<const std::uint32_t*>(nullptr), static_cast<std::uint32_t*>(nullptr),
+      static_cast<const std::uint32_t*>(nullptr), static_cast<std::uint32_t*>(nullptr),
+      static_cast<int>(rows), 0, 32));
+  std::size_t off = 0;
+  l.keys_in = off;
+  off += index_bytes;
+  l.keys_out = off;
+  off += index_bytes;
+  l.rows_in = off;
+  off += index_bytes;
+  l.rows_out = off;
+  off += index_bytes;
+  l.partial = off;
+  off += align_up(static_cast<std::size_t>(l.tiles) * 2 * static_cast<std::size_t>(D) * sizeof(float));
+  l.temp = off;
+  l.temp_bytes = align_up(temp_bytes);
+  off += l.temp_bytes;
+  l.total = off;
+  return l;
+}
+
+template <bool kByPosition>
+__global__ void __launch_bounds__(kThreads)
+    prepare_keys(const BackwardParams p, std::uint32_t* keys, std::uint32_t* rows, std::uint32_t max_key) {
+  const std::int64_t n = p.rows();
+  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; r < n;
+       r += static_cast<std::int64_t>(gridDim.x) * kThreads) {
+    const Row row = resolve_row_any(p, r);
+    std::uint32_t key = max_key;
+    if (row.kind != 0) {
+      if (!kByPosition) record_bad_row(p.error_record, p, r, row);  // once per row: token pass
+    } else if (kByPosition) {
+      key = static_cast<std::uint32_t>(row.position);
+    } else if (row.token != p.padding_idx) {
+      key = static_cast<std::uint32_t>(row.token);
+    }
+    keys[r] = key;
+    rows[r] = static_cast<std::uint32_t>(r);
+  }
+}
+
+template <class G, int N>
+__global__ void __launch_bounds__(kThreads)
+    tile_reduce(const BackwardParams p, float* table, const std::uint32_t* keys,
+                const std::uint32_t* rows, float* partial, std::uint32_t max_key, std::int64_t cb) {
+  __shared__ std::uint32_t s_key[kSortedTile];
+  __shared__ std::uint32_t s_row[kSortedTile];
+  __shared__ int s_valid;
+  const std::int64_t n = p.rows(), D = p.D;
+  const std::int64_t tile = blockIdx.x;
+  const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
+  const int count = static_cast<int>(e - s);
+  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
+  const int npk = static_cast<int>(min(cb, D - c0)) / N;
+  const std::uint32_t prev_key = s > 0 ? keys[s - 1] : kNoKey;
+  const std::uint32_t next_key = e < n ? keys[e] : kNoKey;
+
+  if (threadIdx.x == 0) s_valid = count;
+  for (int i = threadIdx.x; i < count; i += kThreads) {
+    s_key[i] = keys[s + i];
+    s_row[i] = rows[s + i];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < count; i += kThreads)  // keys >= max_key (no gradient) sort last
+    if (s_key[i] >= max_key && (i == 0 || s_key[i - 1] < max_key)) s_valid = i;
+  __syncthreads();
+  const int valid = s_valid;
+  const G* __restrict__ dout = static_cast<const G*>(p.dout);
+
+  for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
+    const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
+    float acc[N] = {};
+    std::uint32_t cur = kNoKey;
+    int start = 0;
+    // A run [start, end) of key k: written directly unless it continues into a neighbour tile.
+    auto emit = [&](std::uint32_t k, int run_start, int run_end) {
+      const bool head_cross = run_start == 0 && prev_key == k;
+      const bool tail_cross = run_end == count && next_key == k;
+      if (!head_cross && !tail_cross) {
+        plain_add_pack<N>(table + static_cast<std::int64_t>(k) * D + col, acc);
+      } else {
+        float* dst = partial + (tile * 2 + (head_cross ? 0 : 1)) * D + col;
+#pragma unroll
+        for (int j = 0; j < N; ++j) dst[j] = acc[j];
+      }
+    };
+    for (int i = 0; i < valid; i += kBatch) {
+      float x[kBatch][N];
+      std::uint32_t kb[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {  // issue all loads first: kBatch rows in flight
+        kb[u] = kNoKey;
+        if (i + u < valid) {
+          kb[u] = s_key[i + u];
+          load_row_pack<G, N>(dout + static_cast<std::int64_t>(s_row[i + u]) * D + col, x[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        if (kb[u] == kNoKey) continue;
+        if (kb[u] != cur) {
+          if (cur != kNoKey) emit(cur, start, i + u);
+          cur = kb[u];
+          start = i + u;
+#pragma unroll
+          for (int j = 0; j < N; ++j) acc[j] = x[u][j];
+        } else {
+#pragma unroll
+          for (int j = 0; j < N; ++j) acc[j] += x[u][j];
+        }
+      }
+    }
+    if (cur != kNoKey) emit(cur, start, valid);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    fixup(const std::int64_t n, const std::int64_t D, float* table, const std::uint32_t* keys,
+          const float* partial, std::uint32_t max_key, std::int64_t cb) {
+  const std::int64_t tile = blockIdx.x;
+  const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
+  const std::uint32_t k = keys[e - 1];
+  if (k >= max_key || e >= n || keys[e] != k) return;  // the tile's last run ends inside it
+  if (keys[s] == k && s > 0 && keys[s - 1] == k) return;  // that run began in an earlier tile
+  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
+  const std::int64_t c1 = min(c0 + cb, D);
+  for (std::int64_t c = c0 + threadIdx.x; c < c1; c += kThreads) {
+    float acc = partial[(tile * 2 + 1) * D + c];
+    for (std::int64_t m = tile + 1;; ++m) {  // tiles covered by the run, in order
+      acc += partial[(m * 2) * D + c];
+      const std::int64_t em = min((m + 1) * kSortedTile, n);
+      if (!(em < n && keys[em] == k && keys[em - 1] == k)) break;
+    }
+    table[static_cast<std::int64_t>(k) * D + c] += acc;
+  }
+}
+
+template <class G, int N>
+__global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, std::int64_t cb) {
+  const std::int64_t t = blockIdx.x, D = p.D, T = p.T;
+  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
+  const int npk = static_cast<int>(min(cb, D - c0)) / N;
+  const G* __restrict__ dout = static_cast<const G*>(p.dout);
+  for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
+    const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
+    float acc[N] = {};
+    for (std::int64_t b = 0; b < p.B; b += kBatch) {
+      float x[kBatch][N];
+      bool ok[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        ok[u] = false;
+        if (b + u < p.B) {
+          const std::int64_t r = (b + u) * T + t;
+          ok[u] = resolve_row_any(p, r).kind == 0;  // out-of-range rows give no gradient
+          if (ok[u]) load_row_pack<G, N>(dout + r * D + col, x[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (ok[u]) {
+#pragma unroll
+          for (int j = 0; j < N; ++j) acc[j] += x[u][j];
+        }
+    }
+    plain_add_pack<N>(p.grad_pos + (p.offset + t) * D + col, acc);
+  }
+}
+
+template <class G, int N>
+void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* ws, cudaStream_t stream,
+             int device) {
+  const std::int64_t n = p.rows();
+  auto* keys_in = reinterpret_cast<std::uint32_t*>(ws + l.keys_in);
+  auto* keys_out = reinterpret_cast<std::uint32_t*>(ws + l.keys_out);
+  auto* rows_in = reinterpret_cast<std::uint32_t*>(ws + l.rows_in);
+  auto* rows_out = reinterpret_cast<std::uint32_t*>(ws + l.rows_out);
+  auto* partial = reinterpret_cast<float*>(ws + l.partial);
+  const std::uint32_t max_key = static_cast<std::uint32_t>(by_position ? p.P : p.V);
+  float* table = by_position ? p.grad_pos : p.grad_token;
+
+  const unsigned prep_blocks = static_cast<unsigned>(
+      std::min<std::int64_t>((n + kThreads - 1) / kThreads, 32LL * multiprocessor_count(device)));
+  if (by_position) {
+    prepare_keys<true><<<prep_blocks, kThreads, 0, stream>>>(p, keys_in, rows_in, max_key);
+  } else {
+    prepare_keys<false><<<prep_blocks, kThreads, 0, stream>>>(p, keys_in, rows_in, max_key);
+  }
+  TOKEMB_CHECK_LAUNCH();
+  std::size_t temp_bytes = l.temp_bytes;
+  TOKEMB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(ws + l.temp, temp_bytes, keys_in, keys_out, rows_in,
+                                                  rows_out, static_cast<int>(n), 0, key_bits(max_key),
+                                                  stream));
+  const std::int64_t cb = std::min<std::int64_t>(p.D / N, kThreads * 4) * N;
+  const dim3 grid(static_cast<unsigned>(l.tiles), ceil_div(p.D, cb));
+  tile_reduce<G, N><<<grid, kThreads, 0, stream>>>(p, table, keys_out, rows_out, partial, max_key, cb);
+  TOKEMB_CHECK_LAUNCH();
+  const std::int64_t fix_cb = kThreads * 4;
+  fixup<<<dim3(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb)), kThreads, 0, stream>>>(
+      n, p.D, table, keys_out, partial, max_key, fix_cb);
+  TOKEMB_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+std::size_t deterministic_workspace_size(const BackwardParams& p) { return make_layout(p.rows(), p.D).total; }
+
+void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream, int device) {
+  const Layout l = make_layout(p.rows(), p.D);
+  TOKEMB_EXPECTS(p.workspace != nullptr && p.workspace_bytes >= l.total, InvalidArgument,
+                 "tokemb::backward: deterministic mode needs ", l.total, " bytes of workspace, got ",
+                 p.workspace_bytes);
+  TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument, "tokemb::backward: D = ", p.D,
+                 " is too wide for one launch");
+  char* ws = static_cast<char*>(p.workspace);
+  dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
+    using G = typename decltype(tag)::type;
+    constexpr int N = pack_width<G>();
+    const bool vector = p.D % N == 0 && aligned16(p.dout) && aligned16(p.grad_token) &&
+                        (p.grad_pos == nullptr || aligned16(p.grad_pos));
+    auto run = [&](auto n_tag) {
+      constexpr int kN = decltype(n_tag)::value;
+      scatter<G, kN>(p, false, l, ws, stream, device);
+      if (p.grad_pos == nullptr) return;
+      if (p.pos_ids != nullptr) {
+        scatter<G, kN>(p, true, l, ws, stream, device);
+      } else {
+        const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;
+        pos_reduce<G, kN><<<dim3(static_cast<unsigned>(p.T), ceil_div(p.D, cb)), kThreads, 0, stream>>>(p, cb);
+        TOKEMB_CHECK_LAUNCH();
+      }
+    };
+    if (vector) {
+      run(std::integral_constant<int, N>{});
+    } else {
+      run(std::integral_constant<int, 1>{});
+    }
+  });
+}
+
+}  // namespace tokemb::detail::cuda

@@ -1,0 +1,124 @@
+#pragma once
+// Private device-side helpers shared by the kernels: the type map for dispatch, f32 conversion,
+// 16-byte packs, row resolution (token, position, validity) and the device error record.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "host/dispatch.hpp"
+#include "kernels/params.hpp"
+
+namespace tokemb::detail {
+
+/// Device storage types of the floating dtypes (same bits as HostTypes).
+struct DeviceTypes {
+  using f32 = float;
+  using bf16 = __nv_bfloat16;
+  using f16 = __half;
+};
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+template <class T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+
+/// N elements of T moved as one unit: 16 bytes when N * sizeof(T) == 16, which compiles to a
+/// single 128-bit load/store (the widest per-thread access; fewer instructions in flight per
+/// byte than 32- or 64-bit accesses).
+template <class T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+template <class T, int N>
+__device__ __forceinline__ Pack<T, N> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, N>*>(p);
+}
+
+/// Streaming store: the output of forward is written once and read by the next layer later,
+/// so keep it from evicting the tables from L2.
+template <class T, int N>
+__device__ __forceinline__ void store_pack_streaming(T* p, const Pack<T, N>& v) {
+  if constexpr (sizeof(Pack<T, N>) == 16) {
+    __stcs(reinterpret_cast<int4*>(p), *reinterpret_cast<const int4*>(&v));
+  } else if constexpr (sizeof(Pack<T, N>) == 8) {
+    __stcs(reinterpret_cast<int2*>(p), *reinterpret_cast<const int2*>(&v));
+  } else {
+    *reinterpret_cast<Pack<T, N>*>(p) = v;
+  }
+}
+
+__device__ __forceinline__ std::int64_t load_index(const void* base, DType type, std::int64_t i) {
+  return type == DType::i32 ? static_cast<std::int64_t>(__ldg(static_cast<const std::int32_t*>(base) + i))
+                            : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(base) + i));
+}
+
+/// What row r = b * T + t reads. kind: 0 valid, 1 bad token id, 2 bad position.
+struct Row {
+  std::int64_t token;
+  std::int64_t position;  // -1 when positions are off
+  int kind;
+};
+
+template <class I>
+__device__ __forceinline__ Row resolve_row(const RowParams& p, std::int64_t r) {
+  Row row;
+  row.token = static_cast<std::int64_t>(__ldg(static_cast<const I*>(p.ids) + r));
+  row.position = -1;
+  row.kind = (row.token < 0 || row.token >= p.V) ? 1 : 0;
+  if (p.P > 0) {
+    row.position = p.pos_ids ? load_index(p.pos_ids, p.pos_id_type, r) : p.offset + r % p.T;
+    if (row.kind == 0 && (row.position < 0 || row.position >= p.P)) row.kind = 2;
+  }
+  return row;
+}
+
+/// Records a bad row. Rare by construction, so it may be slow: the count is one atomic; the
+/// "first" row (smallest flat index) is kept under a spin lock so that its index, value and
+/// kind stay consistent with each other. A relaxed pre-check keeps most writers off the lock.
+/// Never traps: a device assert would kill the caller's CUDA context.
+__device__ inline void record_bad_row(ErrorRecord* rec, const RowParams& p, std::int64_t r,
+                                      const Row& row) {
+  if (rec == nullptr) return;
+  atomicAdd(&rec->count, 1ull);
+  const unsigned long long key = static_cast<unsigned long long>(r);
+  if (key >= *reinterpret_cast<volatile unsigned long long*>(&rec->first_key)) return;
+  while (atomicCAS(&rec->lock, 0, 1) != 0) __nanosleep(64);
+  __threadfence();
+  volatile ErrorRecord* v = rec;
+  if (key < v->first_key) {
+    v->first_key = key;
+    v->value = row.kind == 1 ? row.token : row.position;
+    v->batch = r / p.T;
+    v->time = r % p.T;
+    v->limit = row.kind == 1 ? p.V : p.P;
+    v->kind = row.kind;
+  }
+  __threadfence();
+  atomicExch(&rec->lock, 0);
+}
+
+/// Elements per 16-byte pack.
+template <class T>
+constexpr int pack_width() {
+  return static_cast<int>(16 / sizeof(T));
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+inline unsigned ceil_div(std::int64_t a, std::int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+
+}  // namespace tokemb::detail
