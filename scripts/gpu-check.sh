@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh RESULTS_DIR — everything that needs an NVIDIA GPU, in one run:
+#   1. configure a Release build for the local GPU (CMAKE_CUDA_ARCHITECTURES=native) and build it;
+#   2. run the whole ctest suite (cpu tests in parallel, gpu tests one at a time);
+#   3. compute-sanitizer memcheck, racecheck, initcheck and synccheck over a reduced gpu test
+#      filter (TOKEMB_TEST_SMALL=1 drops the largest shapes: the sanitizers slow kernels 10-100x);
+#   4. the benchmarks, the PyTorch baseline and the report (scripts/bench.sh), if present.
+# Logs go to RESULTS_DIR/*.log; a summary is printed last. Budget: under 6 minutes on a 16-core
+# H100 machine. Exit status: non-zero if any step failed.
+set -uo pipefail
+out=${1:?usage: scripts/gpu-check.sh RESULTS_DIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${TOKEMB_GPU_BUILD_DIR:-$root/build-gpu}
+jobs=$(nproc)
+summary=()
+failed=0
+t_start=$(date +%s)
+
+# step NAME TIMEOUT_S COMMAND...: runs COMMAND with a time limit, logs to $out/NAME.log.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local t0 rc
+  t0=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  summary+=("$(printf '%-22s %s (%ss)' "$name" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc=$rc")" $(($(date +%s) - t0)))")
+  [ $rc -eq 0 ] || failed=1
+  return $rc
+}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  nvcc --version | tail -1
+  cmake --version | head -1
+} >"$out/environment.txt" 2>&1
+
+step configure 120 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES=native -DTOKEMB_BUILD_BENCHMARKS=ON
+step build 300 cmake --build "$build" -j "$jobs"
+if [ $failed -eq 0 ]; then
+  step ctest-cpu 240 ctest --test-dir "$build" -L cpu -j "$jobs" --output-on-failure
+  step ctest-gpu 240 ctest --test-dir "$build" -L gpu --output-on-failure
+  grep -E "tests passed|Skipped|Failed" "$out/ctest-gpu.log" | tail -5 >"$out/ctest-gpu-summary.txt"
+
+  filter='GpuOps/f32_i64.*:GpuOps/bf16_i32.*:GpuModule.*:GpuGraph.*:GpuBadInput*.*'
+  for tool in memcheck racecheck initcheck synccheck; do
+    extra=()
+    [ "$tool" = memcheck ] && extra=(--leak-check full)
+    TOKEMB_TEST_SMALL=1 step "sanitizer-$tool" 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      "${extra[@]}" "$build/tests/tokemb_tests" --gtest_filter="$filter"
+  done
+
+  if [ -f "$root/scripts/bench.sh" ]; then
+    step bench 200 env TOKEMB_BUILD_DIR="$build" bash "$root/scripts/bench.sh" "$out/bench"
+  fi
+fi
+
+echo
+echo "== tokemb gpu-check summary ($(head -3 "$out/environment.txt" | tail -1)) =="
+for line in "${summary[@]}"; do echo "  $line"; done
+for f in ctest-cpu ctest-gpu; do
+  [ -f "$out/$f.log" ] && echo "  $f: $(grep -E 'tests passed' "$out/$f.log" | tail -1)"
+done
+for tool in memcheck racecheck initcheck synccheck; do
+  f="$out/sanitizer-$tool.log"
+  [ -f "$f" ] && echo "  $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | tail -1)"
+done
+echo "  total $(($(date +%s) - t_start))s; logs in $out"
+exit $failed
