@@ -50,7 +50,7 @@ if [ $failed -eq 0 ]; then
   for tool in memcheck racecheck initcheck synccheck; do
     extra=()
     [ "$tool" = memcheck ] && extra=(--leak-check full)
-    TOKEMB_TEST_SMALL=1 step "sanitizer-$tool" 240 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    step "sanitizer-$tool" 240 env TOKEMB_TEST_SMALL=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "${extra[@]}" "$build/tests/tokemb_tests" --gtest_filter="$filter"
   done
 
