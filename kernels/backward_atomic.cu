@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kThreads)
   constexpr bool kFused = K == Keys::token_and_offset_positions;
   __shared__ typename Sort::TempStorage sort_storage;
   __shared__ std::uint32_t s_key[kTile];
-  __shared__ std::uint32_t s_loc[kTile];
+  __shared__ std::uint32_t s_row[kTile];  // dout row of each sorted entry
+  __shared__ std::uint16_t s_tl[kTile];   // its position within the block's tile of t
   __shared__ int s_count;
   __shared__ float s_pos[kFused ? kPosFloats : 1];
 
@@ -104,12 +105,15 @@ __global__ void __launch_bounds__(kThreads)
           }
         }
       }
-      __syncthreads();  // the previous tile's readers of sort_storage, s_key, s_loc are done
+      __syncthreads();  // the previous tile's readers of sort_storage, s_key, s_row are done
       Sort(sort_storage).Sort(keys, locs, 0, g.end_bit);
 #pragma unroll
-      for (int k = 0; k < kItems; ++k) {
-        s_key[threadIdx.x * kItems + k] = keys[k];
-        s_loc[threadIdx.x * kItems + k] = locs[k];
+      for (int k = 0; k < kItems; ++k) {  // 64-bit divisions once per row, not once per column pack
+        const int idx = threadIdx.x * kItems + k;
+        const std::int64_t li = base + locs[k];
+        s_key[idx] = keys[k];
+        s_row[idx] = static_cast<std::uint32_t>((b0 + li / nt) * g.Tl + t0 + li % nt);
+        s_tl[idx] = static_cast<std::uint16_t>(li % nt);
       }
       if (threadIdx.x == 0) s_count = kTile;
       __syncthreads();
@@ -135,10 +139,8 @@ __global__ void __launch_bounds__(kThreads)
             tl[u] = 0;
             if (i + u < count) {
               kb[u] = s_key[i + u];
-              const std::int64_t li = base + s_loc[i + u];
-              tl[u] = static_cast<int>(li % nt);
-              const std::int64_t r = (b0 + li / nt) * g.Tl + t0 + tl[u];
-              load_row_pack<G, N>(dout + r * D + col, x[u]);
+              tl[u] = s_tl[i + u];
+              load_row_pack<G, N>(dout + static_cast<std::int64_t>(s_row[i + u]) * D + col, x[u]);
             }
           }
 #pragma unroll
