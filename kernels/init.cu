@@ -39,8 +39,8 @@ __global__ void init_finish_kernel(const float* __restrict__ src, T* dst, std::i
 
 }  // namespace
 
-void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool affine,
-                 float width, float low, int device, CUstream_st* stream) {
+void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool affine, float width,
+                 float low, int device, CUstream_st* stream) {
   if (n <= 0) return;
   constexpr int threads = 256;
   const std::int64_t wanted = (n + threads - 1) / threads;
@@ -48,8 +48,8 @@ void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool 
   const unsigned blocks = static_cast<unsigned>(std::max<std::int64_t>(1, std::min(wanted, cap)));
   dispatch_float<InitDeviceTypes>(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    init_finish_kernel<T><<<blocks, threads, 0, stream>>>(src, static_cast<T*>(dst), n, affine,
-                                                          width, low);
+    init_finish_kernel<T>
+        <<<blocks, threads, 0, stream>>>(src, static_cast<T*>(dst), n, affine, width, low);
   });
   TOKEMB_CHECK_LAUNCH();
 }

@@ -25,8 +25,8 @@ namespace tokemb {
 struct InitSpec {
   enum class Kind : std::uint8_t { normal, uniform };
   Kind kind = Kind::normal;
-  float a = 0.0f;   ///< normal: mean;   uniform: low
-  float b = 1.0f;   ///< normal: stddev; uniform: high
+  float a = 0.0f;  ///< normal: mean;   uniform: low
+  float b = 1.0f;  ///< normal: stddev; uniform: high
 
   static InitSpec normal(float mean, float stddev) { return {Kind::normal, mean, stddev}; }
   static InitSpec uniform(float low, float high) { return {Kind::uniform, low, high}; }
@@ -34,22 +34,59 @@ struct InitSpec {
   static InitSpec gpt2() { return normal(0.0f, 0.02f); }
 };
 
-/// Fills \p table (any floating dtype, CPU or CUDA) from Philox stream \p stream_id of \p seed.
-/// Different stream ids give independent streams. Throws Unsupported on the CPU when cuRAND's
-/// host library is not part of this build.
+/// The 64-bit Philox key (cuRAND's generator seed) that stream \p stream_id of \p seed uses:
+/// `splitmix64(seed ^ splitmix64(stream_id))`, where splitmix64(x) is Vigna's SplitMix64 output
+/// function applied to x + 0x9E3779B97F4A7C15. Distinct keys give independent Philox streams;
+/// for a fixed stream id, distinct seeds always give distinct keys. Part of the reproducibility
+/// contract: a table from init_table(t, seed, id, ...) is what cuRAND's Philox4x32-10 generator
+/// (CURAND_ORDERING_PSEUDO_DEFAULT, offset 0) seeded with philox_key(seed, id) produces.
+std::uint64_t philox_key(std::uint64_t seed, std::uint64_t stream_id) noexcept;
+
+/// Fills \p table (f32, bf16 or f16; CPU or CUDA) from Philox stream \p stream_id of \p seed.
+///
+/// cuRAND draws an even count m = numel rounded up to even (its normals come in pairs), as f32,
+/// in row-major order: curandGenerateNormal(mean, stddev) for a normal spec, and for a uniform
+/// spec curandGenerateUniform's u in (0, 1] mapped to fmaf(u, high - low, low) (one rounding, so
+/// results lie in [low, high]). The first numel values are kept; bf16/f16 tables get them rounded
+/// to nearest even. The same (seed, stream_id, spec, shape) gives the same table in every run
+/// and on every device; CPU and GPU tables agree bitwise for uniform specs and to a few ulps for
+/// normal specs (cuRAND's host and device math libraries differ).
+///
+/// A CUDA table is filled on the device (cuRAND's host API on device memory, plus one conversion
+/// kernel: no host round trip), ordered on \p stream; the call then synchronises \p stream.
+/// A CPU table ignores \p stream.
+///
+/// \throws InvalidArgument null data, a non-floating dtype, a non-finite mean or a negative or
+///         non-finite stddev, a uniform range with low > high or non-finite bounds or width.
+/// \throws Unsupported a CPU table in a build without cuRAND's host library
+///         (TOKEMB_WITH_CURAND_HOST == 0), or a CUDA table in a build without the CUDA backend.
+/// \throws CudaError / OutOfMemory when cuRAND or CUDA fails.
 void init_table(const TensorView& table, std::uint64_t seed, std::uint64_t stream_id,
                 const InitSpec& spec, StreamView stream);
 
-/// Fills the module's token table (stream 0) and position table (stream 1) from \p seed.
+/// Fills the module's token table (stream 0) and position table (stream 1, if the module has
+/// one) from \p seed, on the module's stream. The two tables are independent. The padding row
+/// (if any) is drawn like every other row. Example (GPT-2's init):
+/// \code
+///   tokemb::init_module(module, /*seed=*/42, tokemb::InitSpec::gpt2());
+/// \endcode
 void init_module(Embedding& module, std::uint64_t seed, const InitSpec& spec);
 
 /// PyTorch's CPU generator: MT19937 seeded like torch.manual_seed, with PyTorch's normal_.
+/// Results agree with PyTorch to about 1e-6 relative, not bitwise (PyTorch may use vectorised
+/// log/sin/cos).
 class TorchGenerator {
  public:
+  /// Standard MT19937 initialisation from the low 32 bits of \p seed (as torch.manual_seed
+  /// and std::mt19937 do).
   explicit TorchGenerator(std::uint64_t seed);
   /// Next raw 32-bit output of the Mersenne Twister.
   std::uint32_t next_u32();
-  /// Fills out[0..n) like `torch.empty(n).normal_(mean, std)` on the CPU.
+  /// Fills out[0..n) like `torch.empty(n).normal_(mean, std)` on the CPU: n uniforms
+  /// (x & 0xFFFFFF) * 2^-24, Box-Muller in float over each chunk of 16 (element j pairs with
+  /// j + 8), and for n % 16 != 0 the last 16 elements redrawn and transformed again.
+  /// \throws InvalidArgument for n < 16 (PyTorch's scalar path there is not reproduced) or a null
+  ///         \p out.
   void normal(float* out, std::size_t n, float mean, float stddev);
 
  private:
@@ -58,6 +95,12 @@ class TorchGenerator {
 
 /// `torch.manual_seed(seed); tok = nn.Embedding(V, D); pos = nn.Embedding(P, D)`: fills the
 /// module's token table, then its position table (if any), from one generator, N(0, 1).
+/// With a padding_idx the token table's padding row is zeroed afterwards, as
+/// `nn.Embedding(V, D, padding_idx=p)` does. Values are drawn in f32; bf16/f16 tables get them
+/// rounded to nearest even (what `.to(torch.bfloat16)` gives). Both tables are computed on the
+/// host before either is written. For example `init_module_pytorch(m, 123)` on a 6 x 3 token
+/// table gives the book's `torch.manual_seed(123); torch.nn.Embedding(6, 3).weight`.
+/// \throws InvalidArgument if a table has fewer than 16 elements (see TorchGenerator::normal).
 void init_module_pytorch(Embedding& module, std::uint64_t seed);
 
 }  // namespace tokemb

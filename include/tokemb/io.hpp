@@ -3,7 +3,22 @@
 /// Saving and loading tables: NumPy .npy and safetensors. Loading reads and checks the whole
 /// file (dtype, shape, byte size, header) before anything is written to the destination, so a
 /// truncated, corrupt or mismatched file raises IoError / InvalidArgument and leaves the table as
-/// it was. Writers write to a temporary file and rename it into place.
+/// it was. Writers write to "path.tmp" and rename it into place, so \p path is never left
+/// half-written.
+///
+/// Errors: IoError when a file cannot be opened, read or written, or is malformed (bad magic,
+/// bad header, truncated, overlapping or out-of-range offsets, sizes that do not add up);
+/// InvalidArgument when a well-formed file does not fit the destination (missing tensor name,
+/// dtype or shape mismatch) or an argument is bad. The parse_* functions accept arbitrary bytes:
+/// they never read outside [bytes, bytes + size), never allocate more than the input size
+/// implies, and throw only tokemb exceptions.
+///
+/// dtypes. .npy: f32 is '<f4', f16 '<f2', i32 '<i4', i64 '<i8'. NumPy has no bfloat16, so a
+/// bf16 tensor is saved widened (exactly) to '<f4', and loading '<f4' into a bf16 table rounds
+/// to nearest even: a bf16 table survives a round trip bitwise and the file opens in any NumPy.
+/// safetensors: F32, F16, BF16, I32, I64 natively. In both formats the file's dtype must equal
+/// the destination's, except that f32 data may be loaded into a bf16 or f16 table (rounded to
+/// nearest even; how GPT-2's f32 checkpoint fills a bf16 module). Data is little-endian.
 
 #include <cstdint>
 #include <string>
@@ -37,12 +52,17 @@ struct NpyHeader {
 };
 NpyHeader parse_npy_header(const void* bytes, std::size_t size);
 
-/// Parses a complete .npy file image held in memory. Throws IoError on anything malformed.
+/// Parses a complete .npy file image held in memory. Throws IoError on anything malformed, on a
+/// descr other than '<f4', '<f2', '<i4', '<i8' (also '=' or '|' byte order), on big-endian or
+/// Fortran-order (rank >= 2) data, rank > 4, or bytes after the data.
 HostTensor parse_npy(const void* bytes, std::size_t size);
+/// Reads and parses the .npy file \p path (errors name the file).
 HostTensor read_npy(const std::string& path);
-/// Writes \p tensor (any device; synchronises \p stream) as .npy.
+/// Writes \p tensor (any device; synchronises \p stream) as .npy version 1.0, header padded to
+/// 64 bytes; bf16 is written as '<f4' (see above).
 void save_npy(const std::string& path, const TensorView& tensor, StreamView stream);
-/// Reads \p path into \p dst (any device), which must match its dtype and shape exactly.
+/// Reads \p path into \p dst (any device): the shape must be equal, the dtype equal (or f32
+/// into bf16/f16). Synchronises \p stream; \p dst is untouched on any error.
 void load_npy(const std::string& path, const TensorView& dst, StreamView stream);
 
 /// Writes a large .npy of known dtype and shape chunk by chunk (the CLI's [N, T, D] output):
@@ -65,10 +85,19 @@ class NpyWriter {
 
 // ---- safetensors -------------------------------------------------------------------------------
 
-/// Parses a complete safetensors file image held in memory into named tensors.
-std::vector<std::pair<std::string, HostTensor>> parse_safetensors(const void* bytes, std::size_t size);
+/// Parses a complete safetensors file image held in memory into named tensors, in file order.
+/// Validates the 8-byte header length (<= 100 MB and within the input), the JSON header (strict
+/// RFC 8259, UTF-8, no duplicate keys; '__metadata__' must map strings to strings), every
+/// tensor's dtype, shape and data_offsets (inside the data buffer, size == numel * item size,
+/// no two tensors overlapping). Throws IoError on any violation, and also for tensors of a dtype
+/// tokemb cannot hold (F64, U8, ...) or of rank > 4.
+std::vector<std::pair<std::string, HostTensor>> parse_safetensors(const void* bytes,
+                                                                  std::size_t size);
+/// Reads and parses the safetensors file \p path.
 std::vector<std::pair<std::string, HostTensor>> read_safetensors(const std::string& path);
-/// Writes named tensors (any devices; synchronises \p stream).
+/// Writes named tensors (any devices; synchronises \p stream), in the given order, with
+/// `__metadata__ = {"format": "pt"}` so that PyTorch / transformers accept the file. Names must be
+/// non-empty, unique, valid UTF-8 and not "__metadata__".
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, TensorView>>& tensors,
                       StreamView stream);
@@ -79,10 +108,13 @@ struct WeightNames {
   std::string position = "wpe.weight";
 };
 
-/// Saves the module's tables as safetensors.
+/// Saves the module's tables as safetensors (the position table only if the module has one).
 void save_weights(Embedding& module, const std::string& path, const WeightNames& names = {});
-/// Loads the module's tables from safetensors (other tensors in the file are ignored); both
-/// tables are checked before either is written.
+/// Loads the module's tables from safetensors. Only the header and the two named tensors are
+/// read (a whole GPT-2 checkpoint is fine; other tensors are validated and ignored). Each table
+/// must be present with exactly the table's shape and a compatible dtype (equal, or F32 into a
+/// bf16/f16 table); the position tensor is not looked for when the module has no position
+/// table. Both tables are read and checked before either is written.
 void load_weights(Embedding& module, const std::string& path, const WeightNames& names = {});
 
 }  // namespace tokemb
