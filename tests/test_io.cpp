@@ -1,0 +1,752 @@
+// Weights I/O: .npy and safetensors round trips, files built here byte by byte from the
+// published formats, and corrupt, truncated and mismatched files.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <tokemb/io.hpp>
+
+#include "tests/test_helpers.hpp"
+
+namespace tokemb::test {
+namespace {
+
+namespace fs = std::filesystem;
+const StreamView host_stream = StreamView::legacy_default();
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+void write_bytes(const fs::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(s.data(), static_cast<std::streamsize>(s.size()));
+}
+std::string le(std::uint64_t v, int bytes) {
+  std::string s;
+  for (int i = 0; i < bytes; ++i) s += static_cast<char>((v >> (8 * i)) & 0xff);
+  return s;
+}
+template <class T>
+std::string raw(const std::vector<T>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+// A .npy file as NumPy's format document describes it: magic, version, little-endian header
+// length (2 bytes in 1.0, 4 in 2.0), the header text, the data.
+std::string npy_file(int major, const std::string& header, const std::string& data) {
+  std::string s = "\x93NUMPY";
+  s += static_cast<char>(major);
+  s += '\0';
+  s += le(header.size(), major == 1 ? 2 : 4);
+  return s + header + data;
+}
+
+// A safetensors file: 8-byte little-endian header length, the JSON header, the data buffer.
+std::string st_file(const std::string& json, const std::string& data) {
+  return le(json.size(), 8) + json + data;
+}
+
+template <class F>
+void expect_only_tokemb_errors(F&& f, const std::string& what) {
+  try {
+    f();
+  } catch (const Error&) {
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << what << ": a non-tokemb exception escaped: " << e.what();
+  } catch (...) {
+    ADD_FAILURE() << what << ": a non-exception was thrown";
+  }
+}
+
+class IoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tokemb_io_" + std::to_string(fresh_seed()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+// ---- .npy -------------------------------------------------------------------------------------
+
+TEST_F(IoTest, NpyRoundTripsEveryDtypeAndRank) {
+  std::mt19937_64 rng(fresh_seed());
+  const std::vector<Shape> shapes = {Shape{7}, Shape{3, 5}, Shape{2, 3, 4}, Shape{2, 1, 3, 2},
+                                     Shape{}};
+  for (const Shape& shape : shapes) {
+    const std::size_t n = static_cast<std::size_t>(shape.numel());
+    std::vector<float> f = random_values<float>(n, rng, 3.0f);
+    std::vector<f16_t> h = random_values<f16_t>(n, rng, 3.0f);
+    std::vector<bf16_t> b = random_values<bf16_t>(n, rng, 3.0f);
+    std::vector<std::int32_t> i32(n);
+    std::vector<std::int64_t> i64(n);
+    for (auto& x : i32) x = static_cast<std::int32_t>(rng());
+    for (auto& x : i64) x = static_cast<std::int64_t>(rng());
+    struct Case {
+      TensorView view;
+      DType file_dtype;
+    };
+    const Case cases[] = {{host_view(f, DType::f32, shape), DType::f32},
+                          {host_view(h, DType::f16, shape), DType::f16},
+                          {host_view(b, DType::bf16, shape), DType::f32},
+                          {host_view(i32, DType::i32, shape), DType::i32},
+                          {host_view(i64, DType::i64, shape), DType::i64}};
+    for (const Case& c : cases) {
+      SCOPED_TRACE(std::string(dtype_name(c.view.dtype)) + " " + shape.str());
+      const std::string p = path("t.npy");
+      save_npy(p, c.view, host_stream);
+      EXPECT_FALSE(fs::exists(p + ".tmp"));
+      const HostTensor t = read_npy(p);
+      EXPECT_EQ(t.dtype, c.file_dtype);
+      EXPECT_EQ(t.shape, shape);
+      if (c.view.dtype == DType::bf16) {  // widened: every value exact
+        for (std::size_t k = 0; k < n; ++k) {
+          float x;
+          std::memcpy(&x, t.data.data() + 4 * k, 4);
+          EXPECT_EQ(x, b[k].to_float());
+        }
+      } else {
+        ASSERT_EQ(t.data.size(), c.view.bytes());
+        EXPECT_TRUE(same_bits(t.data.data(), c.view.data, c.view.bytes()));
+      }
+      // load_npy into a fresh tensor of the original dtype: bitwise equal.
+      std::vector<unsigned char> back(c.view.bytes(), 0xAB);
+      load_npy(p, TensorView(back.data(), c.view.dtype, shape, Device::cpu()), host_stream);
+      EXPECT_TRUE(same_bits(back.data(), c.view.data, c.view.bytes()));
+    }
+  }
+}
+
+TEST_F(IoTest, NpyFileLayoutFollowsTheNumpyFormat) {
+  std::vector<float> v = {1.5f, -2.0f, 0.25f, 8.0f, 3.0f, -0.0f};
+  const std::string p = path("layout.npy");
+  save_npy(p, host_view(v, DType::f32, {2, 3}), host_stream);
+  const std::string s = read_bytes(p);
+  ASSERT_GE(s.size(), 10u);
+  EXPECT_EQ(s.substr(0, 6), "\x93NUMPY");
+  EXPECT_EQ(s[6], 1);
+  EXPECT_EQ(s[7], 0);
+  const std::size_t hlen =
+      static_cast<unsigned char>(s[8]) | (static_cast<unsigned char>(s[9]) << 8);
+  EXPECT_EQ((10 + hlen) % 64, 0u);
+  const std::string header = s.substr(10, hlen);
+  const std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+  EXPECT_EQ(header.substr(0, dict.size()), dict);
+  EXPECT_EQ(header.back(), '\n');
+  EXPECT_EQ(header.find_first_not_of(' ', dict.size()), hlen - 1);
+  EXPECT_EQ(s.substr(10 + hlen), raw(v));
+
+  std::vector<std::int64_t> one = {42, 43, 44};
+  save_npy(p, host_view(one, DType::i64, {3}), host_stream);
+  EXPECT_NE(read_bytes(p).find("'descr': '<i8', 'fortran_order': False, 'shape': (3,), }"),
+            std::string::npos);
+}
+
+TEST_F(IoTest, NpyParsesHeadersOtherWritersProduce) {
+  const std::vector<float> v = {1, 2, 3, 4, 5, 6};
+  struct Case {
+    int major;
+    std::string header;
+  };
+  const Case cases[] = {
+      // NumPy >= 1.24 leaves spare spaces after the dict; older ones do not.
+      {1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }                    \n"},
+      {1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n"},
+      {2, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n"},
+      {3, "{\"shape\": (2, 3), \"descr\": \"<f4\", \"fortran_order\": False}\n"},
+      {1, "{'descr':'<f4','fortran_order':False,'shape':(2L, 3L)}\n"},  // Python 2
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.header);
+    const std::string file = npy_file(c.major, c.header, raw(v));
+    const HostTensor t = parse_npy(file.data(), file.size());
+    EXPECT_EQ(t.dtype, DType::f32);
+    EXPECT_EQ(t.shape, (Shape{2, 3}));
+    EXPECT_EQ(std::string(t.data.begin(), t.data.end()), raw(v));
+    const NpyHeader h = parse_npy_header(file.data(), file.size());
+    EXPECT_EQ(h.descr, "<f4");
+    EXPECT_EQ(h.data_offset, file.size() - 24);
+    EXPECT_EQ(h.data_bytes, 24u);
+  }
+  // The header parser accepts any descr and computes its item size.
+  const std::string u = npy_file(1, "{'descr': '<U3', 'fortran_order': False, 'shape': (2,), }\n",
+                                 std::string(24, 'x'));
+  EXPECT_EQ(parse_npy_header(u.data(), u.size()).data_bytes, 24u);
+  EXPECT_THROW(parse_npy(u.data(), u.size()), IoError);  // but parse_npy supports only four
+}
+
+TEST_F(IoTest, NpyCorruptTruncatedAndUnsupportedFilesAreRefused) {
+  const std::vector<float> v = {1, 2, 3, 4, 5, 6};
+  const std::string good =
+      npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n", raw(v));
+  ASSERT_NO_THROW(parse_npy(good.data(), good.size()));
+  for (std::size_t len = 0; len < good.size(); ++len)
+    EXPECT_THROW(parse_npy(good.data(), len), IoError) << "truncated to " << len << " bytes";
+  EXPECT_THROW(parse_npy(nullptr, 5), InvalidArgument);
+
+  auto with_header = [&](int major, const std::string& h, const std::string& data) {
+    return npy_file(major, h, data);
+  };
+  const std::string d24 = raw(v);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"bad magic", "\x93NUMPX" + good.substr(6)},
+      {"version 4",
+       with_header(4, "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }\n", d24)},
+      {"version 1.1",
+       [&] {
+         std::string s = good;
+         s[7] = 1;
+         return s;
+       }()},
+      {"header length beyond file", good.substr(0, 8) + le(60000, 2) + good.substr(10)},
+      {"not a dict", with_header(1, "['descr', '<f4']\n", d24)},
+      {"missing shape", with_header(1, "{'descr': '<f4', 'fortran_order': False}\n", d24)},
+      {"unknown key",
+       with_header(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'x': 1}\n", d24)},
+      {"duplicate key",
+       with_header(1, "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (6,)}\n",
+                   d24)},
+      {"unterminated string",
+       with_header(1, "{'descr: '<f4', 'fortran_order': False, 'shape': (6,)}\n", d24)},
+      {"escape",
+       with_header(1, "{'descr': '<f\\4', 'fortran_order': False, 'shape': (6,)}\n", d24)},
+      {"bad bool", with_header(1, "{'descr': '<f4', 'fortran_order': 0, 'shape': (6,)}\n", d24)},
+      {"negative dim",
+       with_header(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (-6,)}\n", d24)},
+      {"dim overflow",
+       with_header(
+           1, "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,)}\n", d24)},
+      {"numel overflow", with_header(1,
+                                     "{'descr': '<f4', 'fortran_order': False, 'shape': "
+                                     "(4294967296, 4294967296, 4294967296)}\n",
+                                     d24)},
+      {"byte size overflow",
+       with_header(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,)}\n",
+                   d24)},
+      {"more data declared than present",
+       with_header(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,)}\n", d24)},
+      {"trailing bytes", good + "xyz"},
+      {"big-endian",
+       with_header(1, "{'descr': '>f4', 'fortran_order': False, 'shape': (6,)}\n", d24)},
+      {"f8", with_header(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,)}\n", d24)},
+      {"object", with_header(1, "{'descr': '|O', 'fortran_order': False, 'shape': (3,)}\n", d24)},
+      {"structured",
+       with_header(1, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (6,)}\n", d24)},
+      {"fortran order",
+       with_header(1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3)}\n", d24)},
+      {"rank 5",
+       with_header(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 2, 3, 1)}\n", d24)},
+      {"garbage after dict",
+       with_header(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (6,)} x\n", d24)},
+  };
+  for (const auto& [what, bytes] : bad) {
+    EXPECT_THROW(parse_npy(bytes.data(), bytes.size()), IoError) << what;
+    const std::string p = path("bad.npy");
+    write_bytes(p, bytes);
+    EXPECT_THROW(read_npy(p), IoError) << what;
+  }
+  EXPECT_THROW(read_npy(path("does_not_exist.npy")), IoError);
+  EXPECT_THROW(read_npy(dir_.string()), IoError);  // a directory
+}
+
+TEST_F(IoTest, NpyRandomCorruptionNeverEscapesAsAnythingButTokembErrors) {
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<float> v = random_values<float>(12, rng);
+  const std::string good =
+      npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }\n", raw(v));
+  const char interesting[] = "0123456789(),:'\"{} \n-LTF<>|fiu\x93\xff";
+  for (int iter = 0; iter < 4000; ++iter) {
+    std::string s = good;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t pos = rng() % s.size();
+      s[pos] =
+          (rng() & 1) ? static_cast<char>(rng()) : interesting[rng() % (sizeof(interesting) - 1)];
+    }
+    if (rng() % 4 == 0) s.resize(rng() % s.size());
+    expect_only_tokemb_errors([&] { (void)parse_npy(s.data(), s.size()); }, "parse_npy");
+  }
+}
+
+TEST_F(IoTest, LoadNpyRefusesMismatchesAndLeavesTheTableAsItWas) {
+  std::vector<float> v(12, 1.0f);
+  const std::string p = path("m.npy");
+  save_npy(p, host_view(v, DType::f32, {3, 4}), host_stream);
+  std::vector<float> dst(12, -9.0f);
+  EXPECT_THROW(load_npy(p, host_view(dst, DType::f32, {4, 3}), host_stream), InvalidArgument);
+  EXPECT_THROW(load_npy(p, host_view(dst, DType::f32, {12}), host_stream), InvalidArgument);
+  std::vector<std::int32_t> ints(12, -9);
+  EXPECT_THROW(load_npy(p, host_view(ints, DType::i32, {3, 4}), host_stream), InvalidArgument);
+  for (float x : dst) EXPECT_EQ(x, -9.0f);
+
+  std::vector<f16_t> h(12);
+  save_npy(p, host_view(h, DType::f16, {3, 4}), host_stream);
+  EXPECT_THROW(load_npy(p, host_view(dst, DType::f32, {3, 4}), host_stream), InvalidArgument);
+  for (float x : dst) EXPECT_EQ(x, -9.0f);
+
+  // A truncated file: nothing written.
+  save_npy(p, host_view(v, DType::f32, {3, 4}), host_stream);
+  std::string s = read_bytes(p);
+  write_bytes(p, s.substr(0, s.size() - 1));
+  EXPECT_THROW(load_npy(p, host_view(dst, DType::f32, {3, 4}), host_stream), IoError);
+  for (float x : dst) EXPECT_EQ(x, -9.0f);
+
+  // f32 into bf16 / f16 rounds to nearest even.
+  std::vector<float> w = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 3.0f, -0.1f};
+  save_npy(p, host_view(w, DType::f32, {4}), host_stream);
+  std::vector<bf16_t> b(4);
+  load_npy(p, host_view(b, DType::bf16, {4}), host_stream);
+  EXPECT_EQ(b[0].bits, 0x3f80);  // a tie: to even (1.0)
+  EXPECT_EQ(b[1].bits, 0x3f82);  // a tie: to even (1 + 2/128)
+  EXPECT_EQ(b[2].bits, 0x4040);
+  EXPECT_EQ(b[3].bits, 0xbdcd);  // -0.1 = 0xbdcccccd rounds up in magnitude
+  std::vector<f16_t> hh(4);
+  load_npy(p, host_view(hh, DType::f16, {4}), host_stream);
+  EXPECT_EQ(hh[2].bits, 0x4200);  // 3.0
+}
+
+TEST_F(IoTest, NpyWriterWritesInChunksAndCommitsAtomically) {
+  std::mt19937_64 rng(fresh_seed());
+  std::vector<float> v = random_values<float>(4 * 5 * 6, rng);
+  const std::string whole = path("whole.npy"), chunked = path("chunked.npy");
+  save_npy(whole, host_view(v, DType::f32, {4, 5, 6}), host_stream);
+  {
+    NpyWriter w(chunked, DType::f32, {4, 5, 6});
+    EXPECT_TRUE(fs::exists(chunked + ".tmp"));
+    EXPECT_FALSE(fs::exists(chunked));
+    for (std::size_t i = 0; i < v.size(); i += 30) w.write(v.data() + i, 30 * 4);
+    EXPECT_THROW(w.write(v.data(), 4), InvalidArgument);  // beyond the declared size
+    w.commit();
+  }
+  EXPECT_EQ(read_bytes(whole), read_bytes(chunked));
+  EXPECT_FALSE(fs::exists(chunked + ".tmp"));
+
+  // Abandoned and incomplete writers leave nothing behind (and an old file untouched).
+  const std::string old = read_bytes(whole);
+  {
+    NpyWriter w(whole, DType::f32, {4, 5, 6});
+    w.write(v.data(), 8);
+    EXPECT_THROW(w.write(v.data(), 3), InvalidArgument);  // not whole elements
+    EXPECT_THROW(w.commit(), InvalidArgument);            // 8 of 480 bytes
+  }
+  EXPECT_EQ(read_bytes(whole), old);
+  EXPECT_FALSE(fs::exists(whole + ".tmp"));
+  { NpyWriter w(path("never.npy"), DType::i32, {3}); }
+  EXPECT_FALSE(fs::exists(path("never.npy")));
+  EXPECT_FALSE(fs::exists(path("never.npy.tmp")));
+
+  // bf16 through the writer is widened like save_npy does it.
+  std::vector<bf16_t> b = random_values<bf16_t>(10, rng);
+  save_npy(whole, host_view(b, DType::bf16, {2, 5}), host_stream);
+  {
+    NpyWriter w(chunked, DType::bf16, {2, 5});
+    w.write(b.data(), 6);
+    w.write(b.data() + 3, 14);
+    w.commit();
+  }
+  EXPECT_EQ(read_bytes(whole), read_bytes(chunked));
+  EXPECT_THROW(NpyWriter(path("no_such_dir/x.npy"), DType::f32, {1}), IoError);
+}
+
+// ---- safetensors -------------------------------------------------------------------------------
+
+TEST_F(IoTest, SafetensorsRoundTripsNamedTensors) {
+  std::mt19937_64 rng(fresh_seed());
+  std::vector<float> a = random_values<float>(6, rng);
+  std::vector<bf16_t> b = random_values<bf16_t>(5, rng);
+  std::vector<f16_t> c = random_values<f16_t>(8, rng);
+  std::vector<std::int32_t> d = {1, -2, 3};
+  std::vector<std::int64_t> e = {1ll << 40, -7};
+  const std::string odd_name = "na\"me\\ with \x01 \xc3\xa9";  // quotes, backslash, control, UTF-8
+  const std::vector<std::pair<std::string, TensorView>> in = {
+      {"wte.weight", host_view(a, DType::f32, {2, 3})},
+      {"b", host_view(b, DType::bf16, {5})},
+      {odd_name, host_view(c, DType::f16, {2, 2, 2})},
+      {"d", host_view(d, DType::i32, {3, 1})},
+      {"e", host_view(e, DType::i64, {2})}};
+  const std::string p = path("t.safetensors");
+  save_safetensors(p, in, host_stream);
+  EXPECT_FALSE(fs::exists(p + ".tmp"));
+  const auto out = read_safetensors(p);
+  ASSERT_EQ(out.size(), in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    SCOPED_TRACE(in[i].first);
+    EXPECT_EQ(out[i].first, in[i].first);
+    EXPECT_EQ(out[i].second.dtype, in[i].second.dtype);
+    EXPECT_EQ(out[i].second.shape, in[i].second.shape);
+    ASSERT_EQ(out[i].second.data.size(), in[i].second.bytes());
+    EXPECT_TRUE(same_bits(out[i].second.data.data(), in[i].second.data, in[i].second.bytes()));
+  }
+  // The layout: an 8-byte length, a header that keeps the data 8-byte aligned.
+  const std::string s = read_bytes(p);
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(s[static_cast<std::size_t>(i)]);
+  EXPECT_EQ((8 + n) % 8, 0u);
+  const std::string header = s.substr(8, n);
+  EXPECT_NE(
+      header.find("\"wte.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"),
+      std::string::npos)
+      << header;
+  EXPECT_NE(header.find("\"__metadata__\":{\"format\":\"pt\"}"), std::string::npos);
+  EXPECT_EQ(s.size(), 8 + n + 24 + 10 + 16 + 12 + 16);
+
+  EXPECT_THROW(save_safetensors(p, {{"x", in[0].second}, {"x", in[1].second}}, host_stream),
+               InvalidArgument);
+  EXPECT_THROW(save_safetensors(p, {{"", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_THROW(save_safetensors(p, {{"__metadata__", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_THROW(save_safetensors(p, {{"bad\xff", in[0].second}}, host_stream), InvalidArgument);
+}
+
+TEST_F(IoTest, SafetensorsParsesAHandBuiltFile) {
+  const std::vector<float> a = {1.0f, 2.0f, -3.0f, 4.5f};
+  const std::vector<std::uint16_t> b = {0x3f80, 0xc000, 0x0000};  // bf16 1, -2, 0
+  const std::string json =
+      "{ \"__metadata__\" : { \"format\" : \"pt\", \"note\" : \"caf\\u00e9 \\\"q\\\" "
+      "\\ud83d\\ude00\" },\n"
+      "  \"w\\u00e9\\/x\" : {\"dtype\":\"F32\", \"shape\":[2, 2], \"data_offsets\":[0, 16]},"
+      "  \"b\" : {\"shape\":[3],\"data_offsets\":[16,22],\"dtype\":\"BF16\"},"
+      "  \"empty\" : {\"dtype\":\"I64\",\"shape\":[0, 5],\"data_offsets\":[22,22]} }      ";
+  const std::string file = st_file(json, raw(a) + raw(b));
+  const auto t = parse_safetensors(file.data(), file.size());
+  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(t[0].first, "w\xc3\xa9/x");
+  EXPECT_EQ(t[0].second.dtype, DType::f32);
+  EXPECT_EQ(t[0].second.shape, (Shape{2, 2}));
+  EXPECT_EQ(std::string(t[0].second.data.begin(), t[0].second.data.end()), raw(a));
+  EXPECT_EQ(t[1].first, "b");
+  EXPECT_EQ(t[1].second.dtype, DType::bf16);
+  EXPECT_EQ(std::string(t[1].second.data.begin(), t[1].second.data.end()), raw(b));
+  EXPECT_EQ(t[2].second.shape, (Shape{0, 5}));
+  EXPECT_TRUE(t[2].second.data.empty());
+  const std::string empty = st_file("{}", "");
+  EXPECT_TRUE(parse_safetensors(empty.data(), empty.size()).empty());
+}
+
+TEST_F(IoTest, SafetensorsCorruptTruncatedAndInconsistentFilesAreRefused) {
+  const std::string d16(16, '\x01');
+  const std::string ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}";
+  const std::string good = st_file(ok, d16);
+  ASSERT_NO_THROW(parse_safetensors(good.data(), good.size()));
+  for (std::size_t len = 0; len < good.size(); ++len)
+    EXPECT_THROW(parse_safetensors(good.data(), len), IoError) << "truncated to " << len;
+  EXPECT_THROW(parse_safetensors(nullptr, 3), InvalidArgument);
+
+  auto t = [](const std::string& body) { return "{\"a\":{" + body + "}}"; };
+  const std::vector<std::pair<std::string, std::string>> bad_json = {
+      {"size mismatch", t("\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]")},
+      {"beyond buffer", t("\"dtype\":\"F32\",\"shape\":[8],\"data_offsets\":[0,32]")},
+      {"begin > end", t("\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[16,0]")},
+      {"negative dim", t("\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,16]")},
+      {"float dim", t("\"dtype\":\"F32\",\"shape\":[4.0],\"data_offsets\":[0,16]")},
+      {"exponent dim", t("\"dtype\":\"F32\",\"shape\":[4e0],\"data_offsets\":[0,16]")},
+      {"huge dim", t("\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,16]")},
+      {"numel overflow",
+       t("\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,0]")},
+      {"bytes overflow",
+       t("\"dtype\":\"F64\",\"shape\":[4611686018427387904],\"data_offsets\":[0,0]")},
+      {"leading zero", t("\"dtype\":\"F32\",\"shape\":[04],\"data_offsets\":[0,16]")},
+      {"string dim", t("\"dtype\":\"F32\",\"shape\":[\"4\"],\"data_offsets\":[0,16]")},
+      {"three offsets", t("\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16,16]")},
+      {"missing dtype", t("\"shape\":[4],\"data_offsets\":[0,16]")},
+      {"missing shape", t("\"dtype\":\"F32\",\"data_offsets\":[0,16]")},
+      {"missing offsets", t("\"dtype\":\"F32\",\"shape\":[4]")},
+      {"unknown dtype", t("\"dtype\":\"F128\",\"shape\":[1],\"data_offsets\":[0,16]")},
+      {"dtype not a string", t("\"dtype\":4,\"shape\":[4],\"data_offsets\":[0,16]")},
+      {"tensor not an object", "{\"a\":[1,2]}"},
+      {"overlap",
+       "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+       "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}"},
+      {"duplicate key",
+       "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+       "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}"},
+      {"metadata not strings", "{\"__metadata__\":{\"k\":1}}"},
+      {"metadata not an object", "{\"__metadata__\":\"x\"}"},
+      {"top level array", "[1, 2]          "},
+      {"trailing garbage", "{} x"},
+      {"unterminated object", "{\"a\":"},
+      {"unterminated string", "{\"a"},
+      {"bad escape", "{\"\\x\":{}}"},
+      {"bad unicode escape", "{\"\\u12G4\":{}}"},
+      {"lone high surrogate", "{\"\\ud800\":{}}"},
+      {"lone low surrogate", "{\"\\udc00\":{}}"},
+      {"raw control character", "{\"a\nb\":{}}"},
+      {"invalid UTF-8", "{\"\xff\":{}}"},
+      {"overlong UTF-8", "{\"\xc0\x80\":{}}"},
+      {"UTF-8 surrogate", "{\"\xed\xa0\x80\":{}}"},
+      {"truncated UTF-8", "{\"\xe2\x82\":{}}"},
+      {"bad literal", "{\"__metadata__\":nul}"},
+      {"missing colon", "{\"a\" {}}"},
+      {"missing comma", "{\"a\":{} \"b\":{}}"},
+      {"trailing comma", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16],}}"},
+      {"deep nesting",
+       "{\"__metadata__\":" + std::string(100000, '[') + std::string(100000, ']') + "}"},
+      {"unsupported dtype for HostTensor",
+       t("\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]")},
+      {"rank 5", t("\"dtype\":\"F32\",\"shape\":[1,1,1,2,2],\"data_offsets\":[0,16]")},
+  };
+  for (const auto& [what, json] : bad_json) {
+    const std::string file = st_file(json, d16);
+    EXPECT_THROW(parse_safetensors(file.data(), file.size()), IoError) << what;
+  }
+  const std::vector<std::pair<std::string, std::string>> bad_files = {
+      {"header length beyond file", le(1000, 8) + ok + d16},
+      {"header length 2^63", le(1ull << 63, 8) + ok + d16},
+      {"header length 0", le(0, 8) + d16},
+      {"empty file", ""},
+  };
+  for (const auto& [what, file] : bad_files) {
+    EXPECT_THROW(parse_safetensors(file.data(), file.size()), IoError) << what;
+    const std::string p = path("bad.safetensors");
+    write_bytes(p, file);
+    EXPECT_THROW(read_safetensors(p), IoError) << what;
+  }
+}
+
+TEST_F(IoTest, SafetensorsRandomCorruptionNeverEscapesAsAnythingButTokembErrors) {
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::string good = st_file(
+      "{\"__metadata__\":{\"k\":\"v\\u00e9\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_"
+      "offsets\":[0,16]},"
+      "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[16,24]}}",
+      std::string(24, '\x3f'));
+  const char interesting[] = "0123456789[]{},:\"\\u \n-eE.tfn\xc3\xa9\xff";
+  for (int iter = 0; iter < 4000; ++iter) {
+    std::string s = good;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t pos = rng() % s.size();
+      s[pos] =
+          (rng() & 1) ? static_cast<char>(rng()) : interesting[rng() % (sizeof(interesting) - 1)];
+    }
+    if (rng() % 4 == 0) s.resize(rng() % s.size());
+    expect_only_tokemb_errors([&] { (void)parse_safetensors(s.data(), s.size()); },
+                              "parse_safetensors");
+  }
+}
+
+// ---- module weights
+// ------------------------------------------------------------------------------
+
+Embedding make_module(DType dtype, std::int64_t V, std::int64_t D, std::int64_t P, Device device,
+                      StreamView stream) {
+  EmbeddingConfig c;
+  c.vocab_size = V;
+  c.dim = D;
+  c.context_length = P;
+  c.dtype = dtype;
+  c.device = device;
+  return Embedding(c, stream);
+}
+
+void fill_random(Embedding& m, std::mt19937_64& rng) {
+  auto fill = [&](const TensorView& t, bool token) {
+    if (t.empty()) return;
+    const std::size_t n = static_cast<std::size_t>(t.numel());
+    std::vector<unsigned char> bytes(t.bytes());
+    if (t.dtype == DType::f32) {
+      auto v = random_values<float>(n, rng);
+      std::memcpy(bytes.data(), v.data(), bytes.size());
+    } else if (t.dtype == DType::bf16) {
+      auto v = random_values<bf16_t>(n, rng);
+      std::memcpy(bytes.data(), v.data(), bytes.size());
+    } else {
+      auto v = random_values<f16_t>(n, rng);
+      std::memcpy(bytes.data(), v.data(), bytes.size());
+    }
+    token ? m.load_token_table(bytes.data(), bytes.size())
+          : m.load_position_table(bytes.data(), bytes.size());
+  };
+  fill(m.token_table(), true);
+  fill(m.position_table(), false);
+}
+
+TEST_F(IoTest, WeightsRoundTripWithDefaultAndCustomNames) {
+  std::mt19937_64 rng(fresh_seed());
+  for (DType d : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(d));
+    Embedding a = make_module(d, 20, 6, 9, Device::cpu(), host_stream);
+    fill_random(a, rng);
+    const std::string p = path("w.safetensors");
+    save_weights(a, p);
+    Embedding b = make_module(d, 20, 6, 9, Device::cpu(), host_stream);
+    load_weights(b, p);
+    EXPECT_EQ(a.token_table_to_host(), b.token_table_to_host());
+    EXPECT_EQ(a.position_table_to_host(), b.position_table_to_host());
+    const auto named = read_safetensors(p);
+    ASSERT_EQ(named.size(), 2u);
+    EXPECT_EQ(named[0].first, "wte.weight");
+    EXPECT_EQ(named[1].first, "wpe.weight");
+
+    WeightNames custom;
+    custom.token = "transformer.wte.weight";
+    custom.position = "transformer.wpe.weight";
+    save_weights(a, p, custom);
+    Embedding c = make_module(d, 20, 6, 9, Device::cpu(), host_stream);
+    EXPECT_THROW(load_weights(c, p), InvalidArgument);  // default names are absent
+    load_weights(c, p, custom);
+    EXPECT_EQ(a.token_table_to_host(), c.token_table_to_host());
+  }
+  // A module without a position table neither writes nor needs one.
+  Embedding t = make_module(DType::f32, 5, 4, 0, Device::cpu(), host_stream);
+  fill_random(t, rng);
+  save_weights(t, path("tok.safetensors"));
+  EXPECT_EQ(read_safetensors(path("tok.safetensors")).size(), 1u);
+  Embedding t2 = make_module(DType::f32, 5, 4, 0, Device::cpu(), host_stream);
+  load_weights(t2, path("tok.safetensors"));
+  EXPECT_EQ(t.token_table_to_host(), t2.token_table_to_host());
+}
+
+// A GPT-2-style checkpoint: f32 tables among tensors of other dtypes, loaded into a bf16 module.
+TEST_F(IoTest, WeightsComeFromACheckpointWithOtherTensors) {
+  std::mt19937_64 rng(fresh_seed());
+  std::vector<float> wte = random_values<float>(8 * 4, rng), wpe = random_values<float>(3 * 4, rng);
+  const std::string json =
+      "{\"__metadata__\":{\"format\":\"pt\"},"
+      "\"h.0.attn.bias\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]},"
+      "\"h.0.mask\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[16,24]},"
+      "\"wte.weight\":{\"dtype\":\"F32\",\"shape\":[8,4],\"data_offsets\":[24,152]},"
+      "\"wpe.weight\":{\"dtype\":\"F32\",\"shape\":[3,4],\"data_offsets\":[152,200]}}";
+  const std::string p = path("gpt2.safetensors");
+  write_bytes(p, st_file(json, std::string(24, '\0') + raw(wte) + raw(wpe)));
+  EXPECT_THROW(read_safetensors(p), IoError);  // F64 and U8 cannot be returned...
+  Embedding m = make_module(DType::bf16, 8, 4, 3, Device::cpu(), host_stream);
+  load_weights(m, p);  // ...but are validated and skipped here
+  const std::vector<float> t = m.token_table_to_host(), q = m.position_table_to_host();
+  for (std::size_t i = 0; i < wte.size(); ++i)
+    EXPECT_EQ(t[i], bf16_t::from_float(wte[i]).to_float());
+  for (std::size_t i = 0; i < wpe.size(); ++i)
+    EXPECT_EQ(q[i], bf16_t::from_float(wpe[i]).to_float());
+}
+
+TEST_F(IoTest, LoadWeightsRefusesMismatchesAndLeavesBothTablesAsTheyWere) {
+  std::mt19937_64 rng(fresh_seed());
+  Embedding src = make_module(DType::f32, 10, 4, 6, Device::cpu(), host_stream);
+  fill_random(src, rng);
+  Embedding dst = make_module(DType::f32, 10, 4, 6, Device::cpu(), host_stream);
+  fill_random(dst, rng);
+  const std::vector<float> tok0 = dst.token_table_to_host(), pos0 = dst.position_table_to_host();
+  auto unchanged = [&] {
+    EXPECT_EQ(dst.token_table_to_host(), tok0);
+    EXPECT_EQ(dst.position_table_to_host(), pos0);
+  };
+
+  // The token table fits, the position table does not: neither is written.
+  Embedding longer = make_module(DType::f32, 10, 4, 7, Device::cpu(), host_stream);
+  fill_random(longer, rng);
+  save_weights(longer, path("longer.safetensors"));
+  EXPECT_THROW(load_weights(dst, path("longer.safetensors")), InvalidArgument);
+  unchanged();
+
+  Embedding wider = make_module(DType::f32, 10, 5, 6, Device::cpu(), host_stream);
+  save_weights(wider, path("wider.safetensors"));
+  EXPECT_THROW(load_weights(dst, path("wider.safetensors")), InvalidArgument);
+  unchanged();
+
+  Embedding half = make_module(DType::f16, 10, 4, 6, Device::cpu(), host_stream);
+  save_weights(half, path("half.safetensors"));
+  EXPECT_THROW(load_weights(dst, path("half.safetensors")), InvalidArgument);  // F16 into f32
+  unchanged();
+
+  // Missing position tensor; the message lists what the file holds.
+  Embedding tok_only = make_module(DType::f32, 10, 4, 0, Device::cpu(), host_stream);
+  save_weights(tok_only, path("tok_only.safetensors"));
+  try {
+    load_weights(dst, path("tok_only.safetensors"));
+    ADD_FAILURE() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("wpe.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("wte.weight"), std::string::npos) << e.what();
+  }
+  unchanged();
+
+  // Truncated anywhere: IoError, tables untouched.
+  save_weights(src, path("good.safetensors"));
+  const std::string good = read_bytes(path("good.safetensors"));
+  for (std::size_t len : {std::size_t{0}, std::size_t{7}, std::size_t{8}, std::size_t{40},
+                          good.size() / 2, good.size() - 1}) {
+    write_bytes(path("cut.safetensors"), good.substr(0, len));
+    EXPECT_THROW(load_weights(dst, path("cut.safetensors")), IoError) << len;
+    unchanged();
+  }
+  EXPECT_THROW(load_weights(dst, path("missing.safetensors")), IoError);
+  unchanged();
+  WeightNames same;
+  same.position = same.token;
+  EXPECT_THROW(load_weights(dst, path("good.safetensors"), same), InvalidArgument);
+  EXPECT_THROW(save_weights(src, path("x.safetensors"), same), InvalidArgument);
+  unchanged();
+  load_weights(dst, path("good.safetensors"));
+  EXPECT_EQ(dst.token_table_to_host(), src.token_table_to_host());
+}
+
+// ---- GPU tables
+// ----------------------------------------------------------------------------------
+
+class GpuIo : public GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    dir_ = fs::temp_directory_path() / ("tokemb_gpuio_" + std::to_string(fresh_seed()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+TEST_F(GpuIo, NpyRoundTripOfDeviceTables) {
+  std::mt19937_64 rng(fresh_seed());
+  std::vector<bf16_t> b = random_values<bf16_t>(64 * 16, rng);
+  Buffer dev = to_device(b, DType::bf16, {64, 16}, stream());
+  save_npy(path("d.npy"), dev, stream());
+  Buffer back(DType::bf16, {64, 16}, Device::cuda(0));
+  poison_device(back, stream());
+  load_npy(path("d.npy"), back, stream());
+  const std::vector<bf16_t> h = to_host<bf16_t>(back, stream());
+  EXPECT_TRUE(same_bits(h.data(), b.data(), b.size() * 2));
+  Buffer wrong(DType::bf16, {16, 64}, Device::cuda(0));
+  EXPECT_THROW(load_npy(path("d.npy"), wrong, stream()), InvalidArgument);
+}
+
+TEST_F(GpuIo, WeightsRoundTripOnTheDeviceAndMismatchesLeaveTablesAlone) {
+  std::mt19937_64 rng(fresh_seed());
+  Embedding cpu = make_module(DType::f16, 300, 32, 40, Device::cpu(), StreamView::legacy_default());
+  fill_random(cpu, rng);
+  save_weights(cpu, path("w.safetensors"));
+  Embedding gpu = make_module(DType::f16, 300, 32, 40, Device::cuda(0), stream());
+  load_weights(gpu, path("w.safetensors"));
+  EXPECT_EQ(gpu.token_table_to_host(), cpu.token_table_to_host());
+  EXPECT_EQ(gpu.position_table_to_host(), cpu.position_table_to_host());
+  save_weights(gpu, path("w2.safetensors"));
+  EXPECT_EQ(read_bytes(path("w.safetensors")), read_bytes(path("w2.safetensors")));
+
+  Embedding other =
+      make_module(DType::f16, 300, 32, 41, Device::cpu(), StreamView::legacy_default());
+  save_weights(other, path("other.safetensors"));
+  EXPECT_THROW(load_weights(gpu, path("other.safetensors")), InvalidArgument);
+  EXPECT_EQ(gpu.token_table_to_host(), cpu.token_table_to_host());
+}
+
+}  // namespace
+}  // namespace tokemb::test
