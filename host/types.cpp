@@ -1,6 +1,4 @@
 // Names and parsing of dtypes and devices; host float16 conversion.
-#include <cmath>
-#include <cstring>
 
 #include <tokemb/error.hpp>
 #include <tokemb/types.hpp>
@@ -31,50 +29,6 @@ DType parse_dtype(const std::string& name) {
 
 std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
-}
-
-f16_t f16_t::from_float(float f) noexcept {
-  std::uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const std::uint32_t sign = (x >> 16) & 0x8000u;
-  const std::uint32_t a = x & 0x7fffffffu;
-  f16_t r;
-  if (a >= 0x7f800000u) {  // inf stays inf, NaN stays a quiet NaN
-    r.bits = static_cast<std::uint16_t>(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
-  } else if (a >= 0x47800000u) {  // >= 65536: beyond the largest finite half after rounding
-    r.bits = static_cast<std::uint16_t>(sign | 0x7c00u);
-  } else if (a < 0x38800000u) {  // below 2^-14: subnormal (or zero) in half
-    float fa;
-    std::memcpy(&fa, &a, 4);
-    // fa * 2^24 is exact; nearbyint rounds half to even in the default rounding mode. A result
-    // of 1024 is the smallest normal half, whose encoding is exactly 0x400.
-    r.bits = static_cast<std::uint16_t>(sign | static_cast<std::uint32_t>(std::nearbyint(fa * 16777216.0f)));
-  } else {
-    std::uint32_t h = (a - 0x38000000u) >> 13;  // rebias the exponent, keep 10 mantissa bits
-    const std::uint32_t rem = a & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry may reach infinity
-    r.bits = static_cast<std::uint16_t>(sign | h);
-  }
-  return r;
-}
-
-float f16_t::to_float() const noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x8000u) << 16;
-  const std::uint32_t e = (bits >> 10) & 0x1fu;
-  const std::uint32_t m = bits & 0x3ffu;
-  std::uint32_t u;
-  if (e == 0) {
-    float v = static_cast<float>(m) * (1.0f / 16777216.0f);
-    std::memcpy(&u, &v, 4);
-    u |= sign;
-  } else if (e == 31) {
-    u = sign | 0x7f800000u | (m << 13);
-  } else {
-    u = sign | ((e + 112u) << 23) | (m << 13);
-  }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
 }
 
 }  // namespace tokemb

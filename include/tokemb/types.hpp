@@ -87,8 +87,54 @@ struct bf16_t {
 struct f16_t {
   std::uint16_t bits = 0;
 
-  static f16_t from_float(float f) noexcept;
-  float to_float() const noexcept;
+  static f16_t from_float(float f) noexcept {
+    std::uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const std::uint32_t sign = (x >> 16) & 0x8000u;
+    const std::uint32_t a = x & 0x7fffffffu;
+    f16_t r;
+    if (a >= 0x7f800000u) {  // inf stays inf, NaN stays a quiet NaN
+      r.bits = static_cast<std::uint16_t>(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
+    } else if (a >= 0x47800000u) {  // >= 65536: beyond the largest finite half after rounding
+      r.bits = static_cast<std::uint16_t>(sign | 0x7c00u);
+    } else if (a < 0x38800000u) {  // below 2^-14: subnormal (or zero) in half
+      // Units of 2^-24: shift the 24-bit significand right, rounding to nearest even. A result
+      // of 1024 is the smallest normal half, whose encoding is exactly 0x400.
+      const std::uint32_t shift = 126u - (a >> 23);  // >= 14 for these exponents
+      const std::uint32_t mant = (a & 0x7fffffu) | (a >= 0x00800000u ? 0x800000u : 0u);
+      std::uint32_t m = 0;
+      if (shift < 32u) {
+        m = mant >> shift;
+        const std::uint32_t rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (m & 1u))) ++m;
+      }
+      r.bits = static_cast<std::uint16_t>(sign | m);
+    } else {
+      std::uint32_t h = (a - 0x38000000u) >> 13;  // rebias the exponent, keep 10 mantissa bits
+      const std::uint32_t rem = a & 0x1fffu;
+      if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry may reach infinity
+      r.bits = static_cast<std::uint16_t>(sign | h);
+    }
+    return r;
+  }
+  float to_float() const noexcept {
+    const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x8000u) << 16;
+    const std::uint32_t e = (bits >> 10) & 0x1fu;
+    const std::uint32_t m = bits & 0x3ffu;
+    std::uint32_t u;
+    if (e == 0) {
+      float v = static_cast<float>(m) * (1.0f / 16777216.0f);  // exact: m < 2^10
+      std::memcpy(&u, &v, 4);
+      u |= sign;
+    } else if (e == 31) {
+      u = sign | 0x7f800000u | (m << 13);
+    } else {
+      u = sign | ((e + 112u) << 23) | (m << 13);
+    }
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
 };
 
 }  // namespace tokemb
