@@ -195,6 +195,7 @@ void init_table(const TensorView& table, std::uint64_t seed, std::uint64_t strea
 #else
     (void)stream;
     (void)key;
+    (void)n_gen;
     (void)affine;
     (void)low;
     (void)width;
