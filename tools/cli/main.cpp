@@ -29,7 +29,7 @@ Commands:
   version  version and backends (also: tokemb --version)
 
 Run 'tokemb <command> --help' for a command's options.
-Exit codes: 0 success, 1 data or runtime error, 2 usage error.
+Exit codes: 0 success, 1 data or runtime error, 2 usage error, 130 interrupted (embed).
 )HELP";
 
 // Library messages end with the source location that raised them, e.g.
