@@ -76,8 +76,9 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
     if (o.position_offset < 0 || o.position_offset > P - r.T) {
       const std::int64_t bad_t = o.position_offset < 0 ? 0 : std::max<std::int64_t>(0, P - o.position_offset);
       const std::int64_t bad = o.position_offset + bad_t;
+      // Negating the offset could overflow (INT64_MIN): compare instead.
       const std::int64_t n_bad_t = o.position_offset < 0
-                                       ? std::min<std::int64_t>(r.T, -o.position_offset)
+                                       ? (o.position_offset <= -r.T ? r.T : -o.position_offset)
                                        : r.T - bad_t;
       throw IndexOutOfRange(
           format_message(__FILE__, __LINE__, op, ": position ", bad, " (position_offset ",
