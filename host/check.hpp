@@ -20,8 +20,8 @@ std::string format_message(const char* file, int line, const Args&... args) {
 }  // namespace tokemb::detail
 
 /// Throws ExcType(message built from the remaining arguments) unless cond holds.
-#define TOKEMB_EXPECTS(cond, ExcType, ...)                                               \
-  do {                                                                                   \
+#define TOKEMB_EXPECTS(cond, ExcType, ...)                                                         \
+  do {                                                                                             \
     if (!(cond)) throw ExcType(::tokemb::detail::format_message(__FILE__, __LINE__, __VA_ARGS__)); \
   } while (0)
 

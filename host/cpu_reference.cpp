@@ -73,7 +73,8 @@ void forward(const ForwardParams& p) {
       const T* t_row = tok + info.token * D;
       if (info.position >= 0) {
         const T* p_row = pos + info.position * D;
-        for (std::int64_t d = 0; d < D; ++d) o[d] = from_float<T>(to_float(t_row[d]) + to_float(p_row[d]));
+        for (std::int64_t d = 0; d < D; ++d)
+          o[d] = from_float<T>(to_float(t_row[d]) + to_float(p_row[d]));
       } else {
         for (std::int64_t d = 0; d < D; ++d) o[d] = t_row[d];
       }

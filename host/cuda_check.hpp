@@ -15,31 +15,32 @@ namespace tokemb::detail {
                                           int line) {
   // Clear a non-sticky error so that the context stays usable for the caller's next call.
   (void)cudaGetLastError();
-  std::string msg = format_message(file, line, "CUDA call ", call, " failed: ", cudaGetErrorName(err),
-                                   " (", cudaGetErrorString(err), ")");
+  std::string msg =
+      format_message(file, line, "CUDA call ", call, " failed: ", cudaGetErrorName(err), " (",
+                     cudaGetErrorString(err), ")");
   if (err == cudaErrorMemoryAllocation) throw OutOfMemory(msg, static_cast<int>(err));
   throw CudaError(msg, static_cast<int>(err));
 }
 
 }  // namespace tokemb::detail
 
-#define TOKEMB_CUDA_TRY(call)                                                         \
-  do {                                                                                \
-    cudaError_t tokemb_err_ = (call);                                                 \
-    if (tokemb_err_ != cudaSuccess)                                                   \
-      ::tokemb::detail::throw_cuda_error(tokemb_err_, #call, __FILE__, __LINE__);     \
+#define TOKEMB_CUDA_TRY(call)                                                     \
+  do {                                                                            \
+    cudaError_t tokemb_err_ = (call);                                             \
+    if (tokemb_err_ != cudaSuccess)                                               \
+      ::tokemb::detail::throw_cuda_error(tokemb_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
 /// Checks the launch that was just made (configuration errors surface here, asynchronously
 /// raised kernel faults at the next synchronising call).
 #define TOKEMB_CHECK_LAUNCH() TOKEMB_CUDA_TRY(cudaGetLastError())
 
-#define TOKEMB_CUDA_ASSERT(call)                                                           \
-  do {                                                                                     \
-    cudaError_t tokemb_err_ = (call);                                                      \
-    if (tokemb_err_ != cudaSuccess) {                                                      \
-      std::fprintf(stderr, "tokemb: %s failed in a destructor: %s (%s:%d)\n", #call,       \
-                   cudaGetErrorName(tokemb_err_), __FILE__, __LINE__);                     \
-      (void)cudaGetLastError();                                                            \
-    }                                                                                      \
+#define TOKEMB_CUDA_ASSERT(call)                                                     \
+  do {                                                                               \
+    cudaError_t tokemb_err_ = (call);                                                \
+    if (tokemb_err_ != cudaSuccess) {                                                \
+      std::fprintf(stderr, "tokemb: %s failed in a destructor: %s (%s:%d)\n", #call, \
+                   cudaGetErrorName(tokemb_err_), __FILE__, __LINE__);               \
+      (void)cudaGetLastError();                                                      \
+    }                                                                                \
   } while (0)

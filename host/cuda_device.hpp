@@ -15,7 +15,8 @@ class DeviceGuard {
   }
   ~DeviceGuard() {
     int now = previous_;
-    if (cudaGetDevice(&now) == cudaSuccess && now != previous_) TOKEMB_CUDA_ASSERT(cudaSetDevice(previous_));
+    if (cudaGetDevice(&now) == cudaSuccess && now != previous_)
+      TOKEMB_CUDA_ASSERT(cudaSetDevice(previous_));
   }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;

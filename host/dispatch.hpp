@@ -30,20 +30,28 @@ struct HostTypes {
 template <class Types, class F>
 decltype(auto) dispatch_float(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::f32: return f(type_tag<typename Types::f32>{});
-    case DType::bf16: return f(type_tag<typename Types::bf16>{});
-    case DType::f16: return f(type_tag<typename Types::f16>{});
-    default: break;
+    case DType::f32:
+      return f(type_tag<typename Types::f32>{});
+    case DType::bf16:
+      return f(type_tag<typename Types::bf16>{});
+    case DType::f16:
+      return f(type_tag<typename Types::f16>{});
+    default:
+      break;
   }
-  TOKEMB_FAIL(InvalidArgument, "dtype ", dtype_name(dtype), " is not a floating type (f32, bf16, f16)");
+  TOKEMB_FAIL(InvalidArgument, "dtype ", dtype_name(dtype),
+              " is not a floating type (f32, bf16, f16)");
 }
 
 template <class F>
 decltype(auto) dispatch_index(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::i32: return f(type_tag<std::int32_t>{});
-    case DType::i64: return f(type_tag<std::int64_t>{});
-    default: break;
+    case DType::i32:
+      return f(type_tag<std::int32_t>{});
+    case DType::i64:
+      return f(type_tag<std::int64_t>{});
+    default:
+      break;
   }
   TOKEMB_FAIL(InvalidArgument, "dtype ", dtype_name(dtype), " is not an index type (i32, i64)");
 }

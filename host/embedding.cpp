@@ -64,7 +64,8 @@ Options Embedding::options(std::int64_t position_offset, const TensorView& posit
 
 void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64_t position_offset,
                         const TensorView& position_ids) {
-  tokemb::forward(ids, token_table_, pos_table_, out, options(position_offset, position_ids), stream_);
+  tokemb::forward(ids, token_table_, pos_table_, out, options(position_offset, position_ids),
+                  stream_);
 }
 
 void Embedding::backward(const TensorView& ids, const TensorView& dout,
@@ -74,10 +75,11 @@ void Embedding::backward(const TensorView& ids, const TensorView& dout,
   if (need > workspace_.bytes()) {
     // Grows only; call reserve() up front to keep allocation out of the training loop.
     workspace_ = Buffer();
-    workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
+    workspace_ =
+        Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
   }
-  tokemb::backward(ids, dout, token_grad_, pos_grad_, o, Workspace{workspace_.data(), workspace_.bytes()},
-                   stream_);
+  tokemb::backward(ids, dout, token_grad_, pos_grad_, o,
+                   Workspace{workspace_.data(), workspace_.bytes()}, stream_);
 }
 
 void Embedding::reserve(std::int64_t max_tokens) {
@@ -95,7 +97,8 @@ void Embedding::reserve(std::int64_t max_tokens) {
   const std::size_t need = detail::cuda::backward_workspace_size(p);
   if (need > workspace_.bytes()) {
     workspace_ = Buffer();
-    workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
+    workspace_ =
+        Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
   }
 #endif
 }
@@ -105,14 +108,15 @@ void Embedding::zero_grad() {
   fill_zero(pos_grad_, stream_);
 }
 
-void Embedding::load(const TensorView& dst, const void* host_data, std::size_t bytes, const char* what) {
+void Embedding::load(const TensorView& dst, const void* host_data, std::size_t bytes,
+                     const char* what) {
   TOKEMB_EXPECTS(!dst.empty(), InvalidArgument, "tokemb::Embedding::", what,
                  ": this module has no such table (context_length is 0)");
   TOKEMB_EXPECTS(host_data != nullptr, InvalidArgument, "tokemb::Embedding::", what,
                  ": host_data is a null pointer");
-  TOKEMB_EXPECTS(bytes == dst.bytes(), InvalidArgument, "tokemb::Embedding::", what, ": got ", bytes,
-                 " bytes, the table ", dst.shape.str(), " of ", dtype_name(dst.dtype), " needs exactly ",
-                 dst.bytes());
+  TOKEMB_EXPECTS(bytes == dst.bytes(), InvalidArgument, "tokemb::Embedding::", what, ": got ",
+                 bytes, " bytes, the table ", dst.shape.str(), " of ", dtype_name(dst.dtype),
+                 " needs exactly ", dst.bytes());
   copy(dst, TensorView(host_data, dst.dtype, dst.shape, Device::cpu()), stream_);
   tokemb::synchronize(stream_);  // the caller may free host_data as soon as we return
 }

@@ -63,7 +63,8 @@ IndexOutOfRange make_index_error(const ErrorRecord& rec, const std::string& wher
 }  // namespace detail
 
 void clear_error_record(ErrorRecord* record, Device device, StreamView stream) {
-  TOKEMB_EXPECTS(record != nullptr, InvalidArgument, "clear_error_record: record is a null pointer");
+  TOKEMB_EXPECTS(record != nullptr, InvalidArgument,
+                 "clear_error_record: record is a null pointer");
   const ErrorRecord empty = detail::empty_error_record();
   if (device.is_cpu()) {
     *record = empty;
@@ -74,21 +75,24 @@ void clear_error_record(ErrorRecord* record, Device device, StreamView stream) {
   // Memset, not a copy from this stack frame: the call stays asynchronous. 0xff bytes make
   // first_key ~0; the other fields are only meaningful once count > 0.
   TOKEMB_CUDA_TRY(cudaMemsetAsync(record, 0, sizeof(ErrorRecord), stream.value()));
-  TOKEMB_CUDA_TRY(cudaMemsetAsync(&record->first_key, 0xff, sizeof(record->first_key), stream.value()));
+  TOKEMB_CUDA_TRY(
+      cudaMemsetAsync(&record->first_key, 0xff, sizeof(record->first_key), stream.value()));
 #else
   (void)stream;
 #endif
 }
 
 void check_error_record(ErrorRecord* record, Device device, StreamView stream, bool clear) {
-  TOKEMB_EXPECTS(record != nullptr, InvalidArgument, "check_error_record: record is a null pointer");
+  TOKEMB_EXPECTS(record != nullptr, InvalidArgument,
+                 "check_error_record: record is a null pointer");
   ErrorRecord host = detail::empty_error_record();
   if (device.is_cpu()) {
     host = *record;
   } else {
     detail::require_cuda(device, "check_error_record");
 #if TOKEMB_WITH_CUDA
-    TOKEMB_CUDA_TRY(cudaMemcpyAsync(&host, record, sizeof host, cudaMemcpyDeviceToHost, stream.value()));
+    TOKEMB_CUDA_TRY(
+        cudaMemcpyAsync(&host, record, sizeof host, cudaMemcpyDeviceToHost, stream.value()));
     TOKEMB_CUDA_TRY(cudaStreamSynchronize(stream.value()));
 #endif
   }

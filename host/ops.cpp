@@ -31,7 +31,8 @@ void scan_cpu_rows(const detail::RowParams& p, const char* op) {
 
 void forward(const TensorView& ids, const TensorView& token_table, const TensorView& pos_table,
              const TensorView& out, const Options& options, StreamView stream) {
-  const detail::ForwardParams p = detail::validate_forward(ids, token_table, pos_table, out, options);
+  const detail::ForwardParams p =
+      detail::validate_forward(ids, token_table, pos_table, out, options);
   if (ids.device.is_cpu()) {
     scan_cpu_rows(p, "tokemb::forward");
     detail::cpu::forward(p);
@@ -48,7 +49,8 @@ void forward(const TensorView& ids, const TensorView& token_table, const TensorV
 std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dout,
                                     const TensorView& grad_token, const TensorView& grad_pos,
                                     const Options& options) {
-  const detail::BackwardParams p = detail::validate_backward(ids, dout, grad_token, grad_pos, options);
+  const detail::BackwardParams p =
+      detail::validate_backward(ids, dout, grad_token, grad_pos, options);
   if (ids.device.is_cpu()) return 0;
 #if TOKEMB_WITH_CUDA
   return detail::cuda::backward_workspace_size(p);
@@ -69,9 +71,9 @@ void backward(const TensorView& ids, const TensorView& dout, const TensorView& g
   }
 #if TOKEMB_WITH_CUDA
   const std::size_t need = detail::cuda::backward_workspace_size(p);
-  TOKEMB_EXPECTS(need == 0 || (workspace.data != nullptr && workspace.bytes >= need), InvalidArgument,
-                 "tokemb::backward: workspace of ", workspace.bytes, " bytes at ", workspace.data,
-                 " is too small; this call needs ", need,
+  TOKEMB_EXPECTS(need == 0 || (workspace.data != nullptr && workspace.bytes >= need),
+                 InvalidArgument, "tokemb::backward: workspace of ", workspace.bytes, " bytes at ",
+                 workspace.data, " is too small; this call needs ", need,
                  " bytes (ask backward_workspace_size)");
   p.workspace = workspace.data;
   p.workspace_bytes = workspace.bytes;

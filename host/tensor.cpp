@@ -6,8 +6,8 @@
 #include <tokemb/error.hpp>
 #include <tokemb/tensor.hpp>
 
-#include "host/check.hpp"
 #include "host/backend.hpp"
+#include "host/check.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -23,8 +23,8 @@ constexpr std::size_t host_alignment = 64;
 }
 
 Shape::Shape(std::initializer_list<std::int64_t> dims) {
-  TOKEMB_EXPECTS(dims.size() <= static_cast<std::size_t>(max_rank), InvalidArgument,
-                 "Shape: rank ", dims.size(), " exceeds the maximum rank ", max_rank);
+  TOKEMB_EXPECTS(dims.size() <= static_cast<std::size_t>(max_rank), InvalidArgument, "Shape: rank ",
+                 dims.size(), " exceeds the maximum rank ", max_rank);
   for (std::int64_t d : dims) {
     TOKEMB_EXPECTS(d >= 0, InvalidArgument, "Shape: dimension ", rank_, " is ", d,
                    ", must be >= 0");

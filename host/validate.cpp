@@ -42,8 +42,8 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   const Device dev = ids.device;
   if (dev.is_cuda()) require_cuda(dev, op);
   expect_tensor(op, "ids", ids, dev, 2, "[B, T]");
-  TOKEMB_EXPECTS(is_index(ids.dtype), InvalidArgument, op, ": ids has dtype ", dtype_name(ids.dtype),
-                 ", expected i32 or i64");
+  TOKEMB_EXPECTS(is_index(ids.dtype), InvalidArgument, op, ": ids has dtype ",
+                 dtype_name(ids.dtype), ", expected i32 or i64");
   RowParams r;
   r.ids = ids.data;
   r.id_type = ids.dtype;
@@ -74,7 +74,8 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   } else if (P > 0) {
     // Offset positions are known on the host: check them now rather than per row.
     if (o.position_offset < 0 || o.position_offset > P - r.T) {
-      const std::int64_t bad_t = o.position_offset < 0 ? 0 : std::max<std::int64_t>(0, P - o.position_offset);
+      const std::int64_t bad_t =
+          o.position_offset < 0 ? 0 : std::max<std::int64_t>(0, P - o.position_offset);
       const std::int64_t bad = o.position_offset + bad_t;
       // Negating the offset could overflow (INT64_MIN): compare instead.
       const std::int64_t n_bad_t = o.position_offset < 0
@@ -114,8 +115,9 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   std::int64_t P = 0;
   if (!pos_table.empty()) {
     expect_tensor(op, "pos_table", pos_table, dev, 2, "[P, D]");
-    TOKEMB_EXPECTS(pos_table.dtype == token_table.dtype, InvalidArgument, op, ": pos_table has dtype ",
-                   dtype_name(pos_table.dtype), " but token_table has ", dtype_name(token_table.dtype));
+    TOKEMB_EXPECTS(pos_table.dtype == token_table.dtype, InvalidArgument, op,
+                   ": pos_table has dtype ", dtype_name(pos_table.dtype), " but token_table has ",
+                   dtype_name(token_table.dtype));
     TOKEMB_EXPECTS(pos_table.shape[1] == D, InvalidArgument, op, ": pos_table has shape ",
                    pos_table.shape.str(), " but token_table has D = ", D);
     P = pos_table.shape[0];

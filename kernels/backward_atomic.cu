@@ -101,7 +101,8 @@ __global__ void __launch_bounds__(kThreads)
           } else if (K == Keys::position) {
             keys[k] = static_cast<std::uint32_t>(row.position);
           } else {
-            keys[k] = row.token == p.padding_idx ? key_pos_only : static_cast<std::uint32_t>(row.token);
+            keys[k] =
+                row.token == p.padding_idx ? key_pos_only : static_cast<std::uint32_t>(row.token);
           }
         }
       }
@@ -153,7 +154,8 @@ __global__ void __launch_bounds__(kThreads)
             }
             if (kb[u] == key_pos_only) continue;
             if (kb[u] != cur) {  // a run of equal ids ended: one atomic per column for the run
-              if (cur != key_skip) atomic_add_pack<N>(table + static_cast<std::int64_t>(cur) * D + col, acc);
+              if (cur != key_skip)
+                atomic_add_pack<N>(table + static_cast<std::int64_t>(cur) * D + col, acc);
               cur = kb[u];
 #pragma unroll
               for (int j = 0; j < N; ++j) acc[j] = x[u][j];
@@ -163,7 +165,8 @@ __global__ void __launch_bounds__(kThreads)
             }
           }
         }
-        if (cur != key_skip) atomic_add_pack<N>(table + static_cast<std::int64_t>(cur) * D + col, acc);
+        if (cur != key_skip)
+          atomic_add_pack<N>(table + static_cast<std::int64_t>(cur) * D + col, acc);
       }
     }
   }
@@ -200,8 +203,8 @@ void launch(const BackwardParams& p, cudaStream_t stream, int device) {
   const std::int64_t rows = p.rows();
   // About four blocks per SM in all; each between 32 and 4 tiles of rows.
   const std::int64_t target_blocks = 4 * static_cast<std::int64_t>(multiprocessor_count(device));
-  const std::int64_t rows_per_block =
-      std::clamp<std::int64_t>((rows * col_blocks + target_blocks - 1) / target_blocks, 32, 4 * kTile);
+  const std::int64_t rows_per_block = std::clamp<std::int64_t>(
+      (rows * col_blocks + target_blocks - 1) / target_blocks, 32, 4 * kTile);
   if (fused) {
     g.Tl = p.T;
     g.Bl = p.B;

@@ -48,9 +48,9 @@ Layout make_layout(std::int64_t rows, std::int64_t D) {
   const std::size_t index_bytes = align_up(static_cast<std::size_t>(rows) * sizeof(std::uint32_t));
   std::size_t temp_bytes = 0;
   TOKEMB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(
-      nullptr, temp_bytes, static_cast<const std::uint32_t*>(nullptr), static_cast<std::uint32_t*>(nullptr),
-      static_cast<const std::uint32_t*>(nullptr), static_cast<std::uint32_t*>(nullptr),
-      static_cast<int>(rows), 0, 32));
+      nullptr, temp_bytes, static_cast<const std::uint32_t*>(nullptr),
+      static_cast<std::uint32_t*>(nullptr), static_cast<const std::uint32_t*>(nullptr),
+      static_cast<std::uint32_t*>(nullptr), static_cast<int>(rows), 0, 32));
   std::size_t off = 0;
   l.keys_in = off;
   off += index_bytes;
@@ -61,7 +61,8 @@ Layout make_layout(std::int64_t rows, std::int64_t D) {
   l.rows_out = off;
   off += index_bytes;
   l.partial = off;
-  off += align_up(static_cast<std::size_t>(l.tiles) * 2 * static_cast<std::size_t>(D) * sizeof(float));
+  off +=
+      align_up(static_cast<std::size_t>(l.tiles) * 2 * static_cast<std::size_t>(D) * sizeof(float));
   l.temp = off;
   l.temp_bytes = align_up(temp_bytes);
   off += l.temp_bytes;
@@ -71,7 +72,8 @@ Layout make_layout(std::int64_t rows, std::int64_t D) {
 
 template <bool kByPosition>
 __global__ void __launch_bounds__(kThreads)
-    prepare_keys(const BackwardParams p, std::uint32_t* keys, std::uint32_t* rows, std::uint32_t max_key) {
+    prepare_keys(const BackwardParams p, std::uint32_t* keys, std::uint32_t* rows,
+                 std::uint32_t max_key) {
   const std::int64_t n = p.rows();
   for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; r < n;
        r += static_cast<std::int64_t>(gridDim.x) * kThreads) {
@@ -170,7 +172,7 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t tile = blockIdx.x;
   const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
   const std::uint32_t k = keys[e - 1];
-  if (k >= max_key || e >= n || keys[e] != k) return;  // the tile's last run ends inside it
+  if (k >= max_key || e >= n || keys[e] != k) return;     // the tile's last run ends inside it
   if (keys[s] == k && s > 0 && keys[s - 1] == k) return;  // that run began in an earlier tile
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
   const std::int64_t c1 = min(c0 + cb, D);
@@ -218,8 +220,8 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
 }
 
 template <class G, int N>
-void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* ws, cudaStream_t stream,
-             int device) {
+void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* ws,
+             cudaStream_t stream, int device) {
   const std::int64_t n = p.rows();
   auto* keys_in = reinterpret_cast<std::uint32_t*>(ws + l.keys_in);
   auto* keys_out = reinterpret_cast<std::uint32_t*>(ws + l.keys_out);
@@ -238,12 +240,13 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   }
   TOKEMB_CHECK_LAUNCH();
   std::size_t temp_bytes = l.temp_bytes;
-  TOKEMB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(ws + l.temp, temp_bytes, keys_in, keys_out, rows_in,
-                                                  rows_out, static_cast<int>(n), 0, key_bits(max_key),
-                                                  stream));
+  TOKEMB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(ws + l.temp, temp_bytes, keys_in, keys_out,
+                                                  rows_in, rows_out, static_cast<int>(n), 0,
+                                                  key_bits(max_key), stream));
   const std::int64_t cb = std::min<std::int64_t>(p.D / N, kThreads * 4) * N;
   const dim3 grid(static_cast<unsigned>(l.tiles), ceil_div(p.D, cb));
-  tile_reduce<G, N><<<grid, kThreads, 0, stream>>>(p, table, keys_out, rows_out, partial, max_key, cb);
+  tile_reduce<G, N>
+      <<<grid, kThreads, 0, stream>>>(p, table, keys_out, rows_out, partial, max_key, cb);
   TOKEMB_CHECK_LAUNCH();
   const std::int64_t fix_cb = kThreads * 4;
   fixup<<<dim3(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb)), kThreads, 0, stream>>>(
@@ -253,15 +256,17 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
 
 }  // namespace
 
-std::size_t deterministic_workspace_size(const BackwardParams& p) { return make_layout(p.rows(), p.D).total; }
+std::size_t deterministic_workspace_size(const BackwardParams& p) {
+  return make_layout(p.rows(), p.D).total;
+}
 
 void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream, int device) {
   const Layout l = make_layout(p.rows(), p.D);
   TOKEMB_EXPECTS(p.workspace != nullptr && p.workspace_bytes >= l.total, InvalidArgument,
-                 "tokemb::backward: deterministic mode needs ", l.total, " bytes of workspace, got ",
-                 p.workspace_bytes);
-  TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument, "tokemb::backward: D = ", p.D,
-                 " is too wide for one launch");
+                 "tokemb::backward: deterministic mode needs ", l.total,
+                 " bytes of workspace, got ", p.workspace_bytes);
+  TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument,
+                 "tokemb::backward: D = ", p.D, " is too wide for one launch");
   char* ws = static_cast<char*>(p.workspace);
   dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;
@@ -276,7 +281,8 @@ void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream,
         scatter<G, kN>(p, true, l, ws, stream, device);
       } else {
         const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;
-        pos_reduce<G, kN><<<dim3(static_cast<unsigned>(p.T), ceil_div(p.D, cb)), kThreads, 0, stream>>>(p, cb);
+        pos_reduce<G, kN>
+            <<<dim3(static_cast<unsigned>(p.T), ceil_div(p.D, cb)), kThreads, 0, stream>>>(p, cb);
         TOKEMB_CHECK_LAUNCH();
       }
     };

@@ -27,13 +27,17 @@ __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 template <class T>
 __device__ __forceinline__ T from_float(float x);
 template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
 
 /// N elements of T moved as one unit: 16 bytes when N * sizeof(T) == 16, which compiles to a
 /// single 128-bit load/store (the widest per-thread access; fewer instructions in flight per
@@ -62,8 +66,9 @@ __device__ __forceinline__ void store_pack_streaming(T* p, const Pack<T, N>& v) 
 }
 
 __device__ __forceinline__ std::int64_t load_index(const void* base, DType type, std::int64_t i) {
-  return type == DType::i32 ? static_cast<std::int64_t>(__ldg(static_cast<const std::int32_t*>(base) + i))
-                            : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(base) + i));
+  return type == DType::i32
+             ? static_cast<std::int64_t>(__ldg(static_cast<const std::int32_t*>(base) + i))
+             : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(base) + i));
 }
 
 /// What row r = b * T + t reads. kind: 0 valid, 1 bad token id, 2 bad position.
@@ -119,6 +124,8 @@ constexpr int pack_width() {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
-inline unsigned ceil_div(std::int64_t a, std::int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+inline unsigned ceil_div(std::int64_t a, std::int64_t b) {
+  return static_cast<unsigned>((a + b - 1) / b);
+}
 
 }  // namespace tokemb::detail

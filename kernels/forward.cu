@@ -11,8 +11,8 @@
 
 #include <cuda_runtime.h>
 
-#include "host/cuda_check.hpp"
 #include "host/backend.hpp"
+#include "host/cuda_check.hpp"
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
 
@@ -29,7 +29,8 @@ __global__ void __launch_bounds__(kForwardThreads)
   const std::int64_t packs = D / N;  // N divides D on the vector path
   const int lane = static_cast<int>(threadIdx.x) & ((1 << group_shift) - 1);
   const std::int64_t group_size = std::int64_t{1} << group_shift;
-  const std::int64_t first = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> group_shift;
+  const std::int64_t first =
+      (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> group_shift;
   const std::int64_t stride = (static_cast<std::int64_t>(gridDim.x) * blockDim.x) >> group_shift;
   const T* __restrict__ tok = static_cast<const T*>(p.token_table);
   const T* __restrict__ pos = static_cast<const T*>(p.pos_table);
@@ -44,7 +45,8 @@ __global__ void __launch_bounds__(kForwardThreads)
       Pack<T, N> zero;
 #pragma unroll
       for (int j = 0; j < N; ++j) zero.v[j] = from_float<T>(0.0f);
-      for (std::int64_t c = lane; c < packs; c += group_size) store_pack_streaming<T, N>(o + c * N, zero);
+      for (std::int64_t c = lane; c < packs; c += group_size)
+        store_pack_streaming<T, N>(o + c * N, zero);
       continue;
     }
     const T* t_row = tok + row.token * D;
@@ -75,8 +77,10 @@ void launch(const ForwardParams& p, cudaStream_t stream, int device) {
   // Enough blocks to cover every row once, capped so that very large batches loop instead
   // (the grid-stride loop keeps any size correct).
   const std::int64_t cap = static_cast<std::int64_t>(multiprocessor_count(device)) * 64;
-  const std::int64_t blocks = std::min<std::int64_t>((p.rows() + rows_per_block - 1) / rows_per_block, cap);
-  forward_kernel<T, I, N><<<static_cast<unsigned>(blocks), kForwardThreads, 0, stream>>>(p, group_shift);
+  const std::int64_t blocks =
+      std::min<std::int64_t>((p.rows() + rows_per_block - 1) / rows_per_block, cap);
+  forward_kernel<T, I, N>
+      <<<static_cast<unsigned>(blocks), kForwardThreads, 0, stream>>>(p, group_shift);
   TOKEMB_CHECK_LAUNCH();
 }
 

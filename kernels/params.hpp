@@ -18,7 +18,7 @@ namespace tokemb::detail {
 
 /// What forward and backward have in common: where each row's token and position come from.
 struct RowParams {
-  const void* ids = nullptr;      // [B, T]
+  const void* ids = nullptr;  // [B, T]
   DType id_type = DType::i64;
   const void* pos_ids = nullptr;  // [B, T] or nullptr: position = offset + t
   DType pos_id_type = DType::i64;

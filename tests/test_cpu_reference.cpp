@@ -23,7 +23,8 @@ TEST(CpuReference, BookExampleTokenPlusPosition) {
 
 TEST(CpuReference, LookupOfTokenThreeReturnsRowThree) {
   std::vector<float> table(6 * 3);
-  for (int i = 0; i < 18; ++i) table[static_cast<std::size_t>(i)] = static_cast<float>(i) * 0.25f - 1.0f;
+  for (int i = 0; i < 18; ++i)
+    table[static_cast<std::size_t>(i)] = static_cast<float>(i) * 0.25f - 1.0f;
   std::vector<std::int32_t> ids = {3};
   std::vector<float> out(3, 0.0f);
   forward(host_view(ids, DType::i32, {1, 1}), host_view(table, DType::f32, {6, 3}), TensorView{},
@@ -52,7 +53,8 @@ TYPED_TEST(CpuOps, BatchOfEightSequencesOfFourTokensD256) {
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < T_; ++t)
       for (std::int64_t d = 0; d < D; ++d) {
-        const float expect = to_f(from_f<T>(to_f(tok[ids[b * T_ + t] * D + d]) + to_f(pos[t * D + d])));
+        const float expect =
+            to_f(from_f<T>(to_f(tok[ids[b * T_ + t] * D + d]) + to_f(pos[t * D + d])));
         ASSERT_EQ(to_f(out[(b * T_ + t) * D + d]), expect) << "b=" << b << " t=" << t << " d=" << d;
       }
 }
@@ -98,14 +100,15 @@ TYPED_TEST(CpuOps, BackwardAccumulatesRepeatedIdsSkipsPaddingAndAccumulatesAcros
   // ids: token 1 appears three times, token 0 is padding.
   std::vector<I> ids = {1, 1, 2, 0, 1, 5};
   std::vector<T> dout(B * T_ * D);
-  for (std::size_t i = 0; i < dout.size(); ++i) dout[i] = from_f<T>(0.125f * static_cast<float>(i + 1));
+  for (std::size_t i = 0; i < dout.size(); ++i)
+    dout[i] = from_f<T>(0.125f * static_cast<float>(i + 1));
   std::vector<float> gt(V * D, 0.0f), gp(P * D, 0.0f);
   Options o;
   o.padding_idx = 0;
   for (int call = 1; call <= 2; ++call) {
-    backward(host_view(ids, TypeParam::index, {B, T_}), host_view(dout, TypeParam::dtype, {B, T_, D}),
-             host_view(gt, DType::f32, {V, D}), host_view(gp, DType::f32, {P, D}), o,
-             Workspace{}, host_stream);
+    backward(host_view(ids, TypeParam::index, {B, T_}),
+             host_view(dout, TypeParam::dtype, {B, T_, D}), host_view(gt, DType::f32, {V, D}),
+             host_view(gp, DType::f32, {P, D}), o, Workspace{}, host_stream);
     auto row = [&](std::int64_t r, std::int64_t d) { return to_f(dout[r * D + d]); };
     for (std::int64_t d = 0; d < D; ++d) {
       EXPECT_FLOAT_EQ(gt[1 * D + d], call * (row(0, d) + row(1, d) + row(4, d)));
@@ -162,7 +165,7 @@ TEST(HostFloat16, RoundTripsAndRoundsToNearestEven) {
   EXPECT_EQ(f16_t::from_float(1.0f).bits, 0x3c00);
   EXPECT_EQ(f16_t::from_float(-2.0f).bits, 0xc000);
   EXPECT_EQ(f16_t::from_float(65504.0f).bits, 0x7bff);
-  EXPECT_EQ(f16_t::from_float(65520.0f).bits, 0x7c00);  // rounds up to infinity
+  EXPECT_EQ(f16_t::from_float(65520.0f).bits, 0x7c00);                // rounds up to infinity
   EXPECT_EQ(f16_t::from_float(5.960464477539063e-08f).bits, 0x0001);  // smallest subnormal
   EXPECT_EQ(f16_t::from_float(1.0f + 1.0f / 2048).bits, 0x3c00);      // tie -> even
   EXPECT_EQ(f16_t::from_float(1.0f + 3.0f / 2048).bits, 0x3c02);      // tie -> even (up)

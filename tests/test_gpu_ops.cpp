@@ -46,9 +46,11 @@ const Case kCases[] = {
     {"D4096_uniform", 2, 64, 4096, 5000, 64, IdDistribution::uniform, PosMode::offset, 0, false},
     {"single_token", 1, 1, 256, 50257, 1024, IdDistribution::uniform, PosMode::offset, 1000, false},
     {"decode_B64_T1", 64, 1, 768, 50257, 1024, IdDistribution::zipf, PosMode::offset, 1000, false},
-    {"N65536_identical", 64, 1024, 128, 50257, 1024, IdDistribution::identical, PosMode::offset, 0, false},
+    {"N65536_identical", 64, 1024, 128, 50257, 1024, IdDistribution::identical, PosMode::offset, 0,
+     false},
     {"N65536_zipf_ids", 64, 1024, 64, 50257, 1024, IdDistribution::zipf, PosMode::ids, 0, true},
-    {"N65536_uniform", 128, 512, 32, 50257, 512, IdDistribution::uniform, PosMode::offset, 0, false},
+    {"N65536_uniform", 128, 512, 32, 50257, 512, IdDistribution::uniform, PosMode::offset, 0,
+     false},
 };
 
 template <class T, class I>
@@ -70,7 +72,8 @@ struct HostProblem {
     }
     dout = random_values<T>(static_cast<std::size_t>(c.B * c.T * c.D), rng);
     g0_tok = random_values<float>(static_cast<std::size_t>(c.V * c.D), rng, 0.5f);
-    if (c.pos != PosMode::off) g0_pos = random_values<float>(static_cast<std::size_t>(c.P * c.D), rng, 0.5f);
+    if (c.pos != PosMode::off)
+      g0_pos = random_values<float>(static_cast<std::size_t>(c.P * c.D), rng, 0.5f);
     if (c.padding) padding = static_cast<std::int64_t>(ids[ids.size() / 2]);  // a frequent id
   }
   Options options(const TensorView& position_ids) const {
@@ -104,20 +107,24 @@ TYPED_TEST(GpuOps, ForwardAndBackwardMatchCpuReference) {
 
     // --- CPU reference
     std::vector<T> out_ref(static_cast<std::size_t>(c.B * c.T * c.D));
-    const TensorView cpu_pids = with_pos && c.pos == PosMode::ids ? host_view(h.pos_ids, it, ids_s) : TensorView{};
+    const TensorView cpu_pids =
+        with_pos && c.pos == PosMode::ids ? host_view(h.pos_ids, it, ids_s) : TensorView{};
     forward(host_view(h.ids, it, ids_s), host_view(h.tok, dt, tok_s),
             with_pos ? host_view(h.pos, dt, pos_s) : TensorView{}, host_view(out_ref, dt, out_s),
             h.options(cpu_pids), host_stream);
     std::vector<float> gt_ref = h.g0_tok, gp_ref = h.g0_pos;
-    backward(host_view(h.ids, it, ids_s), host_view(h.dout, dt, out_s), host_view(gt_ref, DType::f32, tok_s),
-             with_pos ? host_view(gp_ref, DType::f32, pos_s) : TensorView{}, h.options(cpu_pids), Workspace{},
-             host_stream);
+    backward(host_view(h.ids, it, ids_s), host_view(h.dout, dt, out_s),
+             host_view(gt_ref, DType::f32, tok_s),
+             with_pos ? host_view(gp_ref, DType::f32, pos_s) : TensorView{}, h.options(cpu_pids),
+             Workspace{}, host_stream);
     std::vector<T> abs_dout(h.dout.size());
-    for (std::size_t i = 0; i < abs_dout.size(); ++i) abs_dout[i] = from_f<T>(std::fabs(to_f(h.dout[i])));
+    for (std::size_t i = 0; i < abs_dout.size(); ++i)
+      abs_dout[i] = from_f<T>(std::fabs(to_f(h.dout[i])));
     std::vector<float> gt_abs(h.g0_tok.size(), 0.0f), gp_abs(h.g0_pos.size(), 0.0f);
-    backward(host_view(h.ids, it, ids_s), host_view(abs_dout, dt, out_s), host_view(gt_abs, DType::f32, tok_s),
-             with_pos ? host_view(gp_abs, DType::f32, pos_s) : TensorView{}, h.options(cpu_pids), Workspace{},
-             host_stream);
+    backward(host_view(h.ids, it, ids_s), host_view(abs_dout, dt, out_s),
+             host_view(gt_abs, DType::f32, tok_s),
+             with_pos ? host_view(gp_abs, DType::f32, pos_s) : TensorView{}, h.options(cpu_pids),
+             Workspace{}, host_stream);
 
     // --- GPU
     const StreamView s = this->stream();
@@ -178,19 +185,21 @@ TYPED_TEST(GpuOps, MisalignedPointersTakeTheScalarPathAndMatch) {
   auto dout = random_values<T>(B * Tn * D + 1, rng);
   const StreamView s = this->stream();
   // Device copies whose views start one element in: 16-byte packs would fault there.
-  Buffer tok_d = to_device(tok, dt, Shape{V * D + 1}, s), pos_d = to_device(pos, dt, Shape{P * D + 1}, s);
+  Buffer tok_d = to_device(tok, dt, Shape{V * D + 1}, s),
+         pos_d = to_device(pos, dt, Shape{P * D + 1}, s);
   Buffer dout_d = to_device(dout, dt, Shape{B * Tn * D + 1}, s);
   Buffer ids_d = to_device(ids, it, Shape{B, Tn}, s);
   Buffer out_d(dt, Shape{B * Tn * D + 1}, Device::cuda(0));
-  Buffer gt_d(DType::f32, Shape{V * D + 1}, Device::cuda(0)), gp_d(DType::f32, Shape{P * D + 1}, Device::cuda(0));
+  Buffer gt_d(DType::f32, Shape{V * D + 1}, Device::cuda(0)),
+      gp_d(DType::f32, Shape{P * D + 1}, Device::cuda(0));
   fill_zero(gt_d, s);
   fill_zero(gp_d, s);
   poison_device(out_d, s);
   auto shifted = [](const Buffer& b, DType d, Shape sh) {
     return TensorView(static_cast<char*>(b.data()) + dtype_size(d), d, sh, Device::cuda(0));
   };
-  forward(ids_d, shifted(tok_d, dt, {V, D}), shifted(pos_d, dt, {P, D}), shifted(out_d, dt, {B, Tn, D}),
-          Options{}, s);
+  forward(ids_d, shifted(tok_d, dt, {V, D}), shifted(pos_d, dt, {P, D}),
+          shifted(out_d, dt, {B, Tn, D}), Options{}, s);
   backward(ids_d, shifted(dout_d, dt, {B, Tn, D}), shifted(gt_d, DType::f32, {V, D}),
            shifted(gp_d, DType::f32, {P, D}), Options{}, Workspace{}, s);
   const auto out = to_host<T>(out_d, s);
@@ -234,7 +243,8 @@ TEST_F(GpuGraph, CapturedForwardBackwardReplayMatchesDirectCalls) {
     auto dout_h = random_values<float>(B * Tn * D, rng);
     Buffer ids = to_device(ids_h, DType::i64, Shape{B, Tn}, s);
     Buffer dout = to_device(dout_h, DType::f32, Shape{B, Tn, D}, s);
-    Buffer out_direct(DType::f32, Shape{B, Tn, D}, Device::cuda(0)), out_graph(DType::f32, Shape{B, Tn, D}, Device::cuda(0));
+    Buffer out_direct(DType::f32, Shape{B, Tn, D}, Device::cuda(0)),
+        out_graph(DType::f32, Shape{B, Tn, D}, Device::cuda(0));
 
     for (int step = 0; step < 2; ++step) {
       direct.forward(ids, out_direct);
@@ -261,8 +271,10 @@ TEST_F(GpuGraph, CapturedForwardBackwardReplayMatchesDirectCalls) {
       EXPECT_TRUE(same_bits(g1.data(), g2.data(), g1.size() * 4));
       EXPECT_TRUE(same_bits(p1.data(), p2.data(), p1.size() * 4));
     } else {
-      for (std::size_t i = 0; i < g1.size(); ++i) ASSERT_NEAR(g1[i], g2[i], 1e-4f * (1 + std::fabs(g1[i]))) << i;
-      for (std::size_t i = 0; i < p1.size(); ++i) ASSERT_NEAR(p1[i], p2[i], 1e-4f * (1 + std::fabs(p1[i]))) << i;
+      for (std::size_t i = 0; i < g1.size(); ++i)
+        ASSERT_NEAR(g1[i], g2[i], 1e-4f * (1 + std::fabs(g1[i]))) << i;
+      for (std::size_t i = 0; i < p1.size(); ++i)
+        ASSERT_NEAR(p1[i], p2[i], 1e-4f * (1 + std::fabs(p1[i]))) << i;
     }
   }
 #endif  // without the CUDA backend the fixture has already skipped
@@ -316,7 +328,8 @@ TEST_F(GpuModule, MatchesCpuModuleAndReportsBadIdsAtSynchronize) {
     EXPECT_EQ(e.count(), 2u);
   }
   const auto zeroed = to_host<bf16_t>(out, stream());
-  for (std::int64_t d = 0; d < D; ++d) EXPECT_EQ(zeroed[static_cast<std::size_t>(37 * D + d)].bits, 0u);
+  for (std::int64_t d = 0; d < D; ++d)
+    EXPECT_EQ(zeroed[static_cast<std::size_t>(37 * D + d)].bits, 0u);
   gpu.forward(ids, out);  // the context and the module are still usable
   EXPECT_NO_THROW(gpu.synchronize());
   EXPECT_TRUE(same_bits(to_host<bf16_t>(out, stream()).data(), out_cpu.data(), out_cpu.size() * 2));

@@ -54,10 +54,9 @@ struct Combo {
   static constexpr DType index = index_dtype<I>();
 };
 
-using AllCombos =
-    ::testing::Types<Combo<float, std::int32_t>, Combo<float, std::int64_t>,
-                     Combo<bf16_t, std::int32_t>, Combo<bf16_t, std::int64_t>,
-                     Combo<f16_t, std::int32_t>, Combo<f16_t, std::int64_t>>;
+using AllCombos = ::testing::Types<Combo<float, std::int32_t>, Combo<float, std::int64_t>,
+                                   Combo<bf16_t, std::int32_t>, Combo<bf16_t, std::int64_t>,
+                                   Combo<f16_t, std::int32_t>, Combo<f16_t, std::int64_t>>;
 
 struct ComboNames {
   template <class C>
@@ -98,9 +97,12 @@ enum class IdDistribution { uniform, zipf, identical };
 
 inline const char* distribution_name(IdDistribution d) {
   switch (d) {
-    case IdDistribution::uniform: return "uniform";
-    case IdDistribution::zipf: return "zipf";
-    case IdDistribution::identical: return "identical";
+    case IdDistribution::uniform:
+      return "uniform";
+    case IdDistribution::zipf:
+      return "zipf";
+    case IdDistribution::identical:
+      return "identical";
   }
   return "?";
 }
@@ -108,7 +110,8 @@ inline const char* distribution_name(IdDistribution d) {
 /// n ids in [0, V): uniform; Zipf–Mandelbrot p(r) ∝ 1/(r + 2.7) over ranks mapped to ids by a
 /// seeded permutation; or all equal to one random id.
 template <class I>
-std::vector<I> random_ids(std::size_t n, std::int64_t V, IdDistribution dist, std::mt19937_64& rng) {
+std::vector<I> random_ids(std::size_t n, std::int64_t V, IdDistribution dist,
+                          std::mt19937_64& rng) {
   std::vector<I> ids(n);
   if (dist == IdDistribution::uniform) {
     std::uniform_int_distribution<std::int64_t> u(0, V - 1);
@@ -119,14 +122,16 @@ std::vector<I> random_ids(std::size_t n, std::int64_t V, IdDistribution dist, st
   } else {
     std::vector<double> cdf(static_cast<std::size_t>(V));
     double s = 0;
-    for (std::int64_t r = 0; r < V; ++r) cdf[static_cast<std::size_t>(r)] = (s += 1.0 / (r + 1 + 2.7));
+    for (std::int64_t r = 0; r < V; ++r)
+      cdf[static_cast<std::size_t>(r)] = (s += 1.0 / (r + 1 + 2.7));
     std::vector<std::int64_t> perm(static_cast<std::size_t>(V));
     for (std::int64_t i = 0; i < V; ++i) perm[static_cast<std::size_t>(i)] = i;
     std::shuffle(perm.begin(), perm.end(), rng);
     std::uniform_real_distribution<double> u(0.0, s);
     for (auto& x : ids) {
       const auto it = std::lower_bound(cdf.begin(), cdf.end(), u(rng));
-      const auto rank = std::min<std::size_t>(static_cast<std::size_t>(it - cdf.begin()), cdf.size() - 1);
+      const auto rank =
+          std::min<std::size_t>(static_cast<std::size_t>(it - cdf.begin()), cdf.size() - 1);
       x = static_cast<I>(perm[rank]);
     }
   }
@@ -143,7 +148,8 @@ TensorView host_view(std::vector<T>& v, DType dtype, Shape shape) {
 
 /// A device buffer holding a copy of a host vector (synchronous).
 template <class T>
-Buffer to_device(const std::vector<T>& v, DType dtype, Shape shape, StreamView stream, int device = 0) {
+Buffer to_device(const std::vector<T>& v, DType dtype, Shape shape, StreamView stream,
+                 int device = 0) {
   Buffer b(dtype, shape, Device::cuda(device));
   copy(b, TensorView(v.data(), dtype, shape, Device::cpu()), stream);
   synchronize(stream);

@@ -31,8 +31,9 @@ TEST(CpuModule, ForwardBackwardZeroGradAndHostCopies) {
   m.forward(host_view(ids, DType::i64, {2, 2}), host_view(out, DType::f32, {2, 2, 3}), 1);
   for (std::int64_t r = 0; r < 4; ++r)
     for (std::int64_t d = 0; d < 3; ++d)
-      EXPECT_EQ(out[static_cast<std::size_t>(r * 3 + d)], tok[static_cast<std::size_t>(ids[r] * 3 + d)] +
-                                                              pos[static_cast<std::size_t>((1 + r % 2) * 3 + d)]);
+      EXPECT_EQ(out[static_cast<std::size_t>(r * 3 + d)],
+                tok[static_cast<std::size_t>(ids[r] * 3 + d)] +
+                    pos[static_cast<std::size_t>((1 + r % 2) * 3 + d)]);
 
   std::vector<float> dout(12, 1.0f);
   m.backward(host_view(ids, DType::i64, {2, 2}), host_view(dout, DType::f32, {2, 2, 3}), 1);
@@ -83,10 +84,12 @@ TEST(CpuModule, Bf16TablesRoundTripThroughHost) {
   Embedding m(c, host_stream);
   EXPECT_TRUE(m.position_table().empty());
   std::vector<bf16_t> tok(8);
-  for (int i = 0; i < 8; ++i) tok[static_cast<std::size_t>(i)] = bf16_t::from_float(0.5f * static_cast<float>(i));
+  for (int i = 0; i < 8; ++i)
+    tok[static_cast<std::size_t>(i)] = bf16_t::from_float(0.5f * static_cast<float>(i));
   m.load_token_table(tok.data(), 16);
   auto back = m.token_table_to_host();
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(back[static_cast<std::size_t>(i)], 0.5f * static_cast<float>(i));
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(back[static_cast<std::size_t>(i)], 0.5f * static_cast<float>(i));
   EXPECT_THROW(m.load_position_table(tok.data(), 16), InvalidArgument);
 }
 

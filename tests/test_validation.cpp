@@ -12,13 +12,15 @@ namespace {
 const StreamView host_stream = StreamView::legacy_default();
 
 template <class E>
-void expect_throw_containing(const std::function<void()>& f, const std::vector<std::string>& parts) {
+void expect_throw_containing(const std::function<void()>& f,
+                             const std::vector<std::string>& parts) {
   try {
     f();
     FAIL() << "no exception thrown";
   } catch (const E& e) {
     const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
   } catch (const std::exception& e) {
     FAIL() << "wrong exception type: " << e.what();
   }
@@ -38,8 +40,8 @@ struct Small {
   TensorView out_v() { return host_view(out, DType::f32, {B, T, D}); }
   TensorView gt_v() { return host_view(gt, DType::f32, {V, D}); }
   TensorView gp_v() { return host_view(gp, DType::f32, {P, D}); }
-  void fwd(const TensorView& ids, const TensorView& tok, const TensorView& pos, const TensorView& out,
-           const Options& o = Options{}) {
+  void fwd(const TensorView& ids, const TensorView& tok, const TensorView& pos,
+           const TensorView& out, const Options& o = Options{}) {
     forward(ids, tok, pos, out, o, host_stream);
   }
   bool untouched() const {
@@ -57,36 +59,44 @@ TEST(Validation, NullPointersAreNamed) {
   Small s;
   TensorView null_ids = s.ids_v();
   null_ids.data = nullptr;
-  expect_throw_containing<InvalidArgument>([&] { s.fwd(null_ids, s.tok_v(), s.pos_v(), s.out_v()); },
-                                           {"ids", "null"});
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(null_ids, s.tok_v(), s.pos_v(), s.out_v()); }, {"ids", "null"});
   TensorView null_out = s.out_v();
   null_out.data = nullptr;
-  expect_throw_containing<InvalidArgument>([&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), null_out); },
-                                           {"out", "null"});
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), null_out); }, {"out", "null"});
   EXPECT_TRUE(s.untouched());
 }
 
 TEST(Validation, ShapeAndDtypeMismatchesAreNamedWithValues) {
   Small s;
   expect_throw_containing<InvalidArgument>(
-      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), host_view(s.out, DType::f32, {2, 3, 3})); },
+      [&] {
+        s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), host_view(s.out, DType::f32, {2, 3, 3}));
+      },
       {"out", "[2, 3, 3]", "[2, 3, 4]"});
   expect_throw_containing<InvalidArgument>(
-      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), host_view(s.out, DType::bf16, {2, 3, 4})); },
+      [&] {
+        s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), host_view(s.out, DType::bf16, {2, 3, 4}));
+      },
       {"out", "bf16", "f32"});
   expect_throw_containing<InvalidArgument>(
-      [&] { s.fwd(host_view(s.ids, DType::f32, {2, 3}), s.tok_v(), s.pos_v(), s.out_v()); },
+      [&] {
+        s.fwd(host_view(s.ids, DType::f32, {2, 3}), s.tok_v(), s.pos_v(), s.out_v());
+      },
       {"ids", "f32", "i32 or i64"});
   expect_throw_containing<InvalidArgument>(
       [&] { s.fwd(host_view(s.ids, DType::i64, {6}), s.tok_v(), s.pos_v(), s.out_v()); },
       {"ids", "[6]", "rank 2"});
   expect_throw_containing<InvalidArgument>(
-      [&] { s.fwd(s.ids_v(), s.tok_v(), host_view(s.pos, DType::f32, {4, 5}), s.out_v()); },
+      [&] {
+        s.fwd(s.ids_v(), s.tok_v(), host_view(s.pos, DType::f32, {4, 5}), s.out_v());
+      },
       {"pos_table", "[4, 5]", "D = 4"});
   expect_throw_containing<InvalidArgument>(
       [&] {
-        backward(s.ids_v(), s.out_v(), host_view(s.tok, DType::bf16, {Small::V, 4}), s.gp_v(), Options{},
-                 Workspace{}, host_stream);
+        backward(s.ids_v(), s.out_v(), host_view(s.tok, DType::bf16, {Small::V, 4}), s.gp_v(),
+                 Options{}, Workspace{}, host_stream);
       },
       {"grad_token", "bf16", "f32"});
   EXPECT_TRUE(s.untouched());
@@ -95,7 +105,9 @@ TEST(Validation, ShapeAndDtypeMismatchesAreNamedWithValues) {
 TEST(Validation, ZeroSizesAreRejected) {
   Small s;
   expect_throw_containing<InvalidArgument>(
-      [&] { s.fwd(host_view(s.ids, DType::i64, {0, 3}), s.tok_v(), s.pos_v(), s.out_v()); },
+      [&] {
+        s.fwd(host_view(s.ids, DType::i64, {0, 3}), s.tok_v(), s.pos_v(), s.out_v());
+      },
       {"ids", "[0, 3]", ">= 1"});
 }
 
@@ -120,8 +132,9 @@ TEST(Validation, PaddingIdxOutOfRange) {
   Small s;
   Options o;
   o.padding_idx = 7;
-  expect_throw_containing<InvalidArgument>([&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), o); },
-                                           {"padding_idx", "7", "[-7, 7)"});
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), o); },
+      {"padding_idx", "7", "[-7, 7)"});
 }
 
 TEST(Validation, PositionIdsWithoutPositionTable) {
@@ -129,7 +142,8 @@ TEST(Validation, PositionIdsWithoutPositionTable) {
   Options o;
   o.position_ids = s.ids_v();
   expect_throw_containing<InvalidArgument>(
-      [&] { s.fwd(s.ids_v(), s.tok_v(), TensorView{}, s.out_v(), o); }, {"position_ids", "no position table"});
+      [&] { s.fwd(s.ids_v(), s.tok_v(), TensorView{}, s.out_v(), o); },
+      {"position_ids", "no position table"});
 }
 
 TEST(Validation, ElementCountOverflowIsCaught) {
@@ -144,7 +158,8 @@ TEST(Validation, ElementCountOverflowIsCaught) {
 }
 
 TEST(Validation, CudaDeviceWithoutBackendOrGpuIsUnsupportedOrInvalid) {
-  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present; this checks the no-GPU path";
+  if (cuda_device_count() > 0)
+    GTEST_SKIP() << "a CUDA device is present; this checks the no-GPU path";
   Small s;
   auto on_gpu = [](TensorView v) {
     v.device = Device::cuda(0);
@@ -165,7 +180,7 @@ TEST(Validation, MixedDevicesAreRejected) {
 
 TEST(CpuOutOfRange, WithoutRecordThrowsBeforeWriting) {
   Small s;
-  s.ids[4] = 7;   // == V
+  s.ids[4] = 7;  // == V
   s.ids[5] = -1;
   try {
     s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v());
@@ -181,8 +196,9 @@ TEST(CpuOutOfRange, WithoutRecordThrowsBeforeWriting) {
     EXPECT_NE(msg.find("token id 7 at (b=1, t=1)"), std::string::npos) << msg;
     EXPECT_NE(msg.find("[0, 7)"), std::string::npos) << msg;
   }
-  EXPECT_THROW(backward(s.ids_v(), s.out_v(), s.gt_v(), s.gp_v(), Options{}, Workspace{}, host_stream),
-               IndexOutOfRange);
+  EXPECT_THROW(
+      backward(s.ids_v(), s.out_v(), s.gt_v(), s.gp_v(), Options{}, Workspace{}, host_stream),
+      IndexOutOfRange);
   EXPECT_TRUE(s.untouched());
 }
 
@@ -201,10 +217,10 @@ TEST(CpuOutOfRange, WithRecordZeroesRowsSkipsGradientsAndReports) {
   std::vector<float> dout(6 * 4, 1.0f);
   backward(s.ids_v(), host_view(dout, DType::f32, {2, 3, 4}), s.gt_v(), s.gp_v(), o, Workspace{},
            host_stream);
-  EXPECT_EQ(s.gt[6 * 4], 0.5f);        // token 6 is used by no row
-  EXPECT_EQ(s.gt[0], 1.5f);            // token 0 (row 0)
-  EXPECT_EQ(s.gt[4 * 4], 0.5f);        // token 4 (row 4) had a bad position: skipped
-  EXPECT_EQ(s.gp[4 * 4], 1.25f);       // position 4 (row 5, token 5) received its row
+  EXPECT_EQ(s.gt[6 * 4], 0.5f);   // token 6 is used by no row
+  EXPECT_EQ(s.gt[0], 1.5f);       // token 0 (row 0)
+  EXPECT_EQ(s.gt[4 * 4], 0.5f);   // token 4 (row 4) had a bad position: skipped
+  EXPECT_EQ(s.gp[4 * 4], 1.25f);  // position 4 (row 5, token 5) received its row
   try {
     monitor.check(host_stream);
     FAIL() << "no exception";

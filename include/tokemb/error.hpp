@@ -31,7 +31,12 @@ class IndexOutOfRange : public Error {
 
   IndexOutOfRange(const std::string& what, Kind kind, std::int64_t value, std::int64_t batch,
                   std::int64_t time, std::int64_t limit, std::uint64_t count)
-      : Error(what), kind_(kind), value_(value), batch_(batch), time_(time), limit_(limit),
+      : Error(what),
+        kind_(kind),
+        value_(value),
+        batch_(batch),
+        time_(time),
+        limit_(limit),
         count_(count) {}
 
   Kind kind() const noexcept { return kind_; }

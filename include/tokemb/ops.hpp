@@ -98,7 +98,9 @@ class ErrorMonitor {
   ErrorMonitor(Device device, StreamView stream);
   ErrorRecord* get() const noexcept { return static_cast<ErrorRecord*>(buffer_.data()); }
   /// See check_error_record.
-  void check(StreamView stream, bool clear = true) { check_error_record(get(), device_, stream, clear); }
+  void check(StreamView stream, bool clear = true) {
+    check_error_record(get(), device_, stream, clear);
+  }
   void clear(StreamView stream) { clear_error_record(get(), device_, stream); }
 
  private:

@@ -15,11 +15,16 @@ enum class DType : std::uint8_t { f32, bf16, f16, i32, i64 };
 /// Size of one element of \p t in bytes.
 constexpr std::size_t dtype_size(DType t) noexcept {
   switch (t) {
-    case DType::f32: return 4;
-    case DType::bf16: return 2;
-    case DType::f16: return 2;
-    case DType::i32: return 4;
-    case DType::i64: return 8;
+    case DType::f32:
+      return 4;
+    case DType::bf16:
+      return 2;
+    case DType::f16:
+      return 2;
+    case DType::i32:
+      return 4;
+    case DType::i64:
+      return 8;
   }
   return 0;
 }
