@@ -2,6 +2,7 @@
 #include <tokemb/config.hpp>
 #include <tokemb/ops.hpp>
 
+#include "host/backend.hpp"
 #include "host/check.hpp"
 #include "host/cpu_reference.hpp"
 #include "host/index_errors.hpp"
@@ -75,6 +76,7 @@ void backward(const TensorView& ids, const TensorView& dout, const TensorView& g
                  InvalidArgument, "tokemb::backward: workspace of ", workspace.bytes, " bytes at ",
                  workspace.data, " is too small; this call needs ", need,
                  " bytes (ask backward_workspace_size)");
+  if (need > 0) detail::check_pointer_location("tokemb::backward", "workspace", workspace.data, ids.device);
   p.workspace = workspace.data;
   p.workspace_bytes = workspace.bytes;
   detail::DeviceGuard guard(ids.device.index);

@@ -20,12 +20,16 @@ namespace tokemb {
 
 int cuda_device_count() noexcept {
 #if TOKEMB_WITH_CUDA
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();  // no driver or no device: not an error for the caller
-    return 0;
-  }
-  return n;
+  // Asked once: the devices visible to a process do not change while it runs.
+  static const int count = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      (void)cudaGetLastError();  // no driver or no device: not an error for the caller
+      return 0;
+    }
+    return n;
+  }();
+  return count;
 #else
   return 0;
 #endif
@@ -51,6 +55,36 @@ void require_cuda(Device device, const char* what) {
 #else
   TOKEMB_FAIL(Unsupported, what, ": device ", device.str(),
               " requested but this build of tokemb has no CUDA backend (TOKEMB_WITH_CUDA=OFF)");
+#endif
+}
+
+void check_pointer_location(const char* op, const char* name, const void* p, Device device) {
+#if TOKEMB_WITH_CUDA
+  // Without a device the call fails in require_cuda with the clearer message.
+  if (!device.is_cuda() || p == nullptr || cuda_device_count() == 0) return;
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    a.type = cudaMemoryTypeUnregistered;
+  }
+  switch (a.type) {
+    case cudaMemoryTypeManaged: return;
+    case cudaMemoryTypeHost:
+      if (a.devicePointer != nullptr) return;  // pinned and mapped: reachable from the device
+      break;
+    case cudaMemoryTypeDevice:
+      TOKEMB_EXPECTS(a.device == device.index, InvalidArgument, op, ": ", name, " at ", p,
+                     " is memory of cuda:", a.device, " but the call runs on ", device.str());
+      return;
+    default: break;
+  }
+  TOKEMB_FAIL(InvalidArgument, op, ": ", name, " at ", p, " is host memory but the call runs on ",
+              device.str(), "; pass device memory (or label the tensor Device::cpu())");
+#else
+  (void)op;
+  (void)name;
+  (void)p;
+  (void)device;
 #endif
 }
 

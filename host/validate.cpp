@@ -16,11 +16,28 @@ namespace {
 // numbers in 32 bits (element offsets are always 64-bit).
 constexpr std::int64_t max_rows = std::numeric_limits<std::int32_t>::max();
 
+// An optional tensor is absent only as an empty view (null pointer, no shape). A null pointer
+// that carries a shape is a mistake, not a request to switch the feature off.
+bool is_absent(const char* op, const char* name, const TensorView& v) {
+  TOKEMB_EXPECTS(v.data != nullptr || v.shape.rank() == 0, InvalidArgument, op, ": ", name,
+                 " is a null pointer with shape ", v.shape.str(),
+                 "; pass an empty TensorView{} to leave it out");
+  return v.data == nullptr;
+}
+
+void expect_pointer(const char* op, const char* name, const void* p, std::size_t alignment,
+                    Device device) {
+  TOKEMB_EXPECTS(reinterpret_cast<std::uintptr_t>(p) % alignment == 0, InvalidArgument, op, ": ",
+                 name, " at ", p, " is not aligned to its element size (", alignment, " bytes)");
+  check_pointer_location(op, name, p, device);
+}
+
 void expect_tensor(const char* op, const char* name, const TensorView& v, Device device, int rank,
                    const char* layout) {
   TOKEMB_EXPECTS(v.data != nullptr, InvalidArgument, op, ": ", name, " is a null pointer");
   TOKEMB_EXPECTS(v.device == device, InvalidArgument, op, ": ", name, " is on ", v.device.str(),
                  " but ids are on ", device.str(), "; all tensors of a call must share one device");
+  expect_pointer(op, name, v.data, dtype_size(v.dtype), device);
   TOKEMB_EXPECTS(v.shape.rank() == rank, InvalidArgument, op, ": ", name, " has shape ",
                  v.shape.str(), " (rank ", v.shape.rank(), "), expected rank ", rank, " ", layout);
   for (int i = 0; i < rank; ++i)
@@ -62,7 +79,7 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   TOKEMB_EXPECTS(!__builtin_mul_overflow(ids.numel(), D, &total), InvalidArgument, op,
                  ": B * T * D = ", ids.numel(), " * ", D, " overflows int64");
 
-  if (!o.position_ids.empty()) {
+  if (!is_absent(op, "position_ids", o.position_ids)) {
     TOKEMB_EXPECTS(P > 0, InvalidArgument, op,
                    ": position_ids given but there is no position table (positions are off)");
     expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]");
@@ -96,6 +113,8 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
                    " is outside the valid range [", -V, ", ", V, ")");
     r.padding_idx = p < 0 ? p + V : p;
   }
+  if (o.error_record != nullptr)
+    expect_pointer(op, "error_record", o.error_record, alignof(ErrorRecord), dev);
   r.error_record = o.error_record;
   return r;
 }
@@ -108,12 +127,13 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   const char* op = "tokemb::forward";
   TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
   const Device dev = ids.device;
+  if (dev.is_cuda()) require_cuda(dev, op);  // before anything asks the CUDA driver
   expect_tensor(op, "token_table", token_table, dev, 2, "[V, D]");
   TOKEMB_EXPECTS(is_floating(token_table.dtype), InvalidArgument, op, ": token_table has dtype ",
                  dtype_name(token_table.dtype), ", expected f32, bf16 or f16");
   const std::int64_t V = token_table.shape[0], D = token_table.shape[1];
   std::int64_t P = 0;
-  if (!pos_table.empty()) {
+  if (!is_absent(op, "pos_table", pos_table)) {
     expect_tensor(op, "pos_table", pos_table, dev, 2, "[P, D]");
     TOKEMB_EXPECTS(pos_table.dtype == token_table.dtype, InvalidArgument, op,
                    ": pos_table has dtype ", dtype_name(pos_table.dtype), " but token_table has ",
@@ -141,12 +161,13 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   const char* op = "tokemb::backward";
   TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
   const Device dev = ids.device;
+  if (dev.is_cuda()) require_cuda(dev, op);  // before anything asks the CUDA driver
   expect_tensor(op, "grad_token", grad_token, dev, 2, "[V, D]");
   TOKEMB_EXPECTS(grad_token.dtype == DType::f32, InvalidArgument, op, ": grad_token has dtype ",
                  dtype_name(grad_token.dtype), ", gradients must be f32");
   const std::int64_t V = grad_token.shape[0], D = grad_token.shape[1];
   std::int64_t P = 0;
-  if (!grad_pos.empty()) {
+  if (!is_absent(op, "grad_pos", grad_pos)) {
     expect_tensor(op, "grad_pos", grad_pos, dev, 2, "[P, D]");
     TOKEMB_EXPECTS(grad_pos.dtype == DType::f32, InvalidArgument, op, ": grad_pos has dtype ",
                    dtype_name(grad_pos.dtype), ", gradients must be f32");

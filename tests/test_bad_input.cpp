@@ -828,11 +828,9 @@ void null_pointers(Device device, StreamView stream) {
 TEST(BadInput, NullPointersAreRejected) { null_pointers(Device::cpu(), host_stream); }
 TEST_F(GpuBadInput, NullPointersAreRejected) { null_pointers(Device::cuda(0), stream()); }
 
-// A view with a shape but a null pointer is treated as "no position table" (TensorView::empty
-// looks at the pointer only), so positions are silently dropped instead of being rejected as a
-// null pointer. Reported to the lead; enable when validate.cpp distinguishes an absent table
-// (default TensorView) from a null pointer with a shape.
-TEST(BadInput, DISABLED_NullPositionTableWithAShapeIsRejected) {
+// An absent position table is an empty TensorView{}; a null pointer that carries a shape is a
+// mistake and must be rejected, not taken as "positions off".
+TEST(BadInput, NullPositionTableWithAShapeIsRejected) {
   std::mt19937_64 rng(fresh_seed());
   Problem p = small_problem(Device::cpu(), host_stream, rng);
   p.upload();
@@ -1147,11 +1145,9 @@ TEST_F(GpuBadInput, MisalignedPointersGiveTheAlignedResult) {
 }
 
 // A pointer that is not a multiple of its element size (a bf16 table one byte off, an f32 table
-// three bytes off) is accepted by validation today: the CPU backend then does misaligned loads
-// (undefined behaviour; UBSan reports cpu_reference.cpp), and a CUDA kernel would fault with a
-// misaligned address, a sticky error that ends the CUDA context. Reported to the lead; enable
-// when validate.cpp rejects such pointers with InvalidArgument.
-TEST(BadInput, DISABLED_PointersNotAlignedToTheirElementAreRejected) {
+// three bytes off) is rejected before any access: on the CPU it would be undefined behaviour, and
+// a CUDA kernel would fault with a misaligned address, a sticky error that ends the context.
+TEST(BadInput, PointersNotAlignedToTheirElementAreRejected) {
   std::mt19937_64 rng(fresh_seed());
   Problem p = small_problem(Device::cpu(), host_stream, rng);
   p.dtype = DType::bf16;
@@ -1560,6 +1556,38 @@ TEST_F(GpuBadInput, TableOfMoreThan2e31Elements) {
                        static_cast<std::int64_t>(bad_row) % T, V, 1);
   }
   expect_cuda_healthy();
+}
+
+
+// A host pointer handed to a CUDA call would make the kernel fault and end the CUDA context;
+// validation asks the driver where each pointer lives and rejects it first.
+TEST_F(GpuBadInput, HostPointersInACudaCallAreRejectedAndTheContextStaysUsable) {
+  constexpr std::int64_t V = 16, D = 8, P = 4, B = 2, T = 4;
+  std::vector<std::int64_t> ids_h(B * T, 3);
+  std::vector<float> tok_h(V * D, 1.0f), out_h(B * T * D, 0.0f);
+  Buffer ids = to_device(ids_h, DType::i64, Shape{B, T}, stream());
+  Buffer tok = to_device(tok_h, DType::f32, Shape{V, D}, stream());
+  Buffer pos(DType::f32, Shape{P, D}, Device::cuda(0));
+  Buffer out(DType::f32, Shape{B, T, D}, Device::cuda(0));
+  fill_zero(pos, stream());
+  const TensorView host_out(out_h.data(), DType::f32, Shape{B, T, D}, Device::cuda(0));
+  try {
+    tokemb::forward(ids, tok, pos, host_out, Options{}, stream());
+    FAIL() << "no exception";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("out"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("host memory"), std::string::npos) << e.what();
+  }
+  ErrorRecord host_record = {};
+  Options o;
+  o.error_record = &host_record;  // a host record for a device call
+  EXPECT_THROW(tokemb::forward(ids, tok, pos, out, o, stream()), InvalidArgument);
+  tokemb::forward(ids, tok, pos, out, Options{}, stream());  // still fine afterwards
+  const auto got = to_host<float>(out, stream());
+  for (float x : got) ASSERT_EQ(x, 1.0f);
+#if TOKEMB_WITH_CUDA
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+#endif
 }
 
 }  // namespace
