@@ -13,35 +13,17 @@
 #include "bench/baselines.hpp"
 #include "bench/cases.hpp"
 #include "bench/cuda_timer.hpp"
+#include "kernels/common.cuh"
 
 namespace bench {
 namespace {
 
 using tokemb::DType;
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-
-template <class T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) {
-  return __float2half_rn(x);
-}
-
-template <class T, int N>
-struct alignas(sizeof(T) * N) Vec {
-  T v[N];
-};
+// Same f32 conversions and 16-byte packs as the library's kernels.
+using tokemb::detail::from_float;
+using tokemb::detail::Pack;
+using tokemb::detail::to_float;
 
 // Grid-stride launches: enough blocks to fill the GPU several times over, no more.
 int grid_for(std::int64_t n, int threads) {
@@ -61,7 +43,7 @@ template <class T>
 __global__ void fill_kernel(T* p, std::int64_t n, std::uint64_t seed, float scale) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    p[i] = from_f<T>(hash_value(seed, static_cast<std::uint64_t>(i), scale));
+    p[i] = from_float<T>(hash_value(seed, static_cast<std::uint64_t>(i), scale));
 }
 
 // Step 1 of the unfused forward: copy token rows, dtype-agnostic, in words of type W.
@@ -80,17 +62,17 @@ __global__ void gather_rows_kernel(const IdT* ids, const W* tok, W* out, std::in
 
 // Step 2 of the unfused forward: out[b, t, :] += pos[offset + t, :], N elements per access.
 template <class T, int N>
-__global__ void add_positions_kernel(Vec<T, N>* out, const Vec<T, N>* pos, std::int64_t rows,
+__global__ void add_positions_kernel(Pack<T, N>* out, const Pack<T, N>* pos, std::int64_t rows,
                                      std::int64_t T_, std::int64_t row_vecs, std::int64_t offset) {
   const std::int64_t n = rows * row_vecs;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = i / row_vecs, v = i - r * row_vecs;
     const std::int64_t t = r % T_;
-    Vec<T, N> a = out[i];
-    const Vec<T, N> b = pos[(offset + t) * row_vecs + v];
+    Pack<T, N> a = out[i];
+    const Pack<T, N> b = pos[(offset + t) * row_vecs + v];
 #pragma unroll
-    for (int k = 0; k < N; ++k) a.v[k] = from_f<T>(to_f(a.v[k]) + to_f(b.v[k]));
+    for (int k = 0; k < N; ++k) a.v[k] = from_float<T>(to_float(a.v[k]) + to_float(b.v[k]));
     out[i] = a;
   }
 }
@@ -105,7 +87,7 @@ __global__ void naive_token_grad_kernel(const IdT* ids, const G* dout, float* gr
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = i / D, d = i - r * D;
     const std::int64_t id = static_cast<std::int64_t>(ids[r]);
-    if (id >= 0 && id < V) atomicAdd(grad + id * D + d, to_f(dout[i]));
+    if (id >= 0 && id < V) atomicAdd(grad + id * D + d, to_float(dout[i]));
   }
 }
 
@@ -119,7 +101,7 @@ __global__ void reduce_positions_kernel(const G* dout, float* grad_pos, std::int
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t t = i / D, d = i - t * D;
     float s = 0.0f;
-    for (std::int64_t b = 0; b < B; ++b) s += to_f(dout[(b * T_ + t) * D + d]);
+    for (std::int64_t b = 0; b < B; ++b) s += to_float(dout[(b * T_ + t) * D + d]);
     grad_pos[(offset + t) * D + d] += s;
   }
 }
@@ -196,7 +178,7 @@ void launch_add(void* out, const void* pos, std::int64_t rows, std::int64_t T_, 
                 std::int64_t offset, cudaStream_t s) {
   const std::int64_t vecs = D / N;
   add_positions_kernel<T, N><<<grid_for(rows * vecs, kThreads), kThreads, 0, s>>>(
-      static_cast<Vec<T, N>*>(out), static_cast<const Vec<T, N>*>(pos), rows, T_, vecs, offset);
+      static_cast<Pack<T, N>*>(out), static_cast<const Pack<T, N>*>(pos), rows, T_, vecs, offset);
   BENCH_CUDA(cudaGetLastError());
 }
 

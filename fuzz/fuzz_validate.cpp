@@ -15,9 +15,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <vector>
 
 #include <tokemb/tokemb.hpp>
 
+#include "host/io_common.hpp"
 #include "host/validate.hpp"
 
 namespace {
@@ -68,19 +70,9 @@ std::int64_t pick_dim(FuzzedDataProvider& in) {
 Shape pick_shape(FuzzedDataProvider& in, int typical_rank) {
   int rank = typical_rank;
   if (in.ConsumeIntegralInRange<int>(0, 7) == 0) rank = in.ConsumeIntegralInRange<int>(0, 4);
-  std::int64_t d[4] = {pick_dim(in), pick_dim(in), pick_dim(in), pick_dim(in)};
-  switch (rank) {
-    case 0:
-      return Shape{};
-    case 1:
-      return Shape{d[0]};
-    case 2:
-      return Shape{d[0], d[1]};
-    case 3:
-      return Shape{d[0], d[1], d[2]};
-    default:
-      return Shape{d[0], d[1], d[2], d[3]};
-  }
+  std::vector<std::int64_t> d;
+  for (int i = 0; i < rank; ++i) d.push_back(pick_dim(in));
+  return tokemb::detail::make_shape(d);
 }
 
 DType pick_dtype(FuzzedDataProvider& in, DType typical) {
