@@ -1,7 +1,7 @@
 #pragma once
 // Private: the one place where runtime dtypes become template types. A "type map" says which
 // C++ type stands for each floating dtype: HostTypes for the CPU backend, DeviceTypes (in
-// kernels/device_types.cuh) for the CUDA kernels. Index dtypes are always int32_t / int64_t.
+// kernels/common.cuh) for the CUDA kernels. Index dtypes are always int32_t / int64_t.
 //
 //   dispatch_float<HostTypes>(dtype, [&](auto tag) { using T = typename decltype(tag)::type; ...});
 //   dispatch_index(dtype, [&](auto tag) { using I = typename decltype(tag)::type; ... });

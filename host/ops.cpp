@@ -54,6 +54,7 @@ std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dou
       detail::validate_backward(ids, dout, grad_token, grad_pos, options);
   if (ids.device.is_cpu()) return 0;
 #if TOKEMB_WITH_CUDA
+  detail::DeviceGuard guard(ids.device.index);  // the size depends on the device's architecture
   return detail::cuda::backward_workspace_size(p);
 #else
   (void)p;
@@ -71,15 +72,16 @@ void backward(const TensorView& ids, const TensorView& dout, const TensorView& g
     return;
   }
 #if TOKEMB_WITH_CUDA
+  detail::DeviceGuard guard(ids.device.index);
   const std::size_t need = detail::cuda::backward_workspace_size(p);
   TOKEMB_EXPECTS(need == 0 || (workspace.data != nullptr && workspace.bytes >= need),
                  InvalidArgument, "tokemb::backward: workspace of ", workspace.bytes, " bytes at ",
                  workspace.data, " is too small; this call needs ", need,
                  " bytes (ask backward_workspace_size)");
-  if (need > 0) detail::check_pointer_location("tokemb::backward", "workspace", workspace.data, ids.device);
+  if (need > 0)
+    detail::check_pointer_location("tokemb::backward", "workspace", workspace.data, ids.device);
   p.workspace = workspace.data;
   p.workspace_bytes = workspace.bytes;
-  detail::DeviceGuard guard(ids.device.index);
   detail::cuda::backward(p, stream.value());
 #else
   (void)workspace;

@@ -1,6 +1,6 @@
 #pragma once
 // Private: what one (b, t) row of a call reads, for the CPU backend. The CUDA kernels have the
-// same logic in kernels/rows.cuh; tests compare the two.
+// same logic in kernels/common.cuh (resolve_row); tests compare the two.
 
 #include <cstdint>
 

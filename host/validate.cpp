@@ -37,6 +37,8 @@ void expect_tensor(const char* op, const char* name, const TensorView& v, Device
   TOKEMB_EXPECTS(v.data != nullptr, InvalidArgument, op, ": ", name, " is a null pointer");
   TOKEMB_EXPECTS(v.device == device, InvalidArgument, op, ": ", name, " is on ", v.device.str(),
                  " but ids are on ", device.str(), "; all tensors of a call must share one device");
+  TOKEMB_EXPECTS(dtype_size(v.dtype) != 0, InvalidArgument, op, ": ", name,
+                 " has an unknown dtype value ", static_cast<int>(v.dtype));
   expect_pointer(op, name, v.data, dtype_size(v.dtype), device);
   TOKEMB_EXPECTS(v.shape.rank() == rank, InvalidArgument, op, ": ", name, " has shape ",
                  v.shape.str(), " (rank ", v.shape.rank(), "), expected rank ", rank, " ", layout);

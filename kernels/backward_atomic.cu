@@ -24,6 +24,8 @@
 #include <cub/block/block_radix_sort.cuh>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 
 #include "host/backend.hpp"
 #include "host/check.hpp"
@@ -62,7 +64,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ std::uint32_t s_row[kTile];  // dout row of each sorted entry
   __shared__ std::uint16_t s_tl[kTile];   // its position within the block's tile of t
   __shared__ int s_count;
-  __shared__ float s_pos[kFused ? kPosFloats : 1];
+  __shared__ alignas(16) float s_pos[kFused ? kPosFloats : 4];
 
   const std::int64_t D = p.D;
   const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * g.tt;
@@ -101,8 +103,9 @@ __global__ void __launch_bounds__(kThreads)
           } else if (K == Keys::position) {
             keys[k] = static_cast<std::uint32_t>(row.position);
           } else {
-            keys[k] =
-                row.token == p.padding_idx ? key_pos_only : static_cast<std::uint32_t>(row.token);
+            keys[k] = row.token != p.padding_idx ? static_cast<std::uint32_t>(row.token)
+                      : kFused ? key_pos_only  // still feeds the positional gradient
+                               : key_skip;     // nothing to add: do not even load its dout
           }
         }
       }
@@ -148,9 +151,22 @@ __global__ void __launch_bounds__(kThreads)
           for (int u = 0; u < kBatch; ++u) {
             if (kb[u] == key_skip) continue;
             if constexpr (kFused) {
+              // This thread owns these columns of s_pos: no shared atomics needed.
               float* sp = s_pos + tl[u] * ncols + pk * N;
+              if constexpr (N % 4 == 0) {  // 16-byte shared accesses: no bank conflicts
 #pragma unroll
-              for (int j = 0; j < N; ++j) sp[j] += x[u][j];
+                for (int q = 0; q < N / 4; ++q) {
+                  float4 v = reinterpret_cast<float4*>(sp)[q];
+                  v.x += x[u][4 * q];
+                  v.y += x[u][4 * q + 1];
+                  v.z += x[u][4 * q + 2];
+                  v.w += x[u][4 * q + 3];
+                  reinterpret_cast<float4*>(sp)[q] = v;
+                }
+              } else {
+#pragma unroll
+                for (int j = 0; j < N; ++j) sp[j] += x[u][j];
+              }
             }
             if (kb[u] == key_pos_only) continue;
             if (kb[u] != cur) {  // a run of equal ids ended: one atomic per column for the run
@@ -176,8 +192,20 @@ __global__ void __launch_bounds__(kThreads)
     for (int idx = threadIdx.x; idx < nt * npk; idx += kThreads) {
       const int tl = idx / npk, pk = idx % npk;
       float v[N];
+      const float* sp = s_pos + tl * ncols + pk * N;
+      if constexpr (N % 4 == 0) {
 #pragma unroll
-      for (int j = 0; j < N; ++j) v[j] = s_pos[tl * ncols + pk * N + j];
+        for (int q = 0; q < N / 4; ++q) {
+          const float4 w = reinterpret_cast<const float4*>(sp)[q];
+          v[4 * q] = w.x;
+          v[4 * q + 1] = w.y;
+          v[4 * q + 2] = w.z;
+          v[4 * q + 3] = w.w;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) v[j] = sp[j];
+      }
       float* dst = p.grad_pos + (p.offset + t0 + tl) * D + c0 + static_cast<std::int64_t>(pk) * N;
       if (g.pos_atomic) {
         atomic_add_pack<N>(dst, v);
@@ -186,6 +214,22 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
+}
+
+// Blocks of backward_atomic_kernel<G, N, K> resident per SM (asked once per device).
+template <class G, int N, Keys K>
+int resident_blocks(int device) {
+  static std::array<std::atomic<int>, 64> cache{};
+  if (device >= 0 && device < 64) {
+    const int v = cache[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
+    if (v > 0) return v;
+  }
+  int blocks = 0;
+  TOKEMB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &blocks, backward_atomic_kernel<G, N, K>, kThreads, 0));
+  blocks = std::max(blocks, 1);
+  if (device >= 0 && device < 64) cache[static_cast<std::size_t>(device)].store(blocks);
+  return blocks;
 }
 
 template <class G, int N, Keys K>
@@ -201,8 +245,11 @@ void launch(const BackwardParams& p, cudaStream_t stream, int device) {
   TOKEMB_EXPECTS(col_blocks <= 65535, InvalidArgument, "tokemb::backward: D = ", p.D,
                  " is too wide for one launch; the maximum is ", 65535 * g.cb);
   const std::int64_t rows = p.rows();
-  // About four blocks per SM in all; each between 32 and 4 tiles of rows.
-  const std::int64_t target_blocks = 4 * static_cast<std::int64_t>(multiprocessor_count(device));
+  // Two full waves of resident blocks (registers decide how many fit: 3 to 5 per SM), each
+  // block between 32 rows and 4 tiles of rows.
+  const std::int64_t target_blocks = 2 *
+                                     static_cast<std::int64_t>(resident_blocks<G, N, K>(device)) *
+                                     multiprocessor_count(device);
   const std::int64_t rows_per_block = std::clamp<std::int64_t>(
       (rows * col_blocks + target_blocks - 1) / target_blocks, 32, 4 * kTile);
   if (fused) {

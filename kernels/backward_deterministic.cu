@@ -5,14 +5,15 @@
 //     gradient (padding_idx, out of range) get the key max_key, which sorts last.
 //  2. cub::DeviceRadixSort::SortPairs on the key bits actually used. The sort is stable, so the
 //     rows of each id are in increasing row order: the summation order is fixed by the input.
-//  3. tile_reduce: fixed tiles of 512 sorted entries; threads own column packs and walk the
+//  3. tile_reduce: fixed tiles of 128 sorted entries; threads own column packs and walk the
 //     tile in order, summing each run of equal keys in f32 registers. A run inside one tile is
 //     added to its gradient row directly (no other block touches that row). A run that crosses a
 //     tile boundary leaves a partial sum per tile in the workspace instead.
-//  4. fixup: the tile where a crossing run starts adds its partial and those of the following
-//     tiles, in tile order, to the gradient row. No atomics anywhere, so no order to vary.
+//  4. fixup: the tile where a crossing run starts finds where the run ends (binary search in
+//     the sorted keys) and adds its partial and those of the following tiles, in tile order, to
+//     the gradient row. No atomics anywhere, so no order to vary.
 // All-identical ids become one run spanning every tile: the work stays parallel (each tile sums
-// its 512 rows) and the fixup adds one partial per tile.
+// its 128 rows) and the fixup adds one partial per tile, with all the loads in flight together.
 // Positional gradient with positions offset + t: pos_reduce sums dout[b, t] over b in order.
 
 #include <cub/device/device_radix_sort.cuh>
@@ -30,7 +31,9 @@ namespace tokemb::detail::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kSortedTile = 512;
+// Sorted entries per tile. Threads own column packs and walk a tile serially, so the parallelism
+// is tiles x packs: 128-entry tiles keep tens of thousands of threads busy at GPT-2 sizes.
+constexpr int kSortedTile = 128;
 constexpr int kBatch = 4;
 constexpr std::uint32_t kNoKey = 0xffffffffu;  // beyond either end of the sorted keys
 
@@ -66,8 +69,13 @@ Layout make_layout(std::int64_t rows, std::int64_t D) {
   l.temp = off;
   l.temp_bytes = align_up(temp_bytes);
   off += l.temp_bytes;
-  l.total = off;
+  l.total = off + 256;  // slack: any caller pointer is rounded up to a 256-byte boundary
   return l;
+}
+
+char* align_workspace(void* p) {
+  const auto u = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<char*>((u + 255) & ~std::uintptr_t{255});
 }
 
 template <bool kByPosition>
@@ -169,20 +177,35 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     fixup(const std::int64_t n, const std::int64_t D, float* table, const std::uint32_t* keys,
           const float* partial, std::uint32_t max_key, std::int64_t cb) {
+  __shared__ std::int64_t s_last;
   const std::int64_t tile = blockIdx.x;
   const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
   const std::uint32_t k = keys[e - 1];
   if (k >= max_key || e >= n || keys[e] != k) return;     // the tile's last run ends inside it
   if (keys[s] == k && s > 0 && keys[s - 1] == k) return;  // that run began in an earlier tile
+  if (threadIdx.x == 0) {
+    // The run of k ends where the sorted keys first differ from k: binary search in [e, n).
+    std::int64_t lo = e, hi = n;  // keys[lo - 1] == k throughout
+    while (lo < hi) {
+      const std::int64_t mid = lo + (hi - lo) / 2;
+      if (keys[mid] == k) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    s_last = (lo - 1) / kSortedTile;  // the last tile the run reaches
+  }
+  __syncthreads();
+  const std::int64_t last = s_last;
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
   const std::int64_t c1 = min(c0 + cb, D);
   for (std::int64_t c = c0 + threadIdx.x; c < c1; c += kThreads) {
+    // Partials of the tiles the run covers, added in tile order; the loads are independent, so
+    // they can all be in flight at once.
     float acc = partial[(tile * 2 + 1) * D + c];
-    for (std::int64_t m = tile + 1;; ++m) {  // tiles covered by the run, in order
-      acc += partial[(m * 2) * D + c];
-      const std::int64_t em = min((m + 1) * kSortedTile, n);
-      if (!(em < n && keys[em] == k && keys[em - 1] == k)) break;
-    }
+#pragma unroll 8
+    for (std::int64_t m = tile + 1; m <= last; ++m) acc += partial[(m * 2) * D + c];
     table[static_cast<std::int64_t>(k) * D + c] += acc;
   }
 }
@@ -267,7 +290,7 @@ void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream,
                  " bytes of workspace, got ", p.workspace_bytes);
   TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument,
                  "tokemb::backward: D = ", p.D, " is too wide for one launch");
-  char* ws = static_cast<char*>(p.workspace);
+  char* ws = align_workspace(p.workspace);
   dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;
     constexpr int N = pack_width<G>();

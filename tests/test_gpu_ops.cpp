@@ -192,19 +192,30 @@ TYPED_TEST(GpuOps, MisalignedPointersTakeTheScalarPathAndMatch) {
   Buffer out_d(dt, Shape{B * Tn * D + 1}, Device::cuda(0));
   Buffer gt_d(DType::f32, Shape{V * D + 1}, Device::cuda(0)),
       gp_d(DType::f32, Shape{P * D + 1}, Device::cuda(0));
-  fill_zero(gt_d, s);
-  fill_zero(gp_d, s);
   poison_device(out_d, s);
   auto shifted = [](const Buffer& b, DType d, Shape sh) {
     return TensorView(static_cast<char*>(b.data()) + dtype_size(d), d, sh, Device::cuda(0));
   };
   forward(ids_d, shifted(tok_d, dt, {V, D}), shifted(pos_d, dt, {P, D}),
           shifted(out_d, dt, {B, Tn, D}), Options{}, s);
-  backward(ids_d, shifted(dout_d, dt, {B, Tn, D}), shifted(gt_d, DType::f32, {V, D}),
-           shifted(gp_d, DType::f32, {P, D}), Options{}, Workspace{}, s);
   const auto out = to_host<T>(out_d, s);
-  const auto gt = to_host<float>(gt_d, s);
-  const auto gp = to_host<float>(gp_d, s);
+  std::vector<float> gt, gp, gt_det, gp_det;
+  for (BackwardMode mode : {BackwardMode::atomic, BackwardMode::deterministic}) {
+    fill_zero(gt_d, s);
+    fill_zero(gp_d, s);
+    Options o;
+    o.backward_mode = mode;
+    const TensorView dout_v = shifted(dout_d, dt, {B, Tn, D});
+    const TensorView gt_v = shifted(gt_d, DType::f32, {V, D}),
+                     gp_v = shifted(gp_d, DType::f32, {P, D});
+    const std::size_t ws_bytes = backward_workspace_size(ids_d, dout_v, gt_v, gp_v, o);
+    Buffer ws(DType::i32, Shape{static_cast<std::int64_t>(ws_bytes / 4 + 2)}, Device::cuda(0));
+    // The workspace too starts 4 bytes into its allocation: any caller pointer must work.
+    backward(ids_d, dout_v, gt_v, gp_v, o, Workspace{static_cast<char*>(ws.data()) + 4, ws_bytes},
+             s);
+    (mode == BackwardMode::atomic ? gt : gt_det) = to_host<float>(gt_d, s);
+    (mode == BackwardMode::atomic ? gp : gp_det) = to_host<float>(gp_d, s);
+  }
   std::vector<double> gt_exp(V * D, 0.0), gp_exp(P * D, 0.0);
   for (std::int64_t r = 0; r < B * Tn; ++r)
     for (std::int64_t d = 0; d < D; ++d) {
@@ -214,8 +225,14 @@ TYPED_TEST(GpuOps, MisalignedPointersTakeTheScalarPathAndMatch) {
       gt_exp[id * D + d] += to_f(dout[1 + r * D + d]);
       gp_exp[t * D + d] += to_f(dout[1 + r * D + d]);
     }
-  for (std::int64_t i = 0; i < V * D; ++i) ASSERT_NEAR(gt[1 + i], gt_exp[i], 1e-4) << i;
-  for (std::int64_t i = 0; i < P * D; ++i) ASSERT_NEAR(gp[1 + i], gp_exp[i], 1e-4) << i;
+  for (std::int64_t i = 0; i < V * D; ++i) {
+    ASSERT_NEAR(gt[1 + i], gt_exp[i], 1e-4) << i;
+    ASSERT_NEAR(gt_det[1 + i], gt_exp[i], 1e-4) << "deterministic " << i;
+  }
+  for (std::int64_t i = 0; i < P * D; ++i) {
+    ASSERT_NEAR(gp[1 + i], gp_exp[i], 1e-4) << i;
+    ASSERT_NEAR(gp_det[1 + i], gp_exp[i], 1e-4) << "deterministic " << i;
+  }
 }
 
 class GpuGraph : public GpuTest {};
