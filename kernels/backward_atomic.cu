@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kThreads)
             if constexpr (kFused) {
               // This thread owns these columns of s_pos: no shared atomics needed.
               float* sp = s_pos + tl[u] * ncols + pk * N;
-              if constexpr (N % 4 == 0) {  // 16-byte shared accesses: no bank conflicts
+              if constexpr (N % 4 == 0) {  // 16-byte shared accesses: at most 2-way bank conflicts
 #pragma unroll
                 for (int q = 0; q < N / 4; ++q) {
                   float4 v = reinterpret_cast<float4*>(sp)[q];
@@ -245,8 +245,8 @@ void launch(const BackwardParams& p, cudaStream_t stream, int device) {
   TOKEMB_EXPECTS(col_blocks <= 65535, InvalidArgument, "tokemb::backward: D = ", p.D,
                  " is too wide for one launch; the maximum is ", 65535 * g.cb);
   const std::int64_t rows = p.rows();
-  // Two full waves of resident blocks (registers decide how many fit: 3 to 5 per SM), each
-  // block between 32 rows and 4 tiles of rows.
+  // Two full waves of resident blocks (registers and shared memory decide how many fit: 3 to 6 per
+  // SM), each block between 32 rows and 4 tiles of rows.
   const std::int64_t target_blocks = 2 *
                                      static_cast<std::int64_t>(resident_blocks<G, N, K>(device)) *
                                      multiprocessor_count(device);

@@ -184,9 +184,14 @@ __global__ void __launch_bounds__(kThreads)
   if (k >= max_key || e >= n || keys[e] != k) return;     // the tile's last run ends inside it
   if (keys[s] == k && s > 0 && keys[s - 1] == k) return;  // that run began in an earlier tile
   if (threadIdx.x == 0) {
-    // The run of k ends where the sorted keys first differ from k: binary search in [e, n).
-    std::int64_t lo = e, hi = n;  // keys[lo - 1] == k throughout
-    while (lo < hi) {
+    // The run of k ends where the sorted keys first differ from k. Gallop from e in growing
+    // strides (most runs end within a tile or two: one or two loads), then binary search.
+    std::int64_t lo = e, hi = e;  // keys[lo - 1] == k throughout
+    for (std::int64_t stride = kSortedTile; hi < n && keys[hi] == k; stride *= 2) {
+      lo = hi + 1;
+      hi = min(e + stride, n);
+    }
+    while (lo < hi) {  // the end is in [lo, hi]: hi == n or keys[hi] != k
       const std::int64_t mid = lo + (hi - lo) / 2;
       if (keys[mid] == k) {
         lo = mid + 1;
