@@ -132,36 +132,10 @@ __global__ void compare_f32_kernel(const float* got, const float* want, std::siz
   atomicMax(max_bits, mx);
 }
 
-template <class F>
-void dispatch_float(DType t, F&& f) {
-  switch (t) {
-    case DType::f32:
-      f(float{});
-      break;
-    case DType::bf16:
-      f(__nv_bfloat16{});
-      break;
-    case DType::f16:
-      f(__half{});
-      break;
-    default:
-      throw CudaFailure("bench: not a floating dtype");
-  }
-}
-
-template <class F>
-void dispatch_index(DType t, F&& f) {
-  switch (t) {
-    case DType::i32:
-      f(std::int32_t{});
-      break;
-    case DType::i64:
-      f(std::int64_t{});
-      break;
-    default:
-      throw CudaFailure("bench: not an index dtype");
-  }
-}
+// Runtime dtypes become template types through the library's one dispatch helper.
+using tokemb::detail::DeviceTypes;
+using tokemb::detail::dispatch_index;
+using tokemb::detail::dispatch_float;
 
 template <class IdT, class W>
 void launch_gather(const void* ids, const void* tok, void* out, std::int64_t rows,
@@ -186,8 +160,8 @@ void launch_add(void* out, const void* pos, std::int64_t rows, std::int64_t T_, 
 
 void fill_device(void* data, DType dtype, std::int64_t n, std::uint64_t seed, float scale,
                  cudaStream_t stream) {
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
+  dispatch_float<DeviceTypes>(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
     fill_kernel<T>
         <<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<T*>(data), n, seed, scale);
     BENCH_CUDA(cudaGetLastError());
@@ -201,7 +175,7 @@ void unfused_forward(const void* ids, DType id_type, const void* tok, const void
   const std::int64_t row_bytes = D * static_cast<std::int64_t>(tokemb::dtype_size(dtype));
   // cudaMalloc'd bases are 256-byte aligned, so rows are 16-byte aligned when row_bytes is.
   dispatch_index(id_type, [&](auto id_tag) {
-    using IdT = decltype(id_tag);
+    using IdT = typename decltype(id_tag)::type;
     if (row_bytes % 16 == 0)
       launch_gather<IdT, uint4>(ids, tok, out, rows, row_bytes, V, stream);
     else if (row_bytes % 4 == 0)
@@ -209,8 +183,8 @@ void unfused_forward(const void* ids, DType id_type, const void* tok, const void
     else
       launch_gather<IdT, std::uint16_t>(ids, tok, out, rows, row_bytes, V, stream);
   });
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
+  dispatch_float<DeviceTypes>(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
     constexpr int N = 16 / static_cast<int>(sizeof(T));
     if (D % N == 0)
       launch_add<T, N>(out, pos, rows, T_, D, offset, stream);
@@ -223,10 +197,10 @@ void naive_backward(const void* ids, DType id_type, const void* dout, DType dout
                     float* grad_tok, float* grad_pos, std::int64_t V, std::int64_t B,
                     std::int64_t T_, std::int64_t D, std::int64_t offset, cudaStream_t stream) {
   const std::int64_t rows = B * T_;
-  dispatch_float(dout_type, [&](auto tag) {
-    using G = decltype(tag);
+  dispatch_float<DeviceTypes>(dout_type, [&](auto tag) {
+    using G = typename decltype(tag)::type;
     dispatch_index(id_type, [&](auto id_tag) {
-      using IdT = decltype(id_tag);
+      using IdT = typename decltype(id_tag)::type;
       naive_token_grad_kernel<IdT, G><<<grid_for(rows * D, kThreads), kThreads, 0, stream>>>(
           static_cast<const IdT*>(ids), static_cast<const G*>(dout), grad_tok, rows, D, V);
       BENCH_CUDA(cudaGetLastError());
