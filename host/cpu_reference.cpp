@@ -13,19 +13,6 @@ namespace tokemb::detail::cpu {
 
 namespace {
 
-inline float to_float(float x) { return x; }
-inline float to_float(bf16_t x) { return x.to_float(); }
-inline float to_float(f16_t x) { return x.to_float(); }
-
-template <class T>
-T from_float(float x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    return T::from_float(x);
-  }
-}
-
 // Adds the dout rows of each group (rows sharing a key; key < 0 means "skip") to
 // grad[key, :], summing in double in increasing row order.
 template <class G>

@@ -137,13 +137,7 @@ std::vector<float> Embedding::to_host(const TensorView& view) {
   detail::dispatch_float<detail::HostTypes>(view.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* src = static_cast<const T*>(host.data());
-    for (std::size_t i = 0; i < result.size(); ++i) {
-      if constexpr (std::is_same_v<T, float>) {
-        result[i] = src[i];
-      } else {
-        result[i] = src[i].to_float();
-      }
-    }
+    for (std::size_t i = 0; i < result.size(); ++i) result[i] = to_float(src[i]);
   });
   return result;
 }

@@ -183,11 +183,7 @@ void init_table(const TensorView& table, std::uint64_t seed, std::uint64_t strea
       for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
         // std::fma rounds once, like fmaf on the GPU, so uniform tables agree bitwise.
         const float v = affine ? std::fma(tmp[i], width, low) : tmp[i];
-        if constexpr (std::is_same_v<T, float>) {
-          dst[i] = v;
-        } else {
-          dst[i] = T::from_float(v);
-        }
+        dst[i] = from_float<T>(v);
       }
     });
     (void)stream;
@@ -247,12 +243,8 @@ std::vector<unsigned char> to_table_bytes(const std::vector<float>& v, DType dty
   detail::dispatch_float<detail::HostTypes>(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     for (std::size_t i = 0; i < v.size(); ++i) {
-      if constexpr (std::is_same_v<T, float>) {
-        std::memcpy(out.data() + 4 * i, &v[i], 4);
-      } else {
-        const std::uint16_t bits = T::from_float(v[i]).bits;
-        std::memcpy(out.data() + 2 * i, &bits, 2);
-      }
+      const T x = from_float<T>(v[i]);
+      std::memcpy(out.data() + sizeof(T) * i, &x, sizeof(T));
     }
   });
   return out;

@@ -1,7 +1,5 @@
 // Seeded init on the GPU: cuRAND's Philox output (f32) to the table's dtype, with the affine
 // map of uniform(low, high). Runs at memory speed: one read of f32, one write of the table.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -10,20 +8,11 @@
 #include "host/cuda_check.hpp"
 #include "host/dispatch.hpp"
 #include "host/init_kernels.hpp"
+#include "kernels/common.cuh"
 
 namespace tokemb::detail::cuda {
 
 namespace {
-
-struct InitDeviceTypes {
-  using f32 = float;
-  using bf16 = __nv_bfloat16;
-  using f16 = __half;
-};
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 
 template <class T>
 __global__ void init_finish_kernel(const float* __restrict__ src, T* dst, std::int64_t n,
@@ -33,7 +22,7 @@ __global__ void init_finish_kernel(const float* __restrict__ src, T* dst, std::i
        i += stride) {
     const float u = src[i];
     // fmaf, not u * width + low: one rounding, exactly what std::fma gives on the CPU.
-    store(dst + i, affine ? fmaf(u, width, low) : u);
+    dst[i] = from_float<T>(affine ? fmaf(u, width, low) : u);
   }
 }
 
@@ -46,7 +35,7 @@ void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool 
   const std::int64_t wanted = (n + threads - 1) / threads;
   const std::int64_t cap = static_cast<std::int64_t>(multiprocessor_count(device)) * 16;
   const unsigned blocks = static_cast<unsigned>(std::max<std::int64_t>(1, std::min(wanted, cap)));
-  dispatch_float<InitDeviceTypes>(dtype, [&](auto tag) {
+  dispatch_float<DeviceTypes>(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     init_finish_kernel<T>
         <<<blocks, threads, 0, stream>>>(src, static_cast<T*>(dst), n, affine, width, low);

@@ -65,16 +65,14 @@ struct ComboNames {
   }
 };
 
-inline float to_f(float x) { return x; }
-inline float to_f(bf16_t x) { return x.to_float(); }
-inline float to_f(f16_t x) { return x.to_float(); }
+// Short names for the library's host conversions (tokemb/types.hpp).
+template <class T>
+float to_f(T x) {
+  return tokemb::to_float(x);
+}
 template <class T>
 T from_f(float x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    return T::from_float(x);
-  }
+  return tokemb::from_float<T>(x);
 }
 
 // ---- random inputs ---------------------------------------------------------------------------

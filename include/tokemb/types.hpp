@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 namespace tokemb {
 
@@ -141,5 +142,20 @@ struct f16_t {
     return f;
   }
 };
+
+/// The f32 value of a host element of any floating dtype.
+inline float to_float(float x) noexcept { return x; }
+inline float to_float(bf16_t x) noexcept { return x.to_float(); }
+inline float to_float(f16_t x) noexcept { return x.to_float(); }
+
+/// \p x rounded to nearest even into T (float, bf16_t or f16_t).
+template <class T>
+T from_float(float x) noexcept {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return T::from_float(x);
+  }
+}
 
 }  // namespace tokemb
