@@ -71,7 +71,11 @@ void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64
 void Embedding::backward(const TensorView& ids, const TensorView& dout,
                          std::int64_t position_offset, const TensorView& position_ids) {
   const Options o = options(position_offset, position_ids);
-  const std::size_t need = backward_workspace_size(ids, dout, token_grad_, pos_grad_, o);
+  // Only the deterministic mode needs scratch; the atomic mode skips the size query (and the
+  // second validation it would cost).
+  const std::size_t need = config_.backward_mode == BackwardMode::deterministic
+                               ? backward_workspace_size(ids, dout, token_grad_, pos_grad_, o)
+                               : 0;
   if (need > workspace_.bytes()) {
     // Grows only; call reserve() up front to keep allocation out of the training loop.
     workspace_ = Buffer();

@@ -17,7 +17,4 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
                                  const TensorView& grad_token, const TensorView& grad_pos,
                                  const Options& options);
 
-/// Device all tensors of the call live on.
-inline Device device_of(const TensorView& ids) { return ids.device; }
-
 }  // namespace tokemb::detail
