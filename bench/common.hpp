@@ -23,6 +23,19 @@ inline double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// Runs the benchmark loop: each iteration's time comes from time_one() in milliseconds (manual
+// time), and the samples are returned for the median-based counters.
+template <class TimeOne>
+std::vector<double> run_iterations(benchmark::State& state, TimeOne&& time_one) {
+  std::vector<double> samples;
+  for (auto _ : state) {
+    const double ms = time_one();
+    state.SetIterationTime(ms * 1e-3);
+    samples.push_back(ms);
+  }
+  return samples;
+}
+
 // Counters common to every row. Times are per call of the op; bytes are the op's minimum bytes
 // (cases.hpp). Google Benchmark's own bytes_per_second uses its mean time per iteration; GBps
 // uses the median, which is what the report and all ratios use.

@@ -143,12 +143,7 @@ void cpu_forward(benchmark::State& state, Case c) {
     const auto stream = tokemb::StreamView::legacy_default();  // ignored for CPU tensors
     auto op = [&] { tokemb::forward(f.ids, t.tok, t.pos, f.out, opt, stream); };
     if (first_call("cpu_fwd/" + c.key())) op();
-    std::vector<double> samples;
-    for (auto _ : state) {
-      const double ms = time_ms(op);
-      state.SetIterationTime(ms * 1e-3);
-      samples.push_back(ms);
-    }
+    const std::vector<double> samples = run_iterations(state, [&] { return time_ms(op); });
     set_time_counters(state, forward_min_bytes(c, f.distinct), samples);
     state.counters["distinct_tokens"] = static_cast<double>(f.distinct);
     CpuTimes::get().put("fwd/" + c.key(), median(samples));
@@ -172,12 +167,7 @@ void cpu_backward(benchmark::State& state, Case c) {
       tokemb::backward(f.ids, f.dout, t.grad_tok, t.grad_pos, opt, tokemb::Workspace{}, stream);
     };
     if (first_call("cpu_bwd/" + c.key())) op();
-    std::vector<double> samples;
-    for (auto _ : state) {
-      const double ms = time_ms(op);
-      state.SetIterationTime(ms * 1e-3);
-      samples.push_back(ms);
-    }
+    const std::vector<double> samples = run_iterations(state, [&] { return time_ms(op); });
     set_time_counters(state, zero_backward_min_bytes(c), samples);
     state.counters["distinct_tokens"] = static_cast<double>(f.distinct);
     CpuTimes::get().put("bwd/" + c.key(), median(samples));

@@ -232,12 +232,7 @@ void gpu_forward(benchmark::State& state, Case c, std::string row) {
       cache[row] = x;
     }
 
-    std::vector<double> samples;
-    for (auto _ : state) {
-      const double ms = timer.time_ms(ours);
-      state.SetIterationTime(ms * 1e-3);
-      samples.push_back(ms);
-    }
+    const std::vector<double> samples = run_iterations(state, [&] { return timer.time_ms(ours); });
     set_time_counters(state, min_bytes, samples);
     set_comparison_counters(state, cache[row], min_bytes, median(samples), "fwd/" + c.key());
     state.counters["distinct_tokens"] = static_cast<double>(f.distinct);
@@ -300,12 +295,7 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
       cache[row] = x;
     }
 
-    std::vector<double> samples;
-    for (auto _ : state) {
-      const double ms = timer.time_ms(ours);
-      state.SetIterationTime(ms * 1e-3);
-      samples.push_back(ms);
-    }
+    const std::vector<double> samples = run_iterations(state, [&] { return timer.time_ms(ours); });
     const double med = median(samples);
     const RowExtras& x = cache[row];
     set_time_counters(state, min_bytes, samples);
