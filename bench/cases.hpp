@@ -84,8 +84,8 @@ inline double forward_min_bytes(const Case& c, std::int64_t distinct) {
          static_cast<double>(c.rows()) * D * elt;
 }
 
-// Backward alone (our API accumulates: grad += ...): read ids, read dout, read-modify-write each
-// distinct f32 token-gradient row and each of the T f32 position-gradient rows.
+// Backward alone (Options::accumulate = true: grad += ...): read ids, read dout, read-modify-write
+// each distinct f32 token-gradient row and each of the T f32 position-gradient rows.
 //   ids*idsize + B*T*D*elt + 2*distinct*D*4 + 2*T*D*4
 inline double backward_accumulate_min_bytes(const Case& c, std::int64_t distinct) {
   const double D = static_cast<double>(c.shape.D);

@@ -152,18 +152,17 @@ void cpu_forward(benchmark::State& state, Case c) {
   }
 }
 
-// Zeroing plus backward, like the GPU backward rows (the CPU backward mode is irrelevant: the CPU
-// reference is deterministic in both modes).
+// Zeroing plus backward (Options::accumulate = false), like the GPU backward rows (the CPU
+// backward mode is irrelevant: the CPU reference is deterministic in both modes).
 void cpu_backward(benchmark::State& state, Case c) {
   try {
     HostFixture& f = host_fixture(c);
     HostTables& t = *f.tables;
     tokemb::Options opt;
     opt.position_offset = c.shape.offset;
+    opt.accumulate = false;
     const auto stream = tokemb::StreamView::legacy_default();
     auto op = [&] {
-      std::memset(t.grad_tok.data(), 0, t.grad_tok.bytes());
-      std::memset(t.grad_pos.data(), 0, t.grad_pos.bytes());
       tokemb::backward(f.ids, f.dout, t.grad_tok, t.grad_pos, opt, tokemb::Workspace{}, stream);
     };
     if (first_call("cpu_bwd/" + c.key())) op();

@@ -236,6 +236,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                         : in.ConsumeIntegralInRange<std::int64_t>(-V - 2, V + 1);
   o.backward_mode =
       in.ConsumeBool() ? tokemb::BackwardMode::deterministic : tokemb::BackwardMode::atomic;
+  o.accumulate = in.ConsumeIntegralInRange<int>(0, 3) != 0;      // overwrite one time in four
   const int record_mode = in.ConsumeIntegralInRange<int>(0, 2);  // none, cleared, pre-filled
 
   Guarded ids(id_type, Shape{B, T}, shift(), 1);
@@ -408,8 +409,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (run_backward) {
     std::vector<double> want_tok(static_cast<std::size_t>(V * D)),
         want_pos(static_cast<std::size_t>(P * D));
-    for (std::int64_t i = 0; i < V * D; ++i) want_tok[static_cast<std::size_t>(i)] = get(gtok0, i);
-    for (std::int64_t i = 0; i < P * D; ++i) want_pos[static_cast<std::size_t>(i)] = get(gpos0, i);
+    // Accumulate adds to what was there; overwrite starts from zero.
+    for (std::int64_t i = 0; i < V * D; ++i)
+      want_tok[static_cast<std::size_t>(i)] = o.accumulate ? get(gtok0, i) : 0.0;
+    for (std::int64_t i = 0; i < P * D; ++i)
+      want_pos[static_cast<std::size_t>(i)] = o.accumulate ? get(gpos0, i) : 0.0;
     for (std::int64_t r = 0; r < B * T; ++r) {
       const auto i = static_cast<std::size_t>(r);
       if (e.kind[i] != 0) continue;

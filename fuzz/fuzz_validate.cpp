@@ -165,6 +165,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                      : in.ConsumeIntegral<std::int64_t>();
   o.backward_mode =
       in.ConsumeBool() ? tokemb::BackwardMode::deterministic : tokemb::BackwardMode::atomic;
+  if (in.ConsumeIntegralInRange<int>(0, 15) == 0)  // a value outside the enum must be refused
+    o.backward_mode = static_cast<tokemb::BackwardMode>(in.ConsumeIntegralInRange<int>(2, 255));
+  o.accumulate = in.ConsumeBool();
   if (in.ConsumeBool()) o.error_record = &g_record;
 
   const TensorView ids = pick_view(in, in.ConsumeBool() ? DType::i32 : DType::i64, 2, false);
@@ -208,6 +211,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
               "grad_pos");
       }
       check(p.mode == o.backward_mode, "mode");
+      check(p.mode == tokemb::BackwardMode::atomic || p.mode == tokemb::BackwardMode::deterministic,
+            "an unknown backward mode was accepted");
+      check(p.accumulate == o.accumulate, "accumulate");
       // The public size query validates the same way and needs no memory on the CPU.
       if (ids.device.is_cpu())
         check(tokemb::backward_workspace_size(ids, out, tok, pos, o) == 0, "CPU workspace is 0");

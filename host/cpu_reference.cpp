@@ -79,6 +79,10 @@ void backward(const BackwardParams& p) {
     if (info.token != p.padding_idx) token_keys[static_cast<std::size_t>(r)] = info.token;
     pos_keys[static_cast<std::size_t>(r)] = info.position;
   }
+  if (!p.accumulate) {  // overwrite: exactly zeroing first, then accumulating
+    std::fill(p.grad_token, p.grad_token + p.V * p.D, 0.0f);
+    if (p.grad_pos != nullptr) std::fill(p.grad_pos, p.grad_pos + p.P * p.D, 0.0f);
+  }
   dispatch_float<HostTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;
     const G* dout = static_cast<const G*>(p.dout);

@@ -70,7 +70,18 @@ void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64
 
 void Embedding::backward(const TensorView& ids, const TensorView& dout,
                          std::int64_t position_offset, const TensorView& position_ids) {
-  const Options o = options(position_offset, position_ids);
+  run_backward(ids, dout, options(position_offset, position_ids));
+}
+
+void Embedding::zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
+                                       std::int64_t position_offset,
+                                       const TensorView& position_ids) {
+  Options o = options(position_offset, position_ids);
+  o.accumulate = false;
+  run_backward(ids, dout, o);
+}
+
+void Embedding::run_backward(const TensorView& ids, const TensorView& dout, const Options& o) {
   // Only the deterministic mode needs scratch; the atomic mode skips the size query (and the
   // second validation it would cost).
   const std::size_t need = config_.backward_mode == BackwardMode::deterministic

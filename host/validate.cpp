@@ -187,7 +187,13 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   p.dout_type = dout.dtype;
   p.grad_token = static_cast<float*>(grad_token.data);
   p.grad_pos = static_cast<float*>(grad_pos.data);
+  TOKEMB_EXPECTS(options.backward_mode == BackwardMode::atomic ||
+                     options.backward_mode == BackwardMode::deterministic,
+                 InvalidArgument, op, ": options.backward_mode is ",
+                 static_cast<int>(options.backward_mode),
+                 ", expected BackwardMode::atomic (0) or BackwardMode::deterministic (1)");
   p.mode = options.backward_mode;
+  p.accumulate = options.accumulate;
   return p;
 }
 

@@ -20,6 +20,7 @@
 //  * sm_90 adds float4 atomically in one instruction (atomic_add_pack).
 // Rows with an out-of-range id or position contribute nothing and are recorded (once, by the
 // blocks of the first column chunk). padding_idx rows feed the positional gradient only.
+// Overwrite (accumulate == false) zeroes the gradients with memsets first: atomics need a start.
 
 #include <cub/block/block_radix_sort.cuh>
 
@@ -293,6 +294,15 @@ void launch_keys(const BackwardParams& p, cudaStream_t stream, int device) {
 }  // namespace
 
 void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device) {
+  if (!p.accumulate) {
+    // Atomics add to what is there, so overwriting means zeroing first: stream-ordered memsets
+    // (graph-capturable), then the same accumulating pass.
+    TOKEMB_CUDA_TRY(cudaMemsetAsync(p.grad_token, 0,
+                                    static_cast<std::size_t>(p.V * p.D) * sizeof(float), stream));
+    if (p.grad_pos != nullptr)
+      TOKEMB_CUDA_TRY(cudaMemsetAsync(p.grad_pos, 0,
+                                      static_cast<std::size_t>(p.P * p.D) * sizeof(float), stream));
+  }
   if (p.grad_pos != nullptr && p.pos_ids == nullptr) {
     launch_keys<Keys::token_and_offset_positions>(p, stream, device);
     return;

@@ -40,10 +40,48 @@ __device__ __forceinline__ void atomic_add_pack(float* dst, const float (&v)[N])
 }
 
 /// dst[0..N) += v for memory this thread owns exclusively (no other writer in this launch).
+/// N > 1 only on the vector path, where every pack of gradient floats is 16-byte aligned (the
+/// same invariant atomic_add_pack relies on), so it moves 16 bytes per access.
 template <int N>
 __device__ __forceinline__ void plain_add_pack(float* dst, const float (&v)[N]) {
+  if constexpr (N % 4 == 0) {
 #pragma unroll
-  for (int j = 0; j < N; ++j) dst[j] += v[j];
+    for (int q = 0; q < N / 4; ++q) {
+      float4 w = reinterpret_cast<const float4*>(dst)[q];
+      w.x += v[4 * q];
+      w.y += v[4 * q + 1];
+      w.z += v[4 * q + 2];
+      w.w += v[4 * q + 3];
+      reinterpret_cast<float4*>(dst)[q] = w;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) dst[j] += v[j];
+  }
+}
+
+/// dst[0..N) = v (overwriting backward), same ownership and alignment rules as plain_add_pack.
+template <int N>
+__device__ __forceinline__ void store_pack(float* dst, const float (&v)[N]) {
+  if constexpr (N % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < N / 4; ++q)
+      reinterpret_cast<float4*>(dst)[q] =
+          make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) dst[j] = v[j];
+  }
+}
+
+/// Adds (kStore false) or stores (kStore true) a pack of gradient floats this thread owns.
+template <bool kStore, int N>
+__device__ __forceinline__ void write_pack(float* dst, const float (&v)[N]) {
+  if constexpr (kStore) {
+    store_pack<N>(dst, v);
+  } else {
+    plain_add_pack<N>(dst, v);
+  }
 }
 
 template <class G, int N>

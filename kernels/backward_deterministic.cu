@@ -15,10 +15,18 @@
 // All-identical ids become one run spanning every tile: the work stays parallel (each tile sums
 // its 128 rows) and the fixup adds one partial per tile, with all the loads in flight together.
 // Positional gradient with positions offset + t: pos_reduce sums dout[b, t] over b in order.
+//
+// Overwrite (accumulate == false) is where sorting pays twice: every gradient row has exactly one
+// writer, so steps 3 and 4 store the run sums instead of adding them, and zero_absent writes
+// zeros to the rows no key reaches (a binary search in the sorted keys says which). Each gradient
+// row is written once and never read: the zeroing memset and the read-modify-write of an
+// accumulating backward are both gone. pos_reduce likewise stores its sums and zeroes the
+// position rows outside offset .. offset + T - 1.
 
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "host/backend.hpp"
 #include "host/check.hpp"
@@ -99,7 +107,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class G, int N>
+template <class G, int N, bool kStore>
 __global__ void __launch_bounds__(kThreads)
     tile_reduce(const BackwardParams p, float* table, const std::uint32_t* keys,
                 const std::uint32_t* rows, float* partial, std::uint32_t max_key, std::int64_t cb) {
@@ -137,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
       const bool head_cross = run_start == 0 && prev_key == k;
       const bool tail_cross = run_end == count && next_key == k;
       if (!head_cross && !tail_cross) {
-        plain_add_pack<N>(table + static_cast<std::int64_t>(k) * D + col, acc);
+        write_pack<kStore, N>(table + static_cast<std::int64_t>(k) * D + col, acc);
       } else {
         float* dst = partial + (tile * 2 + (head_cross ? 0 : 1)) * D + col;
 #pragma unroll
@@ -174,6 +182,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <bool kStore>
 __global__ void __launch_bounds__(kThreads)
     fixup(const std::int64_t n, const std::int64_t D, float* table, const std::uint32_t* keys,
           const float* partial, std::uint32_t max_key, std::int64_t cb) {
@@ -211,16 +220,73 @@ __global__ void __launch_bounds__(kThreads)
     float acc = partial[(tile * 2 + 1) * D + c];
 #pragma unroll 8
     for (std::int64_t m = tile + 1; m <= last; ++m) acc += partial[(m * 2) * D + c];
-    table[static_cast<std::int64_t>(k) * D + c] += acc;
+    float& dst = table[static_cast<std::int64_t>(k) * D + c];
+    dst = kStore ? acc : dst + acc;
   }
 }
 
-template <class G, int N>
+// Overwrite only: zeroes the gradient rows 0 .. max_key - 1 that no sorted key reaches, the rows
+// the reduction above never writes. One warp decides for 32 consecutive rows at once (one binary
+// search per lane in the sorted keys, which stay in L2); the whole block then streams zeros over
+// the absent rows with 16-byte stores when kVec4.
+constexpr int kZeroRows = 32;
+
+template <bool kVec4>
+__global__ void __launch_bounds__(kThreads)
+    zero_absent(const std::int64_t n, const std::int64_t D, float* table, const std::uint32_t* keys,
+                std::uint32_t max_key) {
+  __shared__ std::uint32_t s_rows[kZeroRows];
+  __shared__ int s_count;
+  const std::int64_t v0 = static_cast<std::int64_t>(blockIdx.x) * kZeroRows;
+  if (threadIdx.x < 32) {
+    const std::int64_t v = v0 + threadIdx.x;
+    bool absent = false;
+    if (v < max_key) {
+      std::int64_t lo = 0, hi = n;  // lower bound of v in keys[0, n)
+      while (lo < hi) {
+        const std::int64_t mid = lo + (hi - lo) / 2;
+        if (keys[mid] < v) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
+      absent = lo == n || keys[lo] != v;
+    }
+    const unsigned mask = __ballot_sync(0xffffffffu, absent);
+    if (absent) s_rows[__popc(mask & ((1u << threadIdx.x) - 1u))] = static_cast<std::uint32_t>(v);
+    if (threadIdx.x == 0) s_count = __popc(mask);
+  }
+  __syncthreads();
+  const std::int64_t packs = kVec4 ? D / 4 : D;
+  const std::int64_t total = s_count * packs;
+  for (std::int64_t i = threadIdx.x; i < total; i += kThreads) {
+    const std::int64_t row = s_rows[i / packs], pk = i % packs;
+    if constexpr (kVec4) {
+      reinterpret_cast<float4*>(table + row * D)[pk] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    } else {
+      table[row * D + pk] = 0.0f;
+    }
+  }
+}
+
+// Positional gradient for positions offset + t. Block x covers position row q: offset + x when
+// accumulating (the T rows that receive gradient), x itself when overwriting (all P rows, so
+// the rows outside offset .. offset + T - 1 are zeroed too).
+template <class G, int N, bool kStore>
 __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, std::int64_t cb) {
-  const std::int64_t t = blockIdx.x, D = p.D, T = p.T;
+  const std::int64_t D = p.D, T = p.T;
+  const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) + (kStore ? 0 : p.offset);
+  const std::int64_t t = q - p.offset;
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
   const int npk = static_cast<int>(min(cb, D - c0)) / N;
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
+  if (kStore && (t < 0 || t >= T)) {
+    const float zeros[N] = {};
+    for (int pk = threadIdx.x; pk < npk; pk += kThreads)
+      store_pack<N>(p.grad_pos + q * D + c0 + static_cast<std::int64_t>(pk) * N, zeros);
+    return;
+  }
   for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
     float acc[N] = {};
@@ -243,11 +309,11 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
           for (int j = 0; j < N; ++j) acc[j] += x[u][j];
         }
     }
-    plain_add_pack<N>(p.grad_pos + (p.offset + t) * D + col, acc);
+    write_pack<kStore, N>(p.grad_pos + q * D + col, acc);
   }
 }
 
-template <class G, int N>
+template <class G, int N, bool kStore>
 void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* ws,
              cudaStream_t stream, int device) {
   const std::int64_t n = p.rows();
@@ -273,13 +339,23 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
                                                   key_bits(max_key), stream));
   const std::int64_t cb = std::min<std::int64_t>(p.D / N, kThreads * 4) * N;
   const dim3 grid(static_cast<unsigned>(l.tiles), ceil_div(p.D, cb));
-  tile_reduce<G, N>
+  tile_reduce<G, N, kStore>
       <<<grid, kThreads, 0, stream>>>(p, table, keys_out, rows_out, partial, max_key, cb);
   TOKEMB_CHECK_LAUNCH();
   const std::int64_t fix_cb = kThreads * 4;
-  fixup<<<dim3(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb)), kThreads, 0, stream>>>(
-      n, p.D, table, keys_out, partial, max_key, fix_cb);
+  fixup<kStore>
+      <<<dim3(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb)), kThreads, 0, stream>>>(
+          n, p.D, table, keys_out, partial, max_key, fix_cb);
   TOKEMB_CHECK_LAUNCH();
+  if constexpr (kStore) {
+    const unsigned zero_blocks = ceil_div(max_key, kZeroRows);
+    if (p.D % 4 == 0 && aligned16(table)) {
+      zero_absent<true><<<zero_blocks, kThreads, 0, stream>>>(n, p.D, table, keys_out, max_key);
+    } else {
+      zero_absent<false><<<zero_blocks, kThreads, 0, stream>>>(n, p.D, table, keys_out, max_key);
+    }
+    TOKEMB_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace
@@ -301,23 +377,33 @@ void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream,
     constexpr int N = pack_width<G>();
     const bool vector = p.D % N == 0 && aligned16(p.dout) && aligned16(p.grad_token) &&
                         (p.grad_pos == nullptr || aligned16(p.grad_pos));
-    auto run = [&](auto n_tag) {
+    auto run = [&](auto n_tag, auto store_tag) {
       constexpr int kN = decltype(n_tag)::value;
-      scatter<G, kN>(p, false, l, ws, stream, device);
+      constexpr bool kStore = decltype(store_tag)::value;
+      scatter<G, kN, kStore>(p, false, l, ws, stream, device);
       if (p.grad_pos == nullptr) return;
       if (p.pos_ids != nullptr) {
-        scatter<G, kN>(p, true, l, ws, stream, device);
+        scatter<G, kN, kStore>(p, true, l, ws, stream, device);
       } else {
         const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;
-        pos_reduce<G, kN>
-            <<<dim3(static_cast<unsigned>(p.T), ceil_div(p.D, cb)), kThreads, 0, stream>>>(p, cb);
+        const std::int64_t pos_rows = kStore ? p.P : p.T;
+        pos_reduce<G, kN, kStore>
+            <<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)), kThreads, 0, stream>>>(p,
+                                                                                                cb);
         TOKEMB_CHECK_LAUNCH();
       }
     };
+    auto with_width = [&](auto n_tag) {
+      if (p.accumulate) {
+        run(n_tag, std::false_type{});
+      } else {
+        run(n_tag, std::true_type{});
+      }
+    };
     if (vector) {
-      run(std::integral_constant<int, N>{});
+      with_width(std::integral_constant<int, N>{});
     } else {
-      run(std::integral_constant<int, 1>{});
+      with_width(std::integral_constant<int, 1>{});
     }
   });
 }

@@ -46,6 +46,7 @@ struct BackwardParams : RowParams {
   float* grad_token = nullptr;  // [V, D]
   float* grad_pos = nullptr;    // [P, D] or nullptr
   BackwardMode mode = BackwardMode::atomic;
+  bool accumulate = true;  // false: every gradient row is written (zero where nothing lands)
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
 };

@@ -288,7 +288,8 @@ struct Problem {
   std::int64_t offset = 0;
   std::optional<std::int64_t> padding_idx;
   BackwardMode mode = BackwardMode::atomic;
-  std::size_t shift = 0;  // every tensor moved off alignment by this many elements
+  bool accumulate = true;  // false: backward overwrites the gradients
+  std::size_t shift = 0;   // every tensor moved off alignment by this many elements
   std::uint64_t seed = 0;
 
   std::vector<std::int64_t> ids, pos_ids;
@@ -345,6 +346,7 @@ struct Problem {
     if (explicit_positions) o.position_ids = g_pos_ids.view();
     o.padding_idx = padding_idx;
     o.backward_mode = mode;
+    o.accumulate = accumulate;
     o.error_record = record;
     return o;
   }
@@ -394,10 +396,10 @@ struct Problem {
     }
     return out;
   }
-  /// Gradients after one backward from the initial values.
+  /// Gradients after one backward from the initial values (from zero when overwriting).
   void expected_grads(std::vector<float>& et, std::vector<float>& ep) const {
-    et = gtok;
-    ep = gpos;
+    et = accumulate ? gtok : std::vector<float>(gtok.size(), 0.0f);
+    ep = accumulate ? gpos : std::vector<float>(gpos.size(), 0.0f);
     const std::int64_t pad =
         padding_idx ? (*padding_idx < 0 ? *padding_idx + V : *padding_idx) : -1;
     for (std::int64_t r = 0; r < B * T; ++r) {
@@ -548,9 +550,11 @@ void check_bad_rows(Device device, StreamView stream, DType dtype, DType index, 
                << " bad value " << bad.name << " = " << value << " at row " << r1 << ", " << second
                << " at row " << r2 << " dout " << dtype_name(p.dout_type));
 
-  for (BackwardMode mode : {BackwardMode::atomic, BackwardMode::deterministic}) {
-    SCOPED_TRACE(mode == BackwardMode::atomic ? "atomic" : "deterministic");
-    p.mode = mode;
+  for (int variant = 0; variant < 4; ++variant) {
+    p.mode = variant % 2 ? BackwardMode::deterministic : BackwardMode::atomic;
+    p.accumulate = variant < 2;
+    SCOPED_TRACE(std::string(variant % 2 ? "deterministic" : "atomic") +
+                 (p.accumulate ? ", accumulate" : ", overwrite"));
     // Without a record: the CPU throws before writing anything; a CUDA call zeroes the rows and
     // skips their gradients silently.
     p.upload();
@@ -1100,17 +1104,20 @@ void misaligned_pointers(Device device, StreamView stream, DType dtype) {
     for (BackwardMode mode : {BackwardMode::atomic, BackwardMode::deterministic}) {
       const std::uint64_t problem_seed = outer();
       const bool explicit_positions = outer() % 2 == 0;
+      const bool accumulate = outer() % 2 == 0;
       std::vector<float> out[2], gtok[2], gpos[2];
       for (std::size_t shift : {0u, 1u}) {
         SCOPED_TRACE(::testing::Message()
                      << "D=" << D << " shift " << shift << " element(s), "
-                     << (mode == BackwardMode::atomic ? "atomic" : "deterministic"));
+                     << (mode == BackwardMode::atomic ? "atomic" : "deterministic")
+                     << (accumulate ? ", accumulate" : ", overwrite"));
         std::mt19937_64 rng(problem_seed);
         Problem p = small_problem(device, stream, rng);
         p.D = D;
         p.dtype = dtype;
         p.dout_type = dtype;
         p.mode = mode;
+        p.accumulate = accumulate;
         p.explicit_positions = explicit_positions;
         p.shift = shift;
         p.randomize(rng);
@@ -1557,7 +1564,6 @@ TEST_F(GpuBadInput, TableOfMoreThan2e31Elements) {
   }
   expect_cuda_healthy();
 }
-
 
 // A host pointer handed to a CUDA call would make the kernel fault and end the CUDA context;
 // validation asks the driver where each pointer lives and rejects it first.

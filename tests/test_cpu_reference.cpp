@@ -124,6 +124,59 @@ TYPED_TEST(CpuOps, BackwardAccumulatesRepeatedIdsSkipsPaddingAndAccumulatesAcros
   }
 }
 
+TYPED_TEST(CpuOps, OverwriteEqualsZeroThenAccumulateBitForBit) {
+  using T = typename TypeParam::Float;
+  using I = typename TypeParam::Index;
+  constexpr std::int64_t V = 40, D = 7, P = 12, B = 3, T_ = 5;
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto ids = random_ids<I>(B * T_, V, IdDistribution::zipf, rng);
+  auto dout = random_values<T>(B * T_ * D, rng);
+  std::vector<I> pos_ids(B * T_);
+  for (auto& x : pos_ids) x = static_cast<I>(rng() % P);
+  const TensorView ids_v = host_view(ids, TypeParam::index, {B, T_}),
+                   dout_v = host_view(dout, TypeParam::dtype, {B, T_, D});
+  for (int variant = 0; variant < 3; ++variant) {  // offset positions, position ids, padding
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    Options o;
+    if (variant == 0) o.position_offset = 4;
+    if (variant == 1) o.position_ids = host_view(pos_ids, TypeParam::index, {B, T_});
+    if (variant == 2) o.padding_idx = static_cast<std::int64_t>(ids[0]);
+    // Expected: zero, then accumulate.
+    std::vector<float> gt_exp(V * D, 0.0f), gp_exp(P * D, 0.0f);
+    backward(ids_v, dout_v, host_view(gt_exp, DType::f32, {V, D}),
+             host_view(gp_exp, DType::f32, {P, D}), o, Workspace{}, host_stream);
+    // Overwrite on tables full of garbage (NaN included): nothing of it may survive.
+    std::vector<float> gt = random_values<float>(V * D, rng, 100.0f), gp(P * D, std::nanf(""));
+    gt[5] = std::nanf("");
+    o.accumulate = false;
+    backward(ids_v, dout_v, host_view(gt, DType::f32, {V, D}), host_view(gp, DType::f32, {P, D}), o,
+             Workspace{}, host_stream);
+    ASSERT_TRUE(same_bits(gt.data(), gt_exp.data(), gt.size() * sizeof(float)));
+    ASSERT_TRUE(same_bits(gp.data(), gp_exp.data(), gp.size() * sizeof(float)));
+    // A second overwrite gives the same again (it does not add to the first).
+    backward(ids_v, dout_v, host_view(gt, DType::f32, {V, D}), host_view(gp, DType::f32, {P, D}), o,
+             Workspace{}, host_stream);
+    ASSERT_TRUE(same_bits(gt.data(), gt_exp.data(), gt.size() * sizeof(float)));
+    ASSERT_TRUE(same_bits(gp.data(), gp_exp.data(), gp.size() * sizeof(float)));
+  }
+}
+
+TEST(CpuReference, OverwriteWithABadIdAndNoRecordWritesNothing) {
+  // The CPU throws before writing: an overwrite must not have zeroed the tables either.
+  std::vector<std::int64_t> ids = {1, 7};
+  std::vector<float> dout = {1, 2, 3, 4}, gt(3 * 2, 5.0f), gp(2 * 2, 6.0f);
+  Options o;
+  o.accumulate = false;
+  EXPECT_THROW(backward(host_view(ids, DType::i64, {1, 2}), host_view(dout, DType::f32, {1, 2, 2}),
+                        host_view(gt, DType::f32, {3, 2}), host_view(gp, DType::f32, {2, 2}), o,
+                        Workspace{}, host_stream),
+               IndexOutOfRange);
+  EXPECT_EQ(gt, std::vector<float>(6, 5.0f));
+  EXPECT_EQ(gp, std::vector<float>(4, 6.0f));
+}
+
 TEST(CpuReference, NegativePaddingIdxCountsFromTheEnd) {
   std::vector<std::int64_t> ids = {4, 2};
   std::vector<float> dout = {1, 2, 3, 4}, gt(5 * 2, 0.0f);

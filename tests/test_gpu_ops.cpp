@@ -8,6 +8,8 @@
 //    rows feeding that element (computed by running the CPU reference on |dout|). The GPU sums in
 //    f32 in a different order than the CPU's double sums; 1e-5 is ~170 f32 ulps of S.
 //  * deterministic mode: additionally bitwise equal between two runs.
+//  * overwrite (Options::accumulate = false): the same tolerance against the CPU reference's
+//    overwrite, starting from NaN-poisoned gradients on the GPU, so a row left unwritten fails.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -112,11 +114,18 @@ TYPED_TEST(GpuOps, ForwardAndBackwardMatchCpuReference) {
     forward(host_view(h.ids, it, ids_s), host_view(h.tok, dt, tok_s),
             with_pos ? host_view(h.pos, dt, pos_s) : TensorView{}, host_view(out_ref, dt, out_s),
             h.options(cpu_pids), host_stream);
+    // Accumulating into g0, and overwriting (a CPU overwrite starting from g0 too).
     std::vector<float> gt_ref = h.g0_tok, gp_ref = h.g0_pos;
-    backward(host_view(h.ids, it, ids_s), host_view(h.dout, dt, out_s),
-             host_view(gt_ref, DType::f32, tok_s),
-             with_pos ? host_view(gp_ref, DType::f32, pos_s) : TensorView{}, h.options(cpu_pids),
-             Workspace{}, host_stream);
+    std::vector<float> gt_over = h.g0_tok, gp_over = h.g0_pos;
+    for (bool accumulate : {true, false}) {
+      Options o = h.options(cpu_pids);
+      o.accumulate = accumulate;
+      backward(
+          host_view(h.ids, it, ids_s), host_view(h.dout, dt, out_s),
+          host_view(accumulate ? gt_ref : gt_over, DType::f32, tok_s),
+          with_pos ? host_view(accumulate ? gp_ref : gp_over, DType::f32, pos_s) : TensorView{}, o,
+          Workspace{}, host_stream);
+    }
     std::vector<T> abs_dout(h.dout.size());
     for (std::size_t i = 0; i < abs_dout.size(); ++i)
       abs_dout[i] = from_f<T>(std::fabs(to_f(h.dout[i])));
@@ -141,29 +150,42 @@ TYPED_TEST(GpuOps, ForwardAndBackwardMatchCpuReference) {
           << "forward element " << i << ": gpu " << to_f(out_gpu[i]) << " cpu " << to_f(out_ref[i]);
 
     Buffer dout = to_device(h.dout, dt, out_s, s);
-    for (BackwardMode mode : {BackwardMode::atomic, BackwardMode::deterministic}) {
-      SCOPED_TRACE(mode == BackwardMode::atomic ? "atomic" : "deterministic");
+    for (int variant = 0; variant < 4; ++variant) {
+      const BackwardMode mode =
+          variant % 2 == 0 ? BackwardMode::atomic : BackwardMode::deterministic;
+      const bool accumulate = variant < 2;
+      SCOPED_TRACE(std::string(mode == BackwardMode::atomic ? "atomic" : "deterministic") +
+                   (accumulate ? ", accumulate" : ", overwrite"));
       Options o = h.options(pids.view());
       o.backward_mode = mode;
-      Buffer gt = to_device(h.g0_tok, DType::f32, tok_s, s);
-      if (with_pos) gp = to_device(h.g0_pos, DType::f32, pos_s, s);
+      o.accumulate = accumulate;
+      // Accumulate starts from g0; overwrite from NaN, which must not survive anywhere.
+      auto start = [&](Buffer& g, const std::vector<float>& g0, const Shape& shape) {
+        g = to_device(g0, DType::f32, shape, s);
+        if (!accumulate) poison_device(g, s);
+      };
+      Buffer gt;
+      start(gt, h.g0_tok, tok_s);
+      if (with_pos) start(gp, h.g0_pos, pos_s);
+      const std::vector<float>& gt_want = accumulate ? gt_ref : gt_over;
+      const std::vector<float>& gp_want = accumulate ? gp_ref : gp_over;
       const std::size_t ws_bytes = backward_workspace_size(ids, dout, gt, gp.view(), o);
       EXPECT_EQ(ws_bytes == 0, mode == BackwardMode::atomic);
       Buffer ws(DType::i64, Shape{static_cast<std::int64_t>(ws_bytes / 8 + 1)}, Device::cuda(0));
       backward(ids, dout, gt, gp.view(), o, Workspace{ws.data(), ws.bytes()}, s);
       const auto gt_gpu = to_host<float>(gt, s);
       for (std::size_t i = 0; i < gt_gpu.size(); ++i)
-        ASSERT_NEAR(gt_gpu[i], gt_ref[i], 1e-5f * gt_abs[i] + 1e-6f) << "grad_token element " << i;
+        ASSERT_NEAR(gt_gpu[i], gt_want[i], 1e-5f * gt_abs[i] + 1e-6f) << "grad_token element " << i;
       std::vector<float> gp_gpu;
       if (with_pos) {
         gp_gpu = to_host<float>(gp, s);
         for (std::size_t i = 0; i < gp_gpu.size(); ++i)
-          ASSERT_NEAR(gp_gpu[i], gp_ref[i], 1e-5f * gp_abs[i] + 1e-6f) << "grad_pos element " << i;
+          ASSERT_NEAR(gp_gpu[i], gp_want[i], 1e-5f * gp_abs[i] + 1e-6f) << "grad_pos element " << i;
       }
       if (mode == BackwardMode::deterministic) {  // a second run from the same start: same bits
-        Buffer gt2 = to_device(h.g0_tok, DType::f32, tok_s, s);
-        Buffer gp2;
-        if (with_pos) gp2 = to_device(h.g0_pos, DType::f32, pos_s, s);
+        Buffer gt2, gp2;
+        start(gt2, h.g0_tok, tok_s);
+        if (with_pos) start(gp2, h.g0_pos, pos_s);
         backward(ids, dout, gt2, gp2.view(), o, Workspace{ws.data(), ws.bytes()}, s);
         EXPECT_TRUE(same_bits(to_host<float>(gt2, s).data(), gt_gpu.data(), gt_gpu.size() * 4));
         if (with_pos) {
@@ -242,7 +264,11 @@ TEST_F(GpuGraph, CapturedForwardBackwardReplayMatchesDirectCalls) {
   constexpr std::int64_t B = 8, Tn = 64, D = 256, V = 3000, P = 64;
   std::mt19937_64 rng(fresh_seed());
   const StreamView s = stream();
-  for (BackwardMode mode : {BackwardMode::atomic, BackwardMode::deterministic}) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const BackwardMode mode = variant % 2 ? BackwardMode::deterministic : BackwardMode::atomic;
+    const bool overwrite = variant >= 2;  // zero_grad_and_backward instead of backward
+    SCOPED_TRACE(std::string(variant % 2 ? "deterministic" : "atomic") +
+                 (overwrite ? ", overwrite" : ", accumulate"));
     EmbeddingConfig cfg;
     cfg.vocab_size = V;
     cfg.dim = D;
@@ -263,19 +289,23 @@ TEST_F(GpuGraph, CapturedForwardBackwardReplayMatchesDirectCalls) {
     Buffer out_direct(DType::f32, Shape{B, Tn, D}, Device::cuda(0)),
         out_graph(DType::f32, Shape{B, Tn, D}, Device::cuda(0));
 
-    for (int step = 0; step < 2; ++step) {
-      direct.forward(ids, out_direct);
-      direct.backward(ids, dout);
-    }
+    auto step = [&](Embedding& m, const Buffer& out) {
+      m.forward(ids, out);
+      if (overwrite) {
+        m.zero_grad_and_backward(ids, dout);
+      } else {
+        m.backward(ids, dout);
+      }
+    };
+    for (int i = 0; i < 2; ++i) step(direct, out_direct);
 
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     ASSERT_EQ(cudaStreamBeginCapture(s.value(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    graphed.forward(ids, out_graph);
-    graphed.backward(ids, dout);
+    step(graphed, out_graph);
     ASSERT_EQ(cudaStreamEndCapture(s.value(), &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-    for (int step = 0; step < 2; ++step) ASSERT_EQ(cudaGraphLaunch(exec, s.value()), cudaSuccess);
+    for (int i = 0; i < 2; ++i) ASSERT_EQ(cudaGraphLaunch(exec, s.value()), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(s.value()), cudaSuccess);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);

@@ -47,6 +47,20 @@ TEST(CpuModule, ForwardBackwardZeroGradAndHostCopies) {
   EXPECT_EQ(gp[1 * 3], 4.0f);  // position 1: b = 0, 1; two calls
   m.zero_grad();
   for (float x : m.token_grad_to_host()) EXPECT_EQ(x, 0.0f);
+
+  // zero_grad_and_backward: the gradients of this call only, whatever was there before.
+  m.backward(host_view(ids, DType::i64, {2, 2}), host_view(dout, DType::f32, {2, 2, 3}), 1);
+  m.zero_grad_and_backward(host_view(ids, DType::i64, {2, 2}),
+                           host_view(dout, DType::f32, {2, 2, 3}), 1);
+  gt = m.token_grad_to_host();
+  EXPECT_EQ(gt[2 * 3], 2.0f);
+  EXPECT_EQ(gt[9 * 3], 1.0f);
+  EXPECT_EQ(gt[0], 1.0f);
+  EXPECT_EQ(gt[1 * 3], 0.0f);
+  gp = m.position_grad_to_host();
+  EXPECT_EQ(gp[0], 0.0f);
+  EXPECT_EQ(gp[1 * 3], 2.0f);
+  EXPECT_EQ(gp[3 * 3], 0.0f);
 }
 
 TEST(CpuModule, OutOfRangeIdSurfacesAtSynchronizeAndModuleStaysUsable) {

@@ -137,6 +137,21 @@ TEST(Validation, PaddingIdxOutOfRange) {
       {"padding_idx", "7", "[-7, 7)"});
 }
 
+TEST(Validation, UnknownBackwardModeIsRejectedBeforeWriting) {
+  Small s;
+  std::vector<float> dout(Small::B * Small::T * Small::D, 1.0f);
+  Options o;
+  o.backward_mode = static_cast<BackwardMode>(7);
+  o.accumulate = false;  // would zero the gradients if it got that far
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        backward(s.ids_v(), host_view(dout, DType::f32, {Small::B, Small::T, Small::D}), s.gt_v(),
+                 s.gp_v(), o, Workspace{}, host_stream);
+      },
+      {"backward_mode", "7"});
+  EXPECT_TRUE(s.untouched());
+}
+
 TEST(Validation, PositionIdsWithoutPositionTable) {
   Small s;
   Options o;

@@ -49,6 +49,12 @@ class Embedding {
   /// Accumulates into the gradients (see tokemb::backward). dout [B, T, D], any float dtype.
   void backward(const TensorView& ids, const TensorView& dout, std::int64_t position_offset = 0,
                 const TensorView& position_ids = TensorView{});
+  /// zero_grad() then backward(), fused where the backward mode allows: the gradients end up
+  /// holding exactly this call's gradients (Options::accumulate = false). In deterministic mode
+  /// each gradient row is written once instead of zeroed, read back and updated.
+  void zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
+                              std::int64_t position_offset = 0,
+                              const TensorView& position_ids = TensorView{});
   /// Zeroes both gradients (stream-ordered).
   void zero_grad();
   /// Sizes the deterministic-backward workspace for up to \p max_tokens ids (B * T) now, so
@@ -73,6 +79,7 @@ class Embedding {
   std::vector<float> to_host(const TensorView& view);
   void load(const TensorView& dst, const void* host_data, std::size_t bytes, const char* what);
   Options options(std::int64_t position_offset, const TensorView& position_ids) const;
+  void run_backward(const TensorView& ids, const TensorView& dout, const Options& o);
 
   EmbeddingConfig config_;
   StreamView stream_;

@@ -52,6 +52,12 @@ struct Options {
   std::optional<std::int64_t> padding_idx;
   /// backward() only.
   BackwardMode backward_mode = BackwardMode::atomic;
+  /// backward() only. true: add this call's gradients to grad_token and grad_pos. false:
+  /// overwrite them with this call's gradients (every row is written; rows no id or position
+  /// reaches, and padding_idx's row, become zero) — zeroing followed by an accumulating backward,
+  /// in one pass where the strategy allows (deterministic mode: the gradient tables are written
+  /// once instead of being zeroed and then read back and updated).
+  bool accumulate = true;
   /// Optional record of out-of-range ids/positions. Such rows are never read or written out of
   /// bounds: forward writes zeros for them and backward skips them. With a record, the first one
   /// is recorded; without one, a CUDA call handles them silently and a CPU call throws
@@ -77,7 +83,8 @@ std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dou
                                     const TensorView& grad_token, const TensorView& grad_pos,
                                     const Options& options);
 
-/// Accumulates gradients (it never zeroes them):
+/// Accumulates gradients (with Options::accumulate false, sets them: as if both were zeroed
+/// first):
 ///   grad_token[ids[b, t], :] += dout[b, t, :]   (except padding_idx)
 ///   grad_pos[pos(b, t), :]   += dout[b, t, :]   (when grad_pos is not empty)
 /// grad_token [V, D] and grad_pos [P, D] are f32.
