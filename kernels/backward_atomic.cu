@@ -294,6 +294,12 @@ void launch_keys(const BackwardParams& p, cudaStream_t stream, int device) {
 }  // namespace
 
 void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device) {
+  // The width limit of the narrowest column chunking (scalar path, unfused launch), checked for
+  // every path and before the memsets below, so a refused call has written nothing. It equals
+  // the deterministic mode's limit.
+  TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument,
+                 "tokemb::backward: D = ", p.D, " is too wide for one launch; the maximum is ",
+                 65535LL * kThreads * 4);
   if (!p.accumulate) {
     // Atomics add to what is there, so overwriting means zeroing first: stream-ordered memsets
     // (graph-capturable), then the same accumulating pass.

@@ -60,17 +60,18 @@ __device__ __forceinline__ void plain_add_pack(float* dst, const float (&v)[N]) 
   }
 }
 
-/// dst[0..N) = v (overwriting backward), same ownership and alignment rules as plain_add_pack.
+/// dst[0..N) = v + 0 (overwriting backward), same ownership and alignment rules as
+/// plain_add_pack. Adding +0 turns a -0 sum into +0: exactly what zeroing and then adding gives.
 template <int N>
 __device__ __forceinline__ void store_pack(float* dst, const float (&v)[N]) {
   if constexpr (N % 4 == 0) {
 #pragma unroll
     for (int q = 0; q < N / 4; ++q)
-      reinterpret_cast<float4*>(dst)[q] =
-          make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+      reinterpret_cast<float4*>(dst)[q] = make_float4(v[4 * q] + 0.0f, v[4 * q + 1] + 0.0f,
+                                                      v[4 * q + 2] + 0.0f, v[4 * q + 3] + 0.0f);
   } else {
 #pragma unroll
-    for (int j = 0; j < N; ++j) dst[j] = v[j];
+    for (int j = 0; j < N; ++j) dst[j] = v[j] + 0.0f;
   }
 }
 

@@ -221,7 +221,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll 8
     for (std::int64_t m = tile + 1; m <= last; ++m) acc += partial[(m * 2) * D + c];
     float& dst = table[static_cast<std::int64_t>(k) * D + c];
-    dst = kStore ? acc : dst + acc;
+    dst = kStore ? acc + 0.0f : dst + acc;  // + 0.0f: -0 becomes +0, as zero-then-add gives
   }
 }
 
@@ -370,7 +370,8 @@ void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream,
                  "tokemb::backward: deterministic mode needs ", l.total,
                  " bytes of workspace, got ", p.workspace_bytes);
   TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument,
-                 "tokemb::backward: D = ", p.D, " is too wide for one launch");
+                 "tokemb::backward: D = ", p.D, " is too wide for one launch; the maximum is ",
+                 65535LL * kThreads * 4);
   char* ws = align_workspace(p.workspace);
   dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "tests/test_helpers.hpp"
 
@@ -257,6 +258,48 @@ TYPED_TEST(GpuOps, MisalignedPointersTakeTheScalarPathAndMatch) {
   }
 }
 
+class GpuOverwrite : public GpuTest {};
+
+// Zeroing and then adding -0 gives +0; the overwrite must store the same bits (tile sums, sums
+// of tile-crossing runs, positional sums, rows nothing reaches), on the vector and scalar paths.
+TEST_F(GpuOverwrite, NegativeZeroGradientsAreStoredAsPositiveZero) {
+  constexpr std::int64_t B = 3, Tn = 100, V = 50, P = 128;
+  std::mt19937_64 rng(fresh_seed());
+  const StreamView s = stream();
+  for (std::int64_t D : {8, 3}) {
+    for (IdDistribution dist : {IdDistribution::identical, IdDistribution::zipf}) {
+      auto ids_h = random_ids<std::int32_t>(B * Tn, V, dist, rng);
+      std::vector<float> dout_h(static_cast<std::size_t>(B * Tn * D), -0.0f);
+      Buffer ids = to_device(ids_h, DType::i32, Shape{B, Tn}, s);
+      Buffer dout = to_device(dout_h, DType::f32, Shape{B, Tn, D}, s);
+      for (BackwardMode mode : {BackwardMode::atomic, BackwardMode::deterministic}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "D=" << D << (mode == BackwardMode::atomic ? " atomic" : " deterministic")
+                     << (dist == IdDistribution::identical ? " identical" : " zipf"));
+        Buffer gt(DType::f32, Shape{V, D}, Device::cuda(0)),
+            gp(DType::f32, Shape{P, D}, Device::cuda(0));
+        poison_device(gt, s);
+        poison_device(gp, s);
+        Options o;
+        o.position_offset = 7;
+        o.backward_mode = mode;
+        o.accumulate = false;
+        const std::size_t bytes = backward_workspace_size(ids, dout, gt, gp, o);
+        Buffer ws(DType::i64, Shape{static_cast<std::int64_t>(bytes / 8 + 1)}, Device::cuda(0));
+        backward(ids, dout, gt, gp, o, Workspace{ws.data(), ws.bytes()}, s);
+        for (const Buffer* g : {&gt, &gp}) {
+          const auto h = to_host<float>(*g, s);
+          for (std::size_t i = 0; i < h.size(); ++i) {
+            std::uint32_t bits = 0;
+            std::memcpy(&bits, &h[i], 4);
+            ASSERT_EQ(bits, 0u) << (g == &gt ? "grad_token" : "grad_pos") << " element " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
 class GpuGraph : public GpuTest {};
 
 TEST_F(GpuGraph, CapturedForwardBackwardReplayMatchesDirectCalls) {
@@ -266,7 +309,9 @@ TEST_F(GpuGraph, CapturedForwardBackwardReplayMatchesDirectCalls) {
   const StreamView s = stream();
   for (int variant = 0; variant < 4; ++variant) {
     const BackwardMode mode = variant % 2 ? BackwardMode::deterministic : BackwardMode::atomic;
-    const bool overwrite = variant >= 2;  // zero_grad_and_backward instead of backward
+    // Overwrite: the graph holds zero_grad_and_backward, the direct module runs zero_grad() and
+    // backward(), and the graphed module starts from other gradients, which must not survive.
+    const bool overwrite = variant >= 2;
     SCOPED_TRACE(std::string(variant % 2 ? "deterministic" : "atomic") +
                  (overwrite ? ", overwrite" : ", accumulate"));
     EmbeddingConfig cfg;
@@ -289,20 +334,29 @@ TEST_F(GpuGraph, CapturedForwardBackwardReplayMatchesDirectCalls) {
     Buffer out_direct(DType::f32, Shape{B, Tn, D}, Device::cuda(0)),
         out_graph(DType::f32, Shape{B, Tn, D}, Device::cuda(0));
 
-    auto step = [&](Embedding& m, const Buffer& out) {
-      m.forward(ids, out);
-      if (overwrite) {
-        m.zero_grad_and_backward(ids, dout);
-      } else {
-        m.backward(ids, dout);
-      }
-    };
-    for (int i = 0; i < 2; ++i) step(direct, out_direct);
+    for (int i = 0; i < 2; ++i) {
+      direct.forward(ids, out_direct);
+      if (overwrite) direct.zero_grad();
+      direct.backward(ids, dout);
+    }
+    if (overwrite) {  // other ids (uniform, so rows the real ids never touch) and other values
+      auto ids2_h = random_ids<std::int64_t>(B * Tn, V, IdDistribution::uniform, rng);
+      auto dout2_h = random_values<float>(B * Tn * D, rng);
+      Buffer ids2 = to_device(ids2_h, DType::i64, Shape{B, Tn}, s);
+      Buffer dout2 = to_device(dout2_h, DType::f32, Shape{B, Tn, D}, s);
+      graphed.backward(ids2, dout2);
+      graphed.synchronize();  // before ids2 and dout2 are freed
+    }
 
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     ASSERT_EQ(cudaStreamBeginCapture(s.value(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    step(graphed, out_graph);
+    graphed.forward(ids, out_graph);
+    if (overwrite) {
+      graphed.zero_grad_and_backward(ids, dout);
+    } else {
+      graphed.backward(ids, dout);
+    }
     ASSERT_EQ(cudaStreamEndCapture(s.value(), &graph), cudaSuccess);
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     for (int i = 0; i < 2; ++i) ASSERT_EQ(cudaGraphLaunch(exec, s.value()), cudaSuccess);

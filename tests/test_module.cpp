@@ -48,7 +48,10 @@ TEST(CpuModule, ForwardBackwardZeroGradAndHostCopies) {
   m.zero_grad();
   for (float x : m.token_grad_to_host()) EXPECT_EQ(x, 0.0f);
 
-  // zero_grad_and_backward: the gradients of this call only, whatever was there before.
+  // zero_grad_and_backward: the gradients of this call only, whatever was there before (here:
+  // the gradients of other ids at other positions).
+  std::vector<std::int64_t> other_ids = {1, 3, 3, 1};
+  m.backward(host_view(other_ids, DType::i64, {2, 2}), host_view(dout, DType::f32, {2, 2, 3}));
   m.backward(host_view(ids, DType::i64, {2, 2}), host_view(dout, DType::f32, {2, 2, 3}), 1);
   m.zero_grad_and_backward(host_view(ids, DType::i64, {2, 2}),
                            host_view(dout, DType::f32, {2, 2, 3}), 1);
@@ -56,9 +59,10 @@ TEST(CpuModule, ForwardBackwardZeroGradAndHostCopies) {
   EXPECT_EQ(gt[2 * 3], 2.0f);
   EXPECT_EQ(gt[9 * 3], 1.0f);
   EXPECT_EQ(gt[0], 1.0f);
-  EXPECT_EQ(gt[1 * 3], 0.0f);
+  EXPECT_EQ(gt[1 * 3], 0.0f);  // only other_ids reached tokens 1 and 3
+  EXPECT_EQ(gt[3 * 3], 0.0f);
   gp = m.position_grad_to_host();
-  EXPECT_EQ(gp[0], 0.0f);
+  EXPECT_EQ(gp[0], 0.0f);  // only the first call reached position 0
   EXPECT_EQ(gp[1 * 3], 2.0f);
   EXPECT_EQ(gp[3 * 3], 0.0f);
 }
