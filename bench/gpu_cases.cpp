@@ -177,7 +177,7 @@ void copy_op(GpuFixture& f, std::size_t bytes) {
 // Extra measurements of a row, made once (Google Benchmark calls a row's function several times
 // while it sizes the iteration count) and reused.
 struct RowExtras {
-  double copy_ms = 0, baseline_ms = 0, bwd_only_ms = 0;
+  double copy_ms = 0, baseline_ms = 0, bwd_only_ms = 0, memset_accumulate_ms = 0;
   double check_bad = 0, check_max_abs_diff = 0;
 };
 std::map<std::string, RowExtras>& extras_cache() {
@@ -247,9 +247,10 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
     DeviceTables& t = *f.t;
     EventTimer& timer = gpu().timer;
     const cudaStream_t st = gpu().s();
-    // Timed: zeroing plus backward in one call (Options::accumulate = false): the atomic mode
-    // zeroes with memsets and then scatters, the deterministic mode writes each row once.
-    // backward_only: accumulating into the existing gradients, no zeroing.
+    // Timed: zeroing plus backward in one call (Options::accumulate = false; sort-based, each
+    // token-gradient row written once). backward_only: accumulating into the existing gradients,
+    // no zeroing. memset_accumulate (atomic rows): the other way to get fresh gradients, two
+    // memsets and the accumulating atomic kernel, timed beside it to show which wins.
     tokemb::Options opt;
     opt.position_offset = c.shape.offset;
     opt.backward_mode = mode;
@@ -260,6 +261,11 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
       tokemb::backward(f.ids, f.dout, t.grad_tok, t.grad_pos, accumulate_opt, ws, st);
     };
     auto ours = [&] { tokemb::backward(f.ids, f.dout, t.grad_tok, t.grad_pos, opt, ws, st); };
+    auto memset_accumulate = [&] {
+      BENCH_CUDA(cudaMemsetAsync(t.grad_tok.data(), 0, t.grad_tok.bytes(), st));
+      BENCH_CUDA(cudaMemsetAsync(t.grad_pos.data(), 0, t.grad_pos.bytes(), st));
+      backward_only();
+    };
     auto baseline = [&] {
       BENCH_CUDA(cudaMemsetAsync(t.grad_tok_ref.data(), 0, t.grad_tok_ref.bytes(), st));
       BENCH_CUDA(cudaMemsetAsync(t.grad_pos_ref.data(), 0, t.grad_pos_ref.bytes(), st));
@@ -292,6 +298,8 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
       x.copy_ms = timer.median_ms([&] { copy_op(f, static_cast<std::size_t>(min_bytes / 2)); });
       x.baseline_ms = timer.median_ms(baseline);
       x.bwd_only_ms = timer.median_ms(backward_only);
+      if (mode == tokemb::BackwardMode::atomic)
+        x.memset_accumulate_ms = timer.median_ms(memset_accumulate);
       for (int i = 0; i < 3; ++i) timer.time_ms(ours);  // warm-up
       cache[row] = x;
     }
@@ -303,6 +311,8 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
     set_comparison_counters(state, x, min_bytes, med, "bwd/" + c.key());
     state.counters["distinct_tokens"] = static_cast<double>(f.distinct);
     state.counters["bwd_only_ms"] = x.bwd_only_ms;
+    if (mode == tokemb::BackwardMode::atomic)
+      state.counters["memset_accumulate_ms"] = x.memset_accumulate_ms;
     state.counters["bwd_only_GBps"] =
         x.bwd_only_ms > 0
             ? backward_accumulate_min_bytes(c, f.distinct) / (x.bwd_only_ms * 1e-3) / 1e9

@@ -82,11 +82,11 @@ void Embedding::zero_grad_and_backward(const TensorView& ids, const TensorView& 
 }
 
 void Embedding::run_backward(const TensorView& ids, const TensorView& dout, const Options& o) {
-  // Only the deterministic mode needs scratch; the atomic mode skips the size query (and the
-  // second validation it would cost).
-  const std::size_t need = config_.backward_mode == BackwardMode::deterministic
-                               ? backward_workspace_size(ids, dout, token_grad_, pos_grad_, o)
-                               : 0;
+  // Only the sort-based paths need scratch; the accumulating atomic mode skips the size query
+  // (and the second validation it would cost).
+  const bool sorted = config_.backward_mode == BackwardMode::deterministic || !o.accumulate;
+  const std::size_t need =
+      sorted ? backward_workspace_size(ids, dout, token_grad_, pos_grad_, o) : 0;
   if (need > workspace_.bytes()) {
     // Grows only; call reserve() up front to keep allocation out of the training loop.
     workspace_ = Buffer();
@@ -109,6 +109,7 @@ void Embedding::reserve(std::int64_t max_tokens) {
   p.V = config_.vocab_size;
   p.P = config_.context_length;
   p.mode = config_.backward_mode;
+  p.accumulate = false;  // the largest need: zero_grad_and_backward sorts in either mode
   const std::size_t need = detail::cuda::backward_workspace_size(p);
   if (need > workspace_.bytes()) {
     workspace_ = Buffer();

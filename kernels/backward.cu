@@ -1,4 +1,5 @@
-// Backward entry point: picks the atomic or the deterministic strategy.
+// Backward entry point: the atomic mode's accumulating pass (kernels/backward_atomic.cu) or the
+// sort-based path (kernels/backward_sorted.cu: the deterministic mode, and every overwrite).
 #include <cuda_runtime.h>
 
 #include "host/cuda_check.hpp"
@@ -7,15 +8,21 @@
 
 namespace tokemb::detail::cuda {
 
+namespace {
+bool uses_sort(const BackwardParams& p) {
+  return p.mode == BackwardMode::deterministic || !p.accumulate;
+}
+}  // namespace
+
 std::size_t backward_workspace_size(const BackwardParams& p) {
-  return p.mode == BackwardMode::deterministic ? deterministic_workspace_size(p) : 0;
+  return uses_sort(p) ? sorted_workspace_size(p) : 0;
 }
 
 void backward(const BackwardParams& p, CUstream_st* stream) {
   int device = 0;
   TOKEMB_CUDA_TRY(cudaGetDevice(&device));
-  if (p.mode == BackwardMode::deterministic) {
-    launch_backward_deterministic(p, stream, device);
+  if (uses_sort(p)) {
+    launch_backward_sorted(p, stream, device);
   } else {
     launch_backward_atomic(p, stream, device);
   }

@@ -9,11 +9,11 @@
 
 namespace tokemb::detail::cuda {
 
-/// kernels/backward_atomic.cu: needs no workspace.
+/// kernels/backward_atomic.cu: the atomic mode's accumulating pass; needs no workspace.
 void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device);
 
-/// kernels/backward_deterministic.cu
-std::size_t deterministic_workspace_size(const BackwardParams& p);
-void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream, int device);
+/// kernels/backward_sorted.cu: the deterministic mode, and the atomic mode's overwrite.
+std::size_t sorted_workspace_size(const BackwardParams& p);
+void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, int device);
 
 }  // namespace tokemb::detail::cuda

@@ -20,7 +20,6 @@
 //  * sm_90 adds float4 atomically in one instruction (atomic_add_pack).
 // Rows with an out-of-range id or position contribute nothing and are recorded (once, by the
 // blocks of the first column chunk). padding_idx rows feed the positional gradient only.
-// Overwrite (accumulate == false) zeroes the gradients with memsets first: atomics need a start.
 
 #include <cub/block/block_radix_sort.cuh>
 
@@ -294,21 +293,6 @@ void launch_keys(const BackwardParams& p, cudaStream_t stream, int device) {
 }  // namespace
 
 void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device) {
-  // The width limit of the narrowest column chunking (scalar path, unfused launch), checked for
-  // every path and before the memsets below, so a refused call has written nothing. It equals
-  // the deterministic mode's limit.
-  TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument,
-                 "tokemb::backward: D = ", p.D, " is too wide for one launch; the maximum is ",
-                 65535LL * kThreads * 4);
-  if (!p.accumulate) {
-    // Atomics add to what is there, so overwriting means zeroing first: stream-ordered memsets
-    // (graph-capturable), then the same accumulating pass.
-    TOKEMB_CUDA_TRY(cudaMemsetAsync(p.grad_token, 0,
-                                    static_cast<std::size_t>(p.V * p.D) * sizeof(float), stream));
-    if (p.grad_pos != nullptr)
-      TOKEMB_CUDA_TRY(cudaMemsetAsync(p.grad_pos, 0,
-                                      static_cast<std::size_t>(p.P * p.D) * sizeof(float), stream));
-  }
   if (p.grad_pos != nullptr && p.pos_ids == nullptr) {
     launch_keys<Keys::token_and_offset_positions>(p, stream, device);
     return;

@@ -14,7 +14,7 @@ namespace tokemb::detail::cuda {
 /// kernels/forward.cu
 void forward(const ForwardParams& p, CUstream_st* stream);
 
-/// kernels/backward_atomic.cu and kernels/backward_deterministic.cu
+/// kernels/backward.cu (strategies in backward_atomic.cu and backward_sorted.cu)
 std::size_t backward_workspace_size(const BackwardParams& p);
 void backward(const BackwardParams& p, CUstream_st* stream);
 

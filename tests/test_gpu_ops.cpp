@@ -171,7 +171,7 @@ TYPED_TEST(GpuOps, ForwardAndBackwardMatchCpuReference) {
       const std::vector<float>& gt_want = accumulate ? gt_ref : gt_over;
       const std::vector<float>& gp_want = accumulate ? gp_ref : gp_over;
       const std::size_t ws_bytes = backward_workspace_size(ids, dout, gt, gp.view(), o);
-      EXPECT_EQ(ws_bytes == 0, mode == BackwardMode::atomic);
+      EXPECT_EQ(ws_bytes == 0, mode == BackwardMode::atomic && accumulate);
       Buffer ws(DType::i64, Shape{static_cast<std::int64_t>(ws_bytes / 8 + 1)}, Device::cuda(0));
       backward(ids, dout, gt, gp.view(), o, Workspace{ws.data(), ws.bytes()}, s);
       const auto gt_gpu = to_host<float>(gt, s);
@@ -297,6 +297,35 @@ TEST_F(GpuOverwrite, NegativeZeroGradientsAreStoredAsPositiveZero) {
         }
       }
     }
+  }
+}
+
+// Overwriting sorts the ids in both modes, so it needs a workspace; without one the call is
+// refused before anything is written (the gradients keep their values).
+TEST_F(GpuOverwrite, WithoutWorkspaceIsRefusedBeforeWriting) {
+  constexpr std::int64_t B = 2, Tn = 8, D = 16, V = 40, P = 8;
+  std::mt19937_64 rng(fresh_seed());
+  const StreamView s = stream();
+  auto ids_h = random_ids<std::int64_t>(B * Tn, V, IdDistribution::uniform, rng);
+  auto dout_h = random_values<float>(B * Tn * D, rng);
+  auto g0 = random_values<float>(V * D, rng), p0 = random_values<float>(P * D, rng);
+  Buffer ids = to_device(ids_h, DType::i64, Shape{B, Tn}, s);
+  Buffer dout = to_device(dout_h, DType::f32, Shape{B, Tn, D}, s);
+  for (BackwardMode mode : {BackwardMode::atomic, BackwardMode::deterministic}) {
+    Buffer gt = to_device(g0, DType::f32, Shape{V, D}, s),
+           gp = to_device(p0, DType::f32, Shape{P, D}, s);
+    Options o;
+    o.backward_mode = mode;
+    o.accumulate = false;
+    EXPECT_GT(backward_workspace_size(ids, dout, gt, gp, o), 0u);
+    try {
+      backward(ids, dout, gt, gp, o, Workspace{}, s);
+      ADD_FAILURE() << "no exception";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("workspace"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(to_host<float>(gt, s), g0);
+    EXPECT_EQ(to_host<float>(gp, s), p0);
   }
 }
 

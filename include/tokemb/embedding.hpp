@@ -49,16 +49,17 @@ class Embedding {
   /// Accumulates into the gradients (see tokemb::backward). dout [B, T, D], any float dtype.
   void backward(const TensorView& ids, const TensorView& dout, std::int64_t position_offset = 0,
                 const TensorView& position_ids = TensorView{});
-  /// zero_grad() then backward(), fused where the backward mode allows: the gradients end up
-  /// holding exactly this call's gradients (Options::accumulate = false). In deterministic mode
-  /// each gradient row is written once instead of zeroed, read back and updated.
+  /// zero_grad() then backward(), fused: the gradients end up holding exactly this call's
+  /// gradients (Options::accumulate = false). Each token-gradient row is written once instead
+  /// of zeroed, read back and updated.
   void zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
                               std::int64_t position_offset = 0,
                               const TensorView& position_ids = TensorView{});
   /// Zeroes both gradients (stream-ordered).
   void zero_grad();
-  /// Sizes the deterministic-backward workspace for up to \p max_tokens ids (B * T) now, so
-  /// that later backward calls never allocate (needed before capturing them in a CUDA graph).
+  /// Sizes the backward workspace (deterministic mode, and zero_grad_and_backward in either
+  /// mode) for up to \p max_tokens ids (B * T) now, so that later backward calls never allocate
+  /// (needed before capturing them in a CUDA graph).
   void reserve(std::int64_t max_tokens);
 
   /// Fill a table from host memory holding V*D (or P*D) elements of the table's dtype.

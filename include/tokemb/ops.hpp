@@ -34,7 +34,9 @@ struct ErrorRecord {
 /// Gradient accumulation strategy of backward().
 enum class BackwardMode : std::uint8_t {
   /// Scatter-add with atomics, duplicate ids combined on chip first. Fastest; the summation
-  /// order (and so the last bits of the result) can differ from run to run.
+  /// order (and so the last bits of the result) can differ from run to run. Needs no workspace
+  /// when accumulating; overwriting (Options::accumulate = false) uses the sort-based token pass
+  /// and needs one (backward_workspace_size).
   atomic,
   /// Sort-based: bitwise-identical gradients run after run for the same inputs. Needs a
   /// workspace (backward_workspace_size).
@@ -54,9 +56,10 @@ struct Options {
   BackwardMode backward_mode = BackwardMode::atomic;
   /// backward() only. true: add this call's gradients to grad_token and grad_pos. false:
   /// overwrite them with this call's gradients (every row is written; rows no id or position
-  /// reaches, and padding_idx's row, become zero) — zeroing followed by an accumulating backward,
-  /// in one pass where the strategy allows (deterministic mode: the gradient tables are written
-  /// once instead of being zeroed and then read back and updated).
+  /// reaches, and padding_idx's row, become zero): the result of zeroing followed by an
+  /// accumulating backward, without the separate zeroing pass. The token gradient table is
+  /// written once instead of being zeroed and then read back and updated (both modes sort the
+  /// ids for this, so both need a workspace).
   bool accumulate = true;
   /// Optional record of out-of-range ids/positions. Such rows are never read or written out of
   /// bounds: forward writes zeros for them and backward skips them. With a record, the first one
@@ -77,8 +80,8 @@ struct Workspace {
 void forward(const TensorView& ids, const TensorView& token_table, const TensorView& pos_table,
              const TensorView& out, const Options& options, StreamView stream);
 
-/// Bytes of workspace backward() needs for these arguments (0 for the atomic mode and on the
-/// CPU). Depends only on shapes, dtypes, device and options.
+/// Bytes of workspace backward() needs for these arguments (0 for the accumulating atomic mode
+/// and on the CPU). Depends only on shapes, dtypes, device and options.
 std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dout,
                                     const TensorView& grad_token, const TensorView& grad_pos,
                                     const Options& options);

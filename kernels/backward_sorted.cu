@@ -1,8 +1,12 @@
-// Deterministic backward: bitwise-identical gradients run after run for the same inputs.
+// Sort-based backward. Used by the deterministic mode (accumulate and overwrite) and by the
+// atomic mode when it overwrites (Options::accumulate == false); the atomic mode's accumulating
+// pass is kernels/backward_atomic.cu.
 //
-// Token gradient (and the positional gradient when explicit position ids make it a scatter):
-//  1. prepare_keys: key = id (or position) per row, value = row number; rows that give no
-//     gradient (padding_idx, out of range) get the key max_key, which sorts last.
+// Token gradient (and, in deterministic mode, the positional gradient when explicit position ids
+// make it a scatter):
+//  1. prepare_keys: key = id (or position) per row, value = row number. padding_idx rows get the
+//     key max_key (no token gradient, but a position), out-of-range rows max_key + 1 (nothing);
+//     both sort after every real key.
 //  2. cub::DeviceRadixSort::SortPairs on the key bits actually used. The sort is stable, so the
 //     rows of each id are in increasing row order: the summation order is fixed by the input.
 //  3. tile_reduce: fixed tiles of 128 sorted entries; threads own column packs and walk the
@@ -14,7 +18,8 @@
 //     the gradient row. No atomics anywhere, so no order to vary.
 // All-identical ids become one run spanning every tile: the work stays parallel (each tile sums
 // its 128 rows) and the fixup adds one partial per tile, with all the loads in flight together.
-// Positional gradient with positions offset + t: pos_reduce sums dout[b, t] over b in order.
+// Deterministic positional gradient with positions offset + t: pos_reduce sums dout[b, t] over b
+// in order (a second pass over dout).
 //
 // Overwrite (accumulate == false) is where sorting pays twice: every gradient row has exactly one
 // writer, so steps 3 and 4 store the run sums instead of adding them, and zero_absent writes
@@ -22,6 +27,12 @@
 // row is written once and never read: the zeroing memset and the read-modify-write of an
 // accumulating backward are both gone. pos_reduce likewise stores its sums and zeroes the
 // position rows outside offset .. offset + T - 1.
+//
+// Atomic-mode overwrite: the same token path, and the positional gradient in the same pass over
+// dout: tile_reduce adds each row it loads (padding rows included) to its position's row with a
+// vector atomic. grad_pos (P x D floats, 3 MB for GPT-2) is zeroed first and stays in L2, so
+// those atomics never touch DRAM, and dout is read exactly once. Versus zeroing and then running
+// the accumulating kernel, this saves the read-modify-write of every touched token row.
 
 #include <cub/device/device_radix_sort.cuh>
 
@@ -94,8 +105,9 @@ __global__ void __launch_bounds__(kThreads)
   for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; r < n;
        r += static_cast<std::int64_t>(gridDim.x) * kThreads) {
     const Row row = resolve_row_any(p, r);
-    std::uint32_t key = max_key;
+    std::uint32_t key = max_key;  // padding_idx: no token gradient, still a position
     if (row.kind != 0) {
+      key = max_key + 1u;  // out of range: no gradient at all
       if (!kByPosition) record_bad_row(p.error_record, p, r, row);  // once per row: token pass
     } else if (kByPosition) {
       key = static_cast<std::uint32_t>(row.position);
@@ -107,13 +119,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class G, int N, bool kStore>
+// kPosAtomic (atomic-mode overwrite): also adds every loaded row to its position's gradient row.
+template <class G, int N, bool kStore, bool kPosAtomic>
 __global__ void __launch_bounds__(kThreads)
     tile_reduce(const BackwardParams p, float* table, const std::uint32_t* keys,
                 const std::uint32_t* rows, float* partial, std::uint32_t max_key, std::int64_t cb) {
   __shared__ std::uint32_t s_key[kSortedTile];
   __shared__ std::uint32_t s_row[kSortedTile];
-  __shared__ int s_valid;
+  __shared__ std::uint32_t s_pos[kPosAtomic ? kSortedTile : 1];  // position of each entry
+  __shared__ int s_valid, s_walk;
   const std::int64_t n = p.rows(), D = p.D;
   const std::int64_t tile = blockIdx.x;
   const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
@@ -123,16 +137,26 @@ __global__ void __launch_bounds__(kThreads)
   const std::uint32_t prev_key = s > 0 ? keys[s - 1] : kNoKey;
   const std::uint32_t next_key = e < n ? keys[e] : kNoKey;
 
-  if (threadIdx.x == 0) s_valid = count;
+  if (threadIdx.x == 0) s_valid = s_walk = count;
   for (int i = threadIdx.x; i < count; i += kThreads) {
-    s_key[i] = keys[s + i];
-    s_row[i] = rows[s + i];
+    const std::uint32_t k = keys[s + i], r = rows[s + i];
+    s_key[i] = k;
+    s_row[i] = r;
+    if constexpr (kPosAtomic) {  // rows with key <= max_key are in range: they have a position
+      s_pos[i] = k <= max_key ? static_cast<std::uint32_t>(resolve_row_any(p, r).position) : 0u;
+    }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < count; i += kThreads)  // keys >= max_key (no gradient) sort last
-    if (s_key[i] >= max_key && (i == 0 || s_key[i - 1] < max_key)) s_valid = i;
+  // Entries [0, valid) have token keys; [valid, walk) are padding rows (positional gradient
+  // only, walked with kPosAtomic); the rest are out of range. Each boundary has one writer.
+  for (int i = threadIdx.x; i < count; i += kThreads) {
+    const std::uint32_t prev = i == 0 ? 0u : s_key[i - 1];
+    if (s_key[i] >= max_key && (i == 0 || prev < max_key)) s_valid = i;
+    if (kPosAtomic && s_key[i] > max_key && (i == 0 || prev <= max_key)) s_walk = i;
+  }
   __syncthreads();
   const int valid = s_valid;
+  const int walk = kPosAtomic ? s_walk : valid;
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
 
   for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
@@ -152,13 +176,13 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < N; ++j) dst[j] = acc[j];
       }
     };
-    for (int i = 0; i < valid; i += kBatch) {
+    for (int i = 0; i < walk; i += kBatch) {
       float x[kBatch][N];
       std::uint32_t kb[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {  // issue all loads first: kBatch rows in flight
         kb[u] = kNoKey;
-        if (i + u < valid) {
+        if (i + u < walk) {
           kb[u] = s_key[i + u];
           load_row_pack<G, N>(dout + static_cast<std::int64_t>(s_row[i + u]) * D + col, x[u]);
         }
@@ -166,6 +190,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         if (kb[u] == kNoKey) continue;
+        if constexpr (kPosAtomic) {
+          atomic_add_pack<N>(p.grad_pos + static_cast<std::int64_t>(s_pos[i + u]) * D + col, x[u]);
+          if (kb[u] == max_key) continue;  // padding row: positional gradient only
+        }
         if (kb[u] != cur) {
           if (cur != kNoKey) emit(cur, start, i + u);
           cur = kb[u];
@@ -313,7 +341,7 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
   }
 }
 
-template <class G, int N, bool kStore>
+template <class G, int N, bool kStore, bool kPosAtomic>
 void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* ws,
              cudaStream_t stream, int device) {
   const std::int64_t n = p.rows();
@@ -336,10 +364,10 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   std::size_t temp_bytes = l.temp_bytes;
   TOKEMB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(ws + l.temp, temp_bytes, keys_in, keys_out,
                                                   rows_in, rows_out, static_cast<int>(n), 0,
-                                                  key_bits(max_key), stream));
+                                                  key_bits(max_key + 1u), stream));
   const std::int64_t cb = std::min<std::int64_t>(p.D / N, kThreads * 4) * N;
   const dim3 grid(static_cast<unsigned>(l.tiles), ceil_div(p.D, cb));
-  tile_reduce<G, N, kStore>
+  tile_reduce<G, N, kStore, kPosAtomic>
       <<<grid, kThreads, 0, stream>>>(p, table, keys_out, rows_out, partial, max_key, cb);
   TOKEMB_CHECK_LAUNCH();
   const std::int64_t fix_cb = kThreads * 4;
@@ -360,15 +388,15 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
 
 }  // namespace
 
-std::size_t deterministic_workspace_size(const BackwardParams& p) {
+std::size_t sorted_workspace_size(const BackwardParams& p) {
   return make_layout(p.rows(), p.D).total;
 }
 
-void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream, int device) {
+void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, int device) {
   const Layout l = make_layout(p.rows(), p.D);
   TOKEMB_EXPECTS(p.workspace != nullptr && p.workspace_bytes >= l.total, InvalidArgument,
-                 "tokemb::backward: deterministic mode needs ", l.total,
-                 " bytes of workspace, got ", p.workspace_bytes);
+                 "tokemb::backward: this call needs ", l.total, " bytes of workspace, got ",
+                 p.workspace_bytes, " (ask backward_workspace_size)");
   TOKEMB_EXPECTS(ceil_div(p.D, kThreads * 4) <= 65535u, InvalidArgument,
                  "tokemb::backward: D = ", p.D, " is too wide for one launch; the maximum is ",
                  65535LL * kThreads * 4);
@@ -378,13 +406,24 @@ void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream,
     constexpr int N = pack_width<G>();
     const bool vector = p.D % N == 0 && aligned16(p.dout) && aligned16(p.grad_token) &&
                         (p.grad_pos == nullptr || aligned16(p.grad_pos));
+    // Atomic mode (it only comes here to overwrite): positions by atomics in the token pass.
+    auto run_atomic_overwrite = [&](auto n_tag) {
+      constexpr int kN = decltype(n_tag)::value;
+      if (p.grad_pos == nullptr) {
+        scatter<G, kN, true, false>(p, false, l, ws, stream, device);
+        return;
+      }
+      TOKEMB_CUDA_TRY(cudaMemsetAsync(p.grad_pos, 0,
+                                      static_cast<std::size_t>(p.P * p.D) * sizeof(float), stream));
+      scatter<G, kN, true, true>(p, false, l, ws, stream, device);
+    };
     auto run = [&](auto n_tag, auto store_tag) {
       constexpr int kN = decltype(n_tag)::value;
       constexpr bool kStore = decltype(store_tag)::value;
-      scatter<G, kN, kStore>(p, false, l, ws, stream, device);
+      scatter<G, kN, kStore, false>(p, false, l, ws, stream, device);
       if (p.grad_pos == nullptr) return;
       if (p.pos_ids != nullptr) {
-        scatter<G, kN, kStore>(p, true, l, ws, stream, device);
+        scatter<G, kN, kStore, false>(p, true, l, ws, stream, device);
       } else {
         const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;
         const std::int64_t pos_rows = kStore ? p.P : p.T;
@@ -395,7 +434,9 @@ void launch_backward_deterministic(const BackwardParams& p, cudaStream_t stream,
       }
     };
     auto with_width = [&](auto n_tag) {
-      if (p.accumulate) {
+      if (p.mode == BackwardMode::atomic) {
+        run_atomic_overwrite(n_tag);
+      } else if (p.accumulate) {
         run(n_tag, std::false_type{});
       } else {
         run(n_tag, std::true_type{});
