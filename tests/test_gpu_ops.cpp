@@ -38,7 +38,7 @@ struct Case {
   bool padding;
 };
 
-// D in {1, 3, 8, 77, 128, 768, 4096}; B*T from 1 to 65536; uniform, Zipf and identical ids;
+// D in {1, 3, 8, 77, 128, 768, 4096, 4100}; B*T from 1 to 65536; uniform, Zipf and identical ids;
 // offset positions, explicit position ids and positions off; padding_idx.
 const Case kCases[] = {
     {"D1_offset", 3, 5, 1, 7, 8, IdDistribution::uniform, PosMode::offset, 2, false},
@@ -47,6 +47,8 @@ const Case kCases[] = {
     {"D77_position_ids", 5, 33, 77, 1000, 40, IdDistribution::zipf, PosMode::ids, 0, false},
     {"D768_gpt2_zipf", 8, 128, 768, 50257, 1024, IdDistribution::zipf, PosMode::offset, 100, true},
     {"D4096_uniform", 2, 64, 4096, 5000, 64, IdDistribution::uniform, PosMode::offset, 0, false},
+    // More than one column block per tile (f32: 1025 packs of 4; bf16/f16: 4100 scalars).
+    {"D4100_column_blocks", 2, 80, 4100, 300, 100, IdDistribution::zipf, PosMode::offset, 5, true},
     {"single_token", 1, 1, 256, 50257, 1024, IdDistribution::uniform, PosMode::offset, 1000, false},
     {"decode_B64_T1", 64, 1, 768, 50257, 1024, IdDistribution::zipf, PosMode::offset, 1000, false},
     {"N65536_identical", 64, 1024, 128, 50257, 1024, IdDistribution::identical, PosMode::offset, 0,
@@ -327,6 +329,104 @@ TEST_F(GpuOverwrite, WithoutWorkspaceIsRefusedBeforeWriting) {
     EXPECT_EQ(to_host<float>(gt, s), g0);
     EXPECT_EQ(to_host<float>(gp, s), p0);
   }
+}
+
+// Several tiles of sorted rows (runs of few distinct ids crossing tile boundaries) holding token
+// rows, padding rows and out-of-range rows together, with offset or explicit positions (some out
+// of range): every mode, accumulate and overwrite, f32 and bf16 dout, against the CPU reference
+// given the same kind of error record. A padding row with a bad position must add nothing.
+template <class T>
+void padding_and_bad_rows_across_tiles(StreamView s, DType dt) {
+  constexpr std::int64_t B = 3, Tn = 200, V = 20, P = 256, D = 24, n = B * Tn;
+  const auto seed = fresh_seed();
+  SCOPED_TRACE(std::string(dtype_name(dt)) + " seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (bool explicit_positions : {false, true}) {
+    auto ids = random_ids<std::int64_t>(n, V, IdDistribution::zipf, rng);
+    std::vector<std::int64_t> pids(n);
+    for (auto& x : pids) x = static_cast<std::int64_t>(rng() % P);
+    const std::int64_t padding = ids[1];
+    std::int64_t bad = 0;
+    for (std::size_t r : {5u, 130u, 300u, 451u, 599u}) {  // bad ids in several tiles
+      ids[r] = r % 2 ? V + static_cast<std::int64_t>(r) : -1;
+      ++bad;
+    }
+    if (explicit_positions) {
+      for (std::size_t r : {7u, 255u, 420u}) {
+        pids[r] = r % 2 ? P : -3;
+        ++bad;
+      }
+      ids[420] = padding;  // a padding row with a bad position
+    }
+    auto dout = random_values<T>(static_cast<std::size_t>(n * D), rng);
+    std::vector<T> abs_dout(dout.size());
+    for (std::size_t i = 0; i < dout.size(); ++i) abs_dout[i] = from_f<T>(std::fabs(to_f(dout[i])));
+    const auto g0 = random_values<float>(V * D, rng), p0 = random_values<float>(P * D, rng);
+    const Shape ids_s{B, Tn}, dout_s{B, Tn, D};
+    Buffer ids_d = to_device(ids, DType::i64, ids_s, s),
+           pids_d = to_device(pids, DType::i64, ids_s, s);
+    Buffer dout_d = to_device(dout, dt, dout_s, s);
+    for (int variant = 0; variant < 4; ++variant) {
+      const BackwardMode mode = variant % 2 ? BackwardMode::deterministic : BackwardMode::atomic;
+      const bool accumulate = variant < 2;
+      SCOPED_TRACE(std::string(explicit_positions ? "position ids, " : "offset positions, ") +
+                   (variant % 2 ? "deterministic" : "atomic") +
+                   (accumulate ? ", accumulate" : ", overwrite"));
+      auto options = [&](const TensorView& position_ids, ErrorRecord* record) {
+        Options o;
+        if (explicit_positions) {
+          o.position_ids = position_ids;
+        } else {
+          o.position_offset = 10;
+        }
+        o.padding_idx = padding;
+        o.backward_mode = mode;
+        o.accumulate = accumulate;
+        o.error_record = record;
+        return o;
+      };
+      // CPU reference (and the sums of |dout| per element, for the tolerance).
+      ErrorMonitor cpu_record(Device::cpu(), host_stream);
+      std::vector<float> gt_ref = g0, gp_ref = p0, gt_abs(g0.size(), 0.0f), gp_abs(p0.size(), 0.0f);
+      const TensorView cpu_pids = host_view(pids, DType::i64, ids_s);
+      backward(host_view(ids, DType::i64, ids_s), host_view(dout, dt, dout_s),
+               host_view(gt_ref, DType::f32, {V, D}), host_view(gp_ref, DType::f32, {P, D}),
+               options(cpu_pids, cpu_record.get()), Workspace{}, host_stream);
+      Options abs_o = options(cpu_pids, cpu_record.get());
+      abs_o.accumulate = true;
+      backward(host_view(ids, DType::i64, ids_s), host_view(abs_dout, dt, dout_s),
+               host_view(gt_abs, DType::f32, {V, D}), host_view(gp_abs, DType::f32, {P, D}), abs_o,
+               Workspace{}, host_stream);
+      // GPU: overwrite starts from NaN.
+      ErrorMonitor gpu_record(Device::cuda(0), s);
+      Buffer gt = to_device(g0, DType::f32, Shape{V, D}, s),
+             gp = to_device(p0, DType::f32, Shape{P, D}, s);
+      if (!accumulate) {
+        poison_device(gt, s);
+        poison_device(gp, s);
+      }
+      const Options o = options(pids_d.view(), gpu_record.get());
+      const std::size_t bytes = backward_workspace_size(ids_d, dout_d, gt, gp, o);
+      Buffer ws(DType::i64, Shape{static_cast<std::int64_t>(bytes / 8 + 1)}, Device::cuda(0));
+      backward(ids_d, dout_d, gt, gp, o, Workspace{ws.data(), ws.bytes()}, s);
+      const auto gt_h = to_host<float>(gt, s), gp_h = to_host<float>(gp, s);
+      for (std::size_t i = 0; i < gt_h.size(); ++i)
+        ASSERT_NEAR(gt_h[i], gt_ref[i], 1e-5f * gt_abs[i] + 1e-6f) << "grad_token element " << i;
+      for (std::size_t i = 0; i < gp_h.size(); ++i)
+        ASSERT_NEAR(gp_h[i], gp_ref[i], 1e-5f * gp_abs[i] + 1e-6f) << "grad_pos element " << i;
+      try {
+        gpu_record.check(s);
+        ADD_FAILURE() << "no IndexOutOfRange recorded";
+      } catch (const IndexOutOfRange& e) {
+        EXPECT_EQ(e.count(), static_cast<std::uint64_t>(bad));
+      }
+    }
+  }
+}
+
+TEST_F(GpuOverwrite, PaddingAndOutOfRangeRowsAcrossTilesMatchTheCpu) {
+  padding_and_bad_rows_across_tiles<float>(stream(), DType::f32);
+  padding_and_bad_rows_across_tiles<bf16_t>(stream(), DType::bf16);
 }
 
 class GpuGraph : public GpuTest {};

@@ -59,7 +59,8 @@ struct Options {
   /// reaches, and padding_idx's row, become zero): the result of zeroing followed by an
   /// accumulating backward, without the separate zeroing pass. The token gradient table is
   /// written once instead of being zeroed and then read back and updated (both modes sort the
-  /// ids for this, so both need a workspace).
+  /// ids for this, so both need a workspace). The atomic mode still zeroes the small position
+  /// gradient first and adds to it with atomics.
   bool accumulate = true;
   /// Optional record of out-of-range ids/positions. Such rows are never read or written out of
   /// bounds: forward writes zeros for them and backward skips them. With a record, the first one
