@@ -13,11 +13,11 @@
 //     tile in order, summing each run of equal keys in f32 registers. A run inside one tile is
 //     added to its gradient row directly (no other block touches that row). A run that crosses a
 //     tile boundary leaves a partial sum per tile in the workspace instead.
-//  4. fixup: the tile where a crossing run starts finds where the run ends (binary search in
-//     the sorted keys) and adds its partial and those of the following tiles, in tile order, to
-//     the gradient row. No atomics anywhere, so no order to vary.
+//  4. fixup: the tile where a crossing run starts finds where the run ends (a 32-way search in
+//     the sorted keys) and adds its partial and those of the following tiles to the gradient
+//     row in an order fixed by the run's length. No atomics anywhere, so no order to vary.
 // All-identical ids become one run spanning every tile: the work stays parallel (each tile sums
-// its 128 rows) and the fixup adds one partial per tile, with all the loads in flight together.
+// its 128 rows) and the fixup's partials are split across warps and narrow column blocks.
 // Deterministic positional gradient with positions offset + t: pos_reduce sums dout[b, t] over b
 // in order (a second pass over dout).
 //
@@ -210,46 +210,84 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The fixup of a run that starts in this tile and crosses into later ones. A run across many
+// tiles (all-identical ids: one run over every tile) must not become one block's serial loop, so
+//  * its end is found by a 32-way search (the warp probes 32 evenly spaced keys per round and
+//    keeps the gap where they change: 4 dependent rounds for 65536 rows);
+//  * blocks cover only kFixCols columns (the grid has ceil(D / kFixCols) blocks per tile, most
+//    of which return after reading two keys), and a long run's partials are split into one
+//    contiguous segment per warp, summed in order, then the segment sums in warp order.
+// The split depends only on the run's length, so the result is the same bits every run.
+constexpr int kWarps = kThreads / 32;
+constexpr std::int64_t kFixCols = 64;
+constexpr std::int64_t kShortRun = 8;  // partials summed by one thread per column up to this
+
 template <bool kStore>
 __global__ void __launch_bounds__(kThreads)
     fixup(const std::int64_t n, const std::int64_t D, float* table, const std::uint32_t* keys,
           const float* partial, std::uint32_t max_key, std::int64_t cb) {
   __shared__ std::int64_t s_last;
+  __shared__ float s_seg[kWarps][32];
   const std::int64_t tile = blockIdx.x;
   const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
   const std::uint32_t k = keys[e - 1];
   if (k >= max_key || e >= n || keys[e] != k) return;     // the tile's last run ends inside it
   if (keys[s] == k && s > 0 && keys[s - 1] == k) return;  // that run began in an earlier tile
-  if (threadIdx.x == 0) {
-    // The run of k ends where the sorted keys first differ from k. Gallop from e in growing
-    // strides (most runs end within a tile or two: one or two loads), then binary search.
-    std::int64_t lo = e, hi = e;  // keys[lo - 1] == k throughout
-    for (std::int64_t stride = kSortedTile; hi < n && keys[hi] == k; stride *= 2) {
-      lo = hi + 1;
-      hi = min(e + stride, n);
-    }
-    while (lo < hi) {  // the end is in [lo, hi]: hi == n or keys[hi] != k
-      const std::int64_t mid = lo + (hi - lo) / 2;
-      if (keys[mid] == k) {
-        lo = mid + 1;
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  if (warp == 0) {
+    // The run ends at the first index >= e whose key is not k (keys are sorted). Invariant: the
+    // end is in [lo, hi]. Probe i looks at lo + i * step; "beyond" (at or past hi, or a key other
+    // than k) holds from the first such probe on.
+    std::int64_t lo = e, hi = n;
+    while (lo < hi) {
+      const std::int64_t step = (hi - lo + 31) / 32;
+      const std::int64_t probe = lo + lane * step;
+      const bool beyond = probe >= hi || keys[probe] != k;
+      const unsigned mask = __ballot_sync(0xffffffffu, beyond);
+      const int f = mask == 0 ? 32 : __ffs(static_cast<int>(mask)) - 1;  // first beyond probe
+      if (f == 0) {
+        hi = lo;
       } else {
-        hi = mid;
+        const std::int64_t before = lo + (f - 1) * step;  // the last probe still inside the run
+        if (f < 32) hi = min(lo + f * step, hi);
+        lo = before + 1;
       }
     }
-    s_last = (lo - 1) / kSortedTile;  // the last tile the run reaches
+    if (lane == 0) s_last = (lo - 1) / kSortedTile;  // the last tile the run reaches
   }
   __syncthreads();
   const std::int64_t last = s_last;
+  const std::int64_t count = last - tile + 1;  // partials: this tile's tail, then later heads
+  auto slot = [&](std::int64_t j) { return j == 0 ? tile * 2 + 1 : (tile + j) * 2; };
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
   const std::int64_t c1 = min(c0 + cb, D);
-  for (std::int64_t c = c0 + threadIdx.x; c < c1; c += kThreads) {
-    // Partials of the tiles the run covers, added in tile order; the loads are independent, so
-    // they can all be in flight at once.
-    float acc = partial[(tile * 2 + 1) * D + c];
+  float* dst_row = table + static_cast<std::int64_t>(k) * D;
+  if (count <= kShortRun) {  // the common case: one thread per column, partials in tile order
+    for (std::int64_t c = c0 + threadIdx.x; c < c1; c += kThreads) {
+      float acc = partial[slot(0) * D + c];
+      for (std::int64_t j = 1; j < count; ++j) acc += partial[slot(j) * D + c];
+      dst_row[c] = kStore ? acc + 0.0f : dst_row[c] + acc;  // + 0: -0 becomes +0, as 0 + x does
+    }
+    return;
+  }
+  const std::int64_t per = (count + kWarps - 1) / kWarps;
+  const std::int64_t j0 = min(warp * per, count), j1 = min(j0 + per, count);
+  for (std::int64_t base = c0; base < c1; base += 32) {
+    const std::int64_t c = base + lane;
+    float acc = 0.0f;
+    if (c < c1) {
 #pragma unroll 8
-    for (std::int64_t m = tile + 1; m <= last; ++m) acc += partial[(m * 2) * D + c];
-    float& dst = table[static_cast<std::int64_t>(k) * D + c];
-    dst = kStore ? acc + 0.0f : dst + acc;  // + 0.0f: -0 becomes +0, as zero-then-add gives
+      for (std::int64_t j = j0; j < j1; ++j) acc += partial[slot(j) * D + c];
+    }
+    s_seg[warp][lane] = acc;
+    __syncthreads();
+    if (warp == 0 && c < c1) {
+      float total = s_seg[0][lane];
+#pragma unroll
+      for (int w = 1; w < kWarps; ++w) total += s_seg[w][lane];
+      dst_row[c] = kStore ? total + 0.0f : dst_row[c] + total;
+    }
+    __syncthreads();  // s_seg is reused by the next columns
   }
 }
 
@@ -370,7 +408,9 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   tile_reduce<G, N, kStore, kPosAtomic>
       <<<grid, kThreads, 0, stream>>>(p, table, keys_out, rows_out, partial, max_key, cb);
   TOKEMB_CHECK_LAUNCH();
-  const std::int64_t fix_cb = kThreads * 4;
+  // kFixCols columns per block, widened only if D would need more than 65535 blocks in y.
+  const std::int64_t fix_cb =
+      kFixCols * std::max<std::int64_t>(1, ceil_div(ceil_div(p.D, kFixCols), 65535));
   fixup<kStore>
       <<<dim3(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb)), kThreads, 0, stream>>>(
           n, p.D, table, keys_out, partial, max_key, fix_cb);
