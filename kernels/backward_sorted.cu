@@ -92,6 +92,13 @@ Layout make_layout(std::int64_t rows, std::int64_t D) {
   return l;
 }
 
+// Threads of a tile_reduce or pos_reduce block: one per column pack, up to kThreads (then each
+// thread takes several packs). Fewer packs than kThreads (bf16 at D = 768: 96) make a smaller
+// block instead of idle threads, so more blocks fit per SM and more dout loads are in flight.
+unsigned walker_threads(std::int64_t packs) {
+  return static_cast<unsigned>(std::min<std::int64_t>(kThreads, (packs + 31) / 32 * 32));
+}
+
 char* align_workspace(void* p) {
   const auto u = reinterpret_cast<std::uintptr_t>(p);
   return reinterpret_cast<char*>((u + 255) & ~std::uintptr_t{255});
@@ -138,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
   const std::uint32_t next_key = e < n ? keys[e] : kNoKey;
 
   if (threadIdx.x == 0) s_valid = s_walk = count;
-  for (int i = threadIdx.x; i < count; i += kThreads) {
+  for (int i = threadIdx.x; i < count; i += static_cast<int>(blockDim.x)) {
     const std::uint32_t k = keys[s + i], r = rows[s + i];
     s_key[i] = k;
     s_row[i] = r;
@@ -149,7 +156,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   // Entries [0, valid) have token keys; [valid, walk) are padding rows (positional gradient
   // only, walked with kPosAtomic); the rest are out of range. Each boundary has one writer.
-  for (int i = threadIdx.x; i < count; i += kThreads) {
+  for (int i = threadIdx.x; i < count; i += static_cast<int>(blockDim.x)) {
     const std::uint32_t prev = i == 0 ? 0u : s_key[i - 1];
     if (s_key[i] >= max_key && (i == 0 || prev < max_key)) s_valid = i;
     if (kPosAtomic && s_key[i] > max_key && (i == 0 || prev <= max_key)) s_walk = i;
@@ -159,7 +166,7 @@ __global__ void __launch_bounds__(kThreads)
   const int walk = kPosAtomic ? s_walk : valid;
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
 
-  for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
+  for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
     float acc[N] = {};
     std::uint32_t cur = kNoKey;
@@ -349,11 +356,11 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
   if (kStore && (t < 0 || t >= T)) {
     const float zeros[N] = {};
-    for (int pk = threadIdx.x; pk < npk; pk += kThreads)
+    for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x))
       store_pack<N>(p.grad_pos + q * D + c0 + static_cast<std::int64_t>(pk) * N, zeros);
     return;
   }
-  for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
+  for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
     float acc[N] = {};
     for (std::int64_t b = 0; b < p.B; b += kBatch) {
@@ -405,8 +412,8 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
                                                   key_bits(max_key + 1u), stream));
   const std::int64_t cb = std::min<std::int64_t>(p.D / N, kThreads * 4) * N;
   const dim3 grid(static_cast<unsigned>(l.tiles), ceil_div(p.D, cb));
-  tile_reduce<G, N, kStore, kPosAtomic>
-      <<<grid, kThreads, 0, stream>>>(p, table, keys_out, rows_out, partial, max_key, cb);
+  tile_reduce<G, N, kStore, kPosAtomic><<<grid, walker_threads(cb / N), 0, stream>>>(
+      p, table, keys_out, rows_out, partial, max_key, cb);
   TOKEMB_CHECK_LAUNCH();
   // kFixCols columns per block, widened only if D would need more than 65535 blocks in y.
   const std::int64_t fix_cb =
@@ -467,9 +474,8 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, int de
       } else {
         const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;
         const std::int64_t pos_rows = kStore ? p.P : p.T;
-        pos_reduce<G, kN, kStore>
-            <<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)), kThreads, 0, stream>>>(p,
-                                                                                                cb);
+        pos_reduce<G, kN, kStore><<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)),
+                                    walker_threads(cb / kN), 0, stream>>>(p, cb);
         TOKEMB_CHECK_LAUNCH();
       }
     };
