@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t j0 = min(warp * per, count), j1 = min(j0 + per, count);
   for (std::int64_t base = c0; base < c1; base += 32) {
     const std::int64_t c = base + lane;
-    float acc = 0.0f;
+    float acc = -0.0f;  // the additive identity: an empty segment changes no bit of the sum
     if (c < c1) {
 #pragma unroll 8
       for (std::int64_t j = j0; j < j1; ++j) acc += partial[slot(j) * D + c];
