@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <tokemb/tensor.hpp>
+
 #include "bench/baselines.hpp"
 #include "bench/cases.hpp"
 #include "bench/cuda_timer.hpp"
@@ -134,8 +136,8 @@ __global__ void compare_f32_kernel(const float* got, const float* want, std::siz
 
 // Runtime dtypes become template types through the library's one dispatch helper.
 using tokemb::detail::DeviceTypes;
-using tokemb::detail::dispatch_index;
 using tokemb::detail::dispatch_float;
+using tokemb::detail::dispatch_index;
 
 template <class IdT, class W>
 void launch_gather(const void* ids, const void* tok, void* out, std::int64_t rows,
@@ -213,25 +215,37 @@ void naive_backward(const void* ids, DType id_type, const void* dout, DType dout
   });
 }
 
+namespace {
+
+// Runs `launch(d)` on a zeroed device struct `Out` and returns its contents (synchronising: these
+// checks run once per row, outside the timed loops). The scratch is an owning tokemb::Buffer,
+// so it is freed on every path.
+template <class Out, class Launch>
+Out run_device_check(cudaStream_t stream, Launch&& launch) {
+  int dev = 0;
+  BENCH_CUDA(cudaGetDevice(&dev));
+  tokemb::Buffer scratch(tokemb::DType::i64,
+                         tokemb::Shape{static_cast<std::int64_t>((sizeof(Out) + 7) / 8)},
+                         tokemb::Device::cuda(dev));
+  Out* d = static_cast<Out*>(scratch.data());
+  BENCH_CUDA(cudaMemsetAsync(d, 0, sizeof(Out), stream));
+  launch(d);
+  BENCH_CUDA(cudaGetLastError());
+  Out h{};
+  BENCH_CUDA(cudaMemcpyAsync(&h, d, sizeof(h), cudaMemcpyDeviceToHost, stream));
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  return h;
+}
+
+}  // namespace
+
 std::uint64_t count_byte_mismatches(const void* a, const void* b, std::size_t bytes,
                                     cudaStream_t stream) {
-  unsigned long long* d = nullptr;
-  BENCH_CUDA(cudaMalloc(&d, sizeof(unsigned long long)));
-  unsigned long long h = 0;
-  try {
-    BENCH_CUDA(cudaMemsetAsync(d, 0, sizeof(unsigned long long), stream));
+  return run_device_check<unsigned long long>(stream, [&](unsigned long long* d) {
     byte_mismatch_kernel<<<grid_for(static_cast<std::int64_t>(bytes), kThreads), kThreads, 0,
                            stream>>>(static_cast<const unsigned char*>(a),
                                      static_cast<const unsigned char*>(b), bytes, d);
-    BENCH_CUDA(cudaGetLastError());
-    BENCH_CUDA(cudaMemcpyAsync(&h, d, sizeof(h), cudaMemcpyDeviceToHost, stream));
-    BENCH_CUDA(cudaStreamSynchronize(stream));
-  } catch (...) {
-    cudaFree(d);
-    throw;
-  }
-  BENCH_CUDA(cudaFree(d));
-  return h;
+  });
 }
 
 CompareResult compare_f32(const float* got, const float* want, std::size_t n, float atol,
@@ -240,21 +254,10 @@ CompareResult compare_f32(const float* got, const float* want, std::size_t n, fl
     unsigned long long violations;
     unsigned int max_bits;
   };
-  Out* d = nullptr;
-  BENCH_CUDA(cudaMalloc(&d, sizeof(Out)));
-  Out h{};
-  try {
-    BENCH_CUDA(cudaMemsetAsync(d, 0, sizeof(Out), stream));
+  const Out h = run_device_check<Out>(stream, [&](Out* d) {
     compare_f32_kernel<<<grid_for(static_cast<std::int64_t>(n), kThreads), kThreads, 0, stream>>>(
         got, want, n, atol, rtol, &d->violations, &d->max_bits);
-    BENCH_CUDA(cudaGetLastError());
-    BENCH_CUDA(cudaMemcpyAsync(&h, d, sizeof(h), cudaMemcpyDeviceToHost, stream));
-    BENCH_CUDA(cudaStreamSynchronize(stream));
-  } catch (...) {
-    cudaFree(d);
-    throw;
-  }
-  BENCH_CUDA(cudaFree(d));
+  });
   CompareResult r;
   r.violations = h.violations;
   float mx;
