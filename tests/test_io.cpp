@@ -65,6 +65,24 @@ void expect_only_tokemb_errors(F&& f, const std::string& what) {
   }
 }
 
+// 4000 corruptions of a valid file (1 to 4 bytes replaced, by random bytes or by characters the
+// format's grammar cares about, and one time in four a truncation), each handed to `parse`,
+// which may only fail with a tokemb error.
+template <class Parse>
+void corrupt_and_parse(const std::string& good, const std::string& interesting,
+                       std::mt19937_64& rng, const std::string& what, Parse&& parse) {
+  for (int iter = 0; iter < 4000; ++iter) {
+    std::string s = good;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t pos = rng() % s.size();
+      s[pos] = (rng() & 1) ? static_cast<char>(rng()) : interesting[rng() % interesting.size()];
+    }
+    if (rng() % 4 == 0) s.resize(rng() % s.size());
+    expect_only_tokemb_errors([&] { parse(s); }, what);
+  }
+}
+
 class IoTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -268,18 +286,9 @@ TEST_F(IoTest, NpyRandomCorruptionNeverEscapesAsAnythingButTokembErrors) {
   std::vector<float> v = random_values<float>(12, rng);
   const std::string good =
       npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }\n", raw(v));
-  const char interesting[] = "0123456789(),:'\"{} \n-LTF<>|fiu\x93\xff";
-  for (int iter = 0; iter < 4000; ++iter) {
-    std::string s = good;
-    const int edits = 1 + static_cast<int>(rng() % 4);
-    for (int e = 0; e < edits; ++e) {
-      const std::size_t pos = rng() % s.size();
-      s[pos] =
-          (rng() & 1) ? static_cast<char>(rng()) : interesting[rng() % (sizeof(interesting) - 1)];
-    }
-    if (rng() % 4 == 0) s.resize(rng() % s.size());
-    expect_only_tokemb_errors([&] { (void)parse_npy(s.data(), s.size()); }, "parse_npy");
-  }
+  const std::string interesting = "0123456789(),:'\"{} \n-LTF<>|fiu\x93\xff";
+  corrupt_and_parse(good, interesting, rng, "parse_npy",
+                    [](const std::string& b) { (void)parse_npy(b.data(), b.size()); });
 }
 
 TEST_F(IoTest, LoadNpyRefusesMismatchesAndLeavesTheTableAsItWas) {
@@ -526,19 +535,9 @@ TEST_F(IoTest, SafetensorsRandomCorruptionNeverEscapesAsAnythingButTokembErrors)
       "offsets\":[0,16]},"
       "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[16,24]}}",
       std::string(24, '\x3f'));
-  const char interesting[] = "0123456789[]{},:\"\\u \n-eE.tfn\xc3\xa9\xff";
-  for (int iter = 0; iter < 4000; ++iter) {
-    std::string s = good;
-    const int edits = 1 + static_cast<int>(rng() % 4);
-    for (int e = 0; e < edits; ++e) {
-      const std::size_t pos = rng() % s.size();
-      s[pos] =
-          (rng() & 1) ? static_cast<char>(rng()) : interesting[rng() % (sizeof(interesting) - 1)];
-    }
-    if (rng() % 4 == 0) s.resize(rng() % s.size());
-    expect_only_tokemb_errors([&] { (void)parse_safetensors(s.data(), s.size()); },
-                              "parse_safetensors");
-  }
+  const std::string interesting = "0123456789[]{},:\"\\u \n-eE.tfn\xc3\xa9\xff";
+  corrupt_and_parse(good, interesting, rng, "parse_safetensors",
+                    [](const std::string& b) { (void)parse_safetensors(b.data(), b.size()); });
 }
 
 // ---- module weights
