@@ -6,6 +6,7 @@
 #include "host/backend.hpp"
 #include "host/check.hpp"
 #include "host/dispatch.hpp"
+#include "kernels/params.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include "kernels/launch.hpp"
@@ -84,9 +85,9 @@ void Embedding::zero_grad_and_backward(const TensorView& ids, const TensorView& 
 void Embedding::run_backward(const TensorView& ids, const TensorView& dout, const Options& o) {
   // Only the sort-based paths need scratch; the accumulating atomic mode skips the size query
   // (and the second validation it would cost).
-  const bool sorted = config_.backward_mode == BackwardMode::deterministic || !o.accumulate;
-  const std::size_t need =
-      sorted ? backward_workspace_size(ids, dout, token_grad_, pos_grad_, o) : 0;
+  const std::size_t need = detail::backward_sorts(o.backward_mode, o.accumulate)
+                               ? backward_workspace_size(ids, dout, token_grad_, pos_grad_, o)
+                               : 0;
   if (need > workspace_.bytes()) {
     // Grows only; call reserve() up front to keep allocation out of the training loop.
     workspace_ = Buffer();

@@ -8,20 +8,14 @@
 
 namespace tokemb::detail::cuda {
 
-namespace {
-bool uses_sort(const BackwardParams& p) {
-  return p.mode == BackwardMode::deterministic || !p.accumulate;
-}
-}  // namespace
-
 std::size_t backward_workspace_size(const BackwardParams& p) {
-  return uses_sort(p) ? sorted_workspace_size(p) : 0;
+  return backward_sorts(p.mode, p.accumulate) ? sorted_workspace_size(p) : 0;
 }
 
 void backward(const BackwardParams& p, CUstream_st* stream) {
   int device = 0;
   TOKEMB_CUDA_TRY(cudaGetDevice(&device));
-  if (uses_sort(p)) {
+  if (backward_sorts(p.mode, p.accumulate)) {
     launch_backward_sorted(p, stream, device);
   } else {
     launch_backward_atomic(p, stream, device);

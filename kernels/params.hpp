@@ -40,6 +40,12 @@ struct ForwardParams : RowParams {
   DType dtype = DType::f32;           // of both tables and out
 };
 
+/// Whether backward takes the sort-based path, which needs a workspace: the deterministic mode,
+/// and every overwrite. The one place this rule lives (the CUDA dispatch and the module ask it).
+inline bool backward_sorts(BackwardMode mode, bool accumulate) {
+  return mode == BackwardMode::deterministic || !accumulate;
+}
+
 struct BackwardParams : RowParams {
   const void* dout = nullptr;  // [B, T, D]
   DType dout_type = DType::f32;
