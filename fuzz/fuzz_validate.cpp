@@ -19,7 +19,7 @@
 
 #include <tokemb/tokemb.hpp>
 
-#include "host/io_common.hpp"
+#include "host/io/tensor_bytes.hpp"
 #include "host/validate.hpp"
 
 namespace {

@@ -1,5 +1,5 @@
 // Whole-file and ranged reads; atomic writes through a temporary file and rename(2).
-#include "host/file_io.hpp"
+#include "host/io/file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -6,9 +6,9 @@
 #include <tokemb/io.hpp>
 
 #include "host/check.hpp"
-#include "host/file_io.hpp"
-#include "host/io_common.hpp"
-#include "host/json.hpp"
+#include "host/io/file.hpp"
+#include "host/io/tensor_bytes.hpp"
+#include "host/io/json.hpp"
 
 namespace tokemb {
 

@@ -7,8 +7,8 @@
 #include <tokemb/io.hpp>
 
 #include "host/check.hpp"
-#include "host/file_io.hpp"
-#include "host/io_common.hpp"
+#include "host/io/file.hpp"
+#include "host/io/tensor_bytes.hpp"
 
 namespace tokemb {
 

@@ -1,10 +1,10 @@
 // Helpers shared by the .npy and safetensors code: shapes, host copies, load-time conversion.
-#include "host/io_common.hpp"
+#include "host/io/tensor_bytes.hpp"
 
 #include <cstring>
 
 #include "host/check.hpp"
-#include "host/file_io.hpp"
+#include "host/io/file.hpp"
 
 namespace tokemb::detail {
 

@@ -1,5 +1,5 @@
 // A small strict JSON parser and string quoting, for safetensors headers.
-#include "host/json.hpp"
+#include "host/io/json.hpp"
 
 #include <tokemb/error.hpp>
 
