@@ -1,4 +1,5 @@
-# Install rules and the exported package: find_package(tokemb) gives tokemb::tokemb.
+# Install rules and the exported package: find_package(tokemb) gives tokemb::tokemb, from an
+# install prefix or straight from this build tree (tokemb_DIR=<build>).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -7,7 +8,9 @@ install(TARGETS tokemb EXPORT tokembTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tokemb DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The public headers only: include/tokemb/*.hpp and the generated config.hpp (never its .in).
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tokemb DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+        FILES_MATCHING PATTERN "*.hpp")
 install(FILES ${PROJECT_BINARY_DIR}/include/tokemb/config.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tokemb)
 install(EXPORT tokembTargets NAMESPACE tokemb::
@@ -20,3 +23,8 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/tokembConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/tokembConfig.cmake ${PROJECT_BINARY_DIR}/tokembConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tokemb)
+
+# The build tree as a package too: tokembConfig.cmake (above) sits in the build directory and
+# includes tokembTargets.cmake next to it, which points at this build's library and headers.
+export(EXPORT tokembTargets NAMESPACE tokemb::
+       FILE ${PROJECT_BINARY_DIR}/tokembTargets.cmake)

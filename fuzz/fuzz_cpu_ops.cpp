@@ -26,6 +26,8 @@
 
 #include <tokemb/tokemb.hpp>
 
+#include "core/error_record.hpp"
+
 namespace {
 
 using tokemb::bf16_t;
@@ -176,8 +178,9 @@ struct Expected {
   std::int64_t first_bad = -1;
 };
 
-void check_record_matches(const tokemb::ErrorRecord& rec, const Expected& e, std::int64_t T,
-                          std::int64_t V, std::int64_t P, const tokemb::ErrorRecord& before) {
+void check_record_matches(const tokemb::detail::ErrorRecordData& rec, const Expected& e,
+                          std::int64_t T, std::int64_t V, std::int64_t P,
+                          const tokemb::detail::ErrorRecordData& before) {
   check(rec.count == before.count + e.bad, "record count", static_cast<long long>(rec.count),
         static_cast<long long>(before.count + e.bad));
   const bool replaced =
@@ -258,8 +261,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::int64_t i = 0; i < P * D; ++i) put(gpos, i, small_value(in));
   if (explicit_positions) o.position_ids = pos_ids.view();
 
-  tokemb::ErrorRecord record;
-  tokemb::clear_error_record(&record, Device::cpu(), tokemb::StreamView::legacy_default());
+  // The public record is opaque; the fuzzer checks its fields through the library's layout.
+  tokemb::ErrorRecord record_storage;
+  tokemb::detail::ErrorRecordData& record = *tokemb::detail::record_data(&record_storage);
+  tokemb::clear_error_record(&record_storage, Device::cpu(), tokemb::StreamView::legacy_default());
   if (record_mode == 2) {  // a record that already holds an error from an earlier call
     record.count = in.ConsumeIntegralInRange<unsigned long long>(1, 1000);
     record.first_key = in.ConsumeIntegralInRange<unsigned long long>(0, 2 * B * T);
@@ -269,7 +274,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     record.limit = 1;
     record.kind = 1;
   }
-  if (record_mode != 0) o.error_record = &record;
+  if (record_mode != 0) o.error_record = &record_storage;
 
   // ---- what must happen -------------------------------------------------------------------
   Expected e;
@@ -315,7 +320,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // ---- run ------------------------------------------------------------------------------
   const Guarded ids0 = ids, pos_ids0 = pos_ids, tok0 = tok, pos0 = pos, dout0 = dout;
   const Guarded out0 = out, gtok0 = gtok, gpos0 = gpos;
-  const tokemb::ErrorRecord record0 = record;
+  const tokemb::detail::ErrorRecordData record0 = record;
   const TensorView pos_view = P > 0 ? pos.view() : TensorView{};
   const TensorView gpos_view = P > 0 ? gpos.view() : TensorView{};
   const auto stream = tokemb::StreamView::legacy_default();
@@ -437,7 +442,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (o.error_record != nullptr) {
     // forward and backward each record the same rows.
     Expected twice = e;
-    tokemb::ErrorRecord after_first = record0;
+    tokemb::detail::ErrorRecordData after_first = record0;
     if (run_forward && run_backward) {
       // The first call's merge, then the second's: the count doubles, the first row is the same.
       twice.bad = 2 * e.bad;
@@ -445,9 +450,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_record_matches(record, twice, T, V, P, after_first);
     // check_error_record raises exactly what the record says, and clears it.
     if (record.count > 0) {
-      const tokemb::ErrorRecord held = record;
+      const tokemb::detail::ErrorRecordData held = record;
       try {
-        tokemb::check_error_record(&record, Device::cpu(), stream);
+        tokemb::check_error_record(&record_storage, Device::cpu(), stream);
         fail("check_error_record did not throw");
       } catch (const tokemb::IndexOutOfRange& ex) {
         check(ex.count() == held.count && ex.value() == held.value && ex.batch() == held.batch &&
@@ -456,7 +461,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       check(record.count == 0 && record.first_key == ~0ull, "check_error_record did not clear");
     } else {
-      tokemb::check_error_record(&record, Device::cpu(), stream);
+      tokemb::check_error_record(&record_storage, Device::cpu(), stream);
     }
   }
   return 0;

@@ -3,6 +3,8 @@
 
 #include <tokemb/types.hpp>
 
+#include "core/params.hpp"
+
 namespace tokemb::detail {
 
 /// Throws Unsupported in a CPU-only build, InvalidArgument if device.index is not a visible
@@ -18,5 +20,10 @@ void check_pointer_location(const char* op, const char* name, const void* p, Dev
 
 /// Multiprocessor count of a CUDA device (cached per device; used to size grids).
 int multiprocessor_count(int device);
+
+/// What the kernels' launchers need to know about CUDA device \p device (kernels/launch.hpp).
+inline DeviceInfo device_info(int device) {
+  return DeviceInfo{device, multiprocessor_count(device)};
+}
 
 }  // namespace tokemb::detail

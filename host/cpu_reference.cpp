@@ -6,8 +6,8 @@
 #include <numeric>
 #include <vector>
 
-#include "host/dispatch.hpp"
-#include "host/rows.hpp"
+#include "core/dispatch.hpp"
+#include "core/rows.hpp"
 
 namespace tokemb::detail::cpu {
 
@@ -51,9 +51,9 @@ void forward(const ForwardParams& p) {
     T* out = static_cast<T*>(p.out);
     const std::int64_t D = p.D;
     for (std::int64_t r = 0; r < p.rows(); ++r) {
-      const RowInfo info = row_info(p, r);
+      const Row info = resolve_row_any(p, r);
       T* o = out + r * D;
-      if (info.kind != 0) {
+      if (!info.ok()) {
         for (std::int64_t d = 0; d < D; ++d) o[d] = from_float<T>(0.0f);
         continue;
       }
@@ -74,8 +74,8 @@ void backward(const BackwardParams& p) {
   std::vector<std::int64_t> token_keys(static_cast<std::size_t>(n), -1);
   std::vector<std::int64_t> pos_keys(static_cast<std::size_t>(n), -1);
   for (std::int64_t r = 0; r < n; ++r) {
-    const RowInfo info = row_info(p, r);
-    if (info.kind != 0) continue;
+    const Row info = resolve_row_any(p, r);
+    if (!info.ok()) continue;
     if (info.token != p.padding_idx) token_keys[static_cast<std::size_t>(r)] = info.token;
     pos_keys[static_cast<std::size_t>(r)] = info.position;
   }

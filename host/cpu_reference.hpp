@@ -2,7 +2,7 @@
 // Private: the CPU backend — plain, obviously correct loops that every GPU result is checked
 // against. Same semantics as the CUDA backend; any B, T, D.
 
-#include "kernels/params.hpp"
+#include "core/params.hpp"
 
 namespace tokemb::detail::cpu {
 

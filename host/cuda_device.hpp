@@ -3,7 +3,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "host/cuda_check.hpp"
+#include "core/cuda_check.hpp"
 
 namespace tokemb::detail {
 

@@ -4,9 +4,9 @@
 #include <tokemb/embedding.hpp>
 
 #include "host/backend.hpp"
-#include "host/check.hpp"
-#include "host/dispatch.hpp"
-#include "kernels/params.hpp"
+#include "core/check.hpp"
+#include "core/dispatch.hpp"
+#include "core/params.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include "kernels/launch.hpp"

@@ -6,48 +6,48 @@
 
 #include <tokemb/config.hpp>
 
+#include "core/check.hpp"
+#include "core/dispatch.hpp"
+#include "core/rows.hpp"
 #include "host/backend.hpp"
-#include "host/check.hpp"
-#include "host/dispatch.hpp"
-#include "host/rows.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-#include "host/cuda_check.hpp"
+#include "core/cuda_check.hpp"
 #endif
 
 namespace tokemb {
 namespace detail {
 
-ErrorRecord empty_error_record() noexcept {
-  ErrorRecord r;
+ErrorRecordData empty_error_record() noexcept {
+  ErrorRecordData r;
   std::memset(&r, 0, sizeof r);
   r.first_key = ~0ull;
   return r;
 }
 
-std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecord& rec) {
+std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecordData& rec) {
   std::uint64_t bad = 0;
   const std::int64_t n = p.rows();
   for (std::int64_t r = 0; r < n; ++r) {
-    const RowInfo info = row_info(p, r);
-    if (info.kind == 0) continue;
+    const Row row = resolve_row_any(p, r);
+    if (row.ok()) continue;
     ++bad;
     if (static_cast<unsigned long long>(r) < rec.first_key) {
       rec.first_key = static_cast<unsigned long long>(r);
-      rec.value = info.bad_value;
+      rec.value = row.bad_value();
       rec.batch = r / p.T;
       rec.time = r % p.T;
-      rec.limit = info.kind == 1 ? p.V : p.P;
-      rec.kind = info.kind;
+      rec.limit = row.limit(p);
+      rec.kind = static_cast<std::int32_t>(row.status);
     }
   }
   rec.count += bad;
   return bad;
 }
 
-IndexOutOfRange make_index_error(const ErrorRecord& rec, const std::string& where) {
+IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& where) {
   const bool token = rec.kind == static_cast<std::int32_t>(IndexOutOfRange::Kind::token);
   std::ostringstream os;
   os << where << ": " << (token ? "token id " : "position ") << rec.value << " at (b=" << rec.batch
@@ -65,9 +65,9 @@ IndexOutOfRange make_index_error(const ErrorRecord& rec, const std::string& wher
 void clear_error_record(ErrorRecord* record, Device device, StreamView stream) {
   TOKEMB_EXPECTS(record != nullptr, InvalidArgument,
                  "clear_error_record: record is a null pointer");
-  const ErrorRecord empty = detail::empty_error_record();
+  const detail::ErrorRecordData empty = detail::empty_error_record();
   if (device.is_cpu()) {
-    *record = empty;
+    std::memcpy(record, &empty, sizeof empty);
     return;
   }
   detail::require_cuda(device, "clear_error_record");
@@ -75,8 +75,8 @@ void clear_error_record(ErrorRecord* record, Device device, StreamView stream) {
   // Memset, not a copy from this stack frame: the call stays asynchronous. 0xff bytes make
   // first_key ~0; the other fields are only meaningful once count > 0.
   TOKEMB_CUDA_TRY(cudaMemsetAsync(record, 0, sizeof(ErrorRecord), stream.value()));
-  TOKEMB_CUDA_TRY(
-      cudaMemsetAsync(&record->first_key, 0xff, sizeof(record->first_key), stream.value()));
+  detail::ErrorRecordData* data = detail::record_data(record);
+  TOKEMB_CUDA_TRY(cudaMemsetAsync(&data->first_key, 0xff, sizeof(data->first_key), stream.value()));
 #else
   (void)stream;
 #endif
@@ -85,9 +85,9 @@ void clear_error_record(ErrorRecord* record, Device device, StreamView stream) {
 void check_error_record(ErrorRecord* record, Device device, StreamView stream, bool clear) {
   TOKEMB_EXPECTS(record != nullptr, InvalidArgument,
                  "check_error_record: record is a null pointer");
-  ErrorRecord host = detail::empty_error_record();
+  detail::ErrorRecordData host = detail::empty_error_record();
   if (device.is_cpu()) {
-    host = *record;
+    std::memcpy(&host, record, sizeof host);
   } else {
     detail::require_cuda(device, "check_error_record");
 #if TOKEMB_WITH_CUDA
@@ -98,7 +98,7 @@ void check_error_record(ErrorRecord* record, Device device, StreamView stream, b
   }
   if (host.count == 0) return;
   if (clear) clear_error_record(record, device, stream);
-  throw detail::make_index_error(host, "tokemb");
+  TOKEMB_THROW(detail::make_index_error(host, "tokemb"));
 }
 
 ErrorMonitor::ErrorMonitor(Device device, StreamView stream)

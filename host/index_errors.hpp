@@ -8,19 +8,20 @@
 #include <tokemb/error.hpp>
 #include <tokemb/ops.hpp>
 
-#include "kernels/params.hpp"
+#include "core/error_record.hpp"
+#include "core/params.hpp"
 
 namespace tokemb::detail {
 
 /// The empty record: no error.
-ErrorRecord empty_error_record() noexcept;
+ErrorRecordData empty_error_record() noexcept;
 
 /// Merges the out-of-range rows of a call into \p rec on the host (CPU backend).
 /// Returns the number of bad rows found.
-std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecord& rec);
+std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecordData& rec);
 
 /// The exception describing \p rec (which must hold at least one error); \p where names the
 /// operation or check that raised it.
-IndexOutOfRange make_index_error(const ErrorRecord& rec, const std::string& where);
+IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& where);
 
 }  // namespace tokemb::detail

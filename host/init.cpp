@@ -11,9 +11,9 @@
 #include <tokemb/config.hpp>
 #include <tokemb/init.hpp>
 
+#include "core/check.hpp"
+#include "core/dispatch.hpp"
 #include "host/backend.hpp"
-#include "host/check.hpp"
-#include "host/dispatch.hpp"
 
 #if TOKEMB_WITH_CUDA && !TOKEMB_WITH_CURAND_HOST
 #error "a CUDA build always has cuRAND (cmake/TokembCurand.cmake)"
@@ -24,9 +24,9 @@
 #if TOKEMB_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-#include "host/cuda_check.hpp"
+#include "core/cuda_check.hpp"
 #include "host/cuda_device.hpp"
-#include "host/init_kernels.hpp"
+#include "kernels/launch.hpp"
 #endif
 
 namespace tokemb {
@@ -98,11 +98,12 @@ const char* curand_status_name(curandStatus_t s) {
 }
 
 [[noreturn]] void throw_curand(curandStatus_t s, const char* call, const char* file, int line) {
-  const std::string msg =
-      detail::format_message(file, line, "cuRAND call ", call, " failed: ", curand_status_name(s),
-                             " (", static_cast<int>(s), ")");
-  if (s == CURAND_STATUS_ALLOCATION_FAILED) throw OutOfMemory(msg, static_cast<int>(s));
-  throw CudaError(msg, static_cast<int>(s));
+  const std::string msg = detail::format_message(
+      "cuRAND call ", call, " failed: ", curand_status_name(s), " (", static_cast<int>(s), ")");
+  if (s == CURAND_STATUS_ALLOCATION_FAILED)
+    throw detail::ErrorLocation::at(
+        OutOfMemory(msg, OutOfMemory::Memory::device, static_cast<int>(s)), file, line);
+  throw detail::ErrorLocation::at(CudaError(msg, static_cast<int>(s)), file, line);
 }
 
 #define TOKEMB_CURAND_TRY(call)                                                                   \
@@ -218,7 +219,7 @@ void init_table(const TensorView& table, std::uint64_t seed, std::uint64_t strea
     gen.generate(target, n_gen, spec);
     if (affine || !direct)
       detail::cuda::init_finish(target, table.data, table.dtype, n, affine, width, low,
-                                table.device.index, stream.value());
+                                detail::device_info(table.device.index), stream.value());
     // The generator's state and the scratch buffer are freed when we return.
     TOKEMB_CUDA_TRY(cudaStreamSynchronize(stream.value()));
   } catch (...) {

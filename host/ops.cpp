@@ -2,8 +2,8 @@
 #include <tokemb/config.hpp>
 #include <tokemb/ops.hpp>
 
+#include "core/check.hpp"
 #include "host/backend.hpp"
-#include "host/check.hpp"
 #include "host/cpu_reference.hpp"
 #include "host/index_errors.hpp"
 #include "host/validate.hpp"
@@ -24,8 +24,8 @@ void scan_cpu_rows(const detail::RowParams& p, const char* op) {
     detail::scan_rows_on_host(p, *p.error_record);
     return;
   }
-  ErrorRecord rec = detail::empty_error_record();
-  if (detail::scan_rows_on_host(p, rec) > 0) throw detail::make_index_error(rec, op);
+  detail::ErrorRecordData rec = detail::empty_error_record();
+  if (detail::scan_rows_on_host(p, rec) > 0) TOKEMB_THROW(detail::make_index_error(rec, op));
 }
 
 }  // namespace
@@ -41,7 +41,7 @@ void forward(const TensorView& ids, const TensorView& token_table, const TensorV
   }
 #if TOKEMB_WITH_CUDA
   detail::DeviceGuard guard(ids.device.index);
-  detail::cuda::forward(p, stream.value());
+  detail::cuda::forward(p, detail::device_info(ids.device.index), stream.value());
 #else
   (void)stream;
 #endif
@@ -82,7 +82,7 @@ void backward(const TensorView& ids, const TensorView& dout, const TensorView& g
     detail::check_pointer_location("tokemb::backward", "workspace", workspace.data, ids.device);
   p.workspace = workspace.data;
   p.workspace_bytes = workspace.bytes;
-  detail::cuda::backward(p, stream.value());
+  detail::cuda::backward(p, detail::device_info(ids.device.index), stream.value());
 #else
   (void)workspace;
   (void)stream;

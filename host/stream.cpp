@@ -7,12 +7,12 @@
 #include <tokemb/stream.hpp>
 
 #include "host/backend.hpp"
-#include "host/check.hpp"
+#include "core/check.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-#include "host/cuda_check.hpp"
+#include "core/cuda_check.hpp"
 #include "host/cuda_device.hpp"
 #endif
 

@@ -6,13 +6,13 @@
 #include <tokemb/error.hpp>
 #include <tokemb/tensor.hpp>
 
+#include "core/check.hpp"
 #include "host/backend.hpp"
-#include "host/check.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-#include "host/cuda_check.hpp"
+#include "core/cuda_check.hpp"
 #include "host/cuda_device.hpp"
 #endif
 
@@ -79,8 +79,10 @@ Buffer::Buffer(DType dtype, Shape shape, Device device) {
       if (err != cudaSuccess) {
         (void)cudaGetLastError();
         if (err == cudaErrorMemoryAllocation)
-          TOKEMB_FAIL(OutOfMemory, "Buffer: cudaMalloc of ", bytes, " bytes on ", device.str(),
-                      " failed: out of memory");
+          TOKEMB_THROW(
+              OutOfMemory(detail::format_message("Buffer: cudaMalloc of ", bytes, " bytes on ",
+                                                 device.str(), " failed: out of memory"),
+                          OutOfMemory::Memory::device, static_cast<int>(err)));
         detail::throw_cuda_error(err, "cudaMalloc", __FILE__, __LINE__);
       }
 #endif

@@ -4,7 +4,7 @@
 
 #include <tokemb/init.hpp>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 
 namespace tokemb {
 

@@ -5,8 +5,9 @@
 #include <cstdint>
 #include <limits>
 
+#include "core/check.hpp"
+#include "core/error_record.hpp"
 #include "host/backend.hpp"
-#include "host/check.hpp"
 
 namespace tokemb::detail {
 
@@ -100,12 +101,12 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
       const std::int64_t n_bad_t = o.position_offset < 0
                                        ? (o.position_offset <= -r.T ? r.T : -o.position_offset)
                                        : r.T - bad_t;
-      throw IndexOutOfRange(
-          format_message(__FILE__, __LINE__, op, ": position ", bad, " (position_offset ",
-                         o.position_offset, " + t ", bad_t, ", T = ", r.T,
+      TOKEMB_THROW(IndexOutOfRange(
+          format_message(op, ": position ", bad, " (position_offset ", o.position_offset, " + t ",
+                         bad_t, ", T = ", r.T,
                          ") is outside the position table; valid positions are [0, ", P, ")"),
           IndexOutOfRange::Kind::position, bad, 0, bad_t, P,
-          static_cast<std::uint64_t>(n_bad_t * r.B));
+          static_cast<std::uint64_t>(n_bad_t * r.B)));
     }
     r.offset = o.position_offset;
   }
@@ -117,7 +118,7 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   }
   if (o.error_record != nullptr)
     expect_pointer(op, "error_record", o.error_record, alignof(ErrorRecord), dev);
-  r.error_record = o.error_record;
+  r.error_record = detail::record_data(o.error_record);
   return r;
 }
 

@@ -5,7 +5,7 @@
 
 #include <tokemb/ops.hpp>
 
-#include "kernels/params.hpp"
+#include "core/params.hpp"
 
 namespace tokemb::detail {
 

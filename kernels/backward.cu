@@ -2,7 +2,7 @@
 // sort-based path (kernels/backward_sorted.cu: the deterministic mode, and every overwrite).
 #include <cuda_runtime.h>
 
-#include "host/cuda_check.hpp"
+#include "core/cuda_check.hpp"
 #include "kernels/backward.hpp"
 #include "kernels/launch.hpp"
 
@@ -12,9 +12,7 @@ std::size_t backward_workspace_size(const BackwardParams& p) {
   return backward_sorts(p.mode, p.accumulate) ? sorted_workspace_size(p) : 0;
 }
 
-void backward(const BackwardParams& p, CUstream_st* stream) {
-  int device = 0;
-  TOKEMB_CUDA_TRY(cudaGetDevice(&device));
+void backward(const BackwardParams& p, const DeviceInfo& device, CUstream_st* stream) {
   if (backward_sorts(p.mode, p.accumulate)) {
     launch_backward_sorted(p, stream, device);
   } else {

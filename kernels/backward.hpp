@@ -5,15 +5,15 @@
 
 #include <cstddef>
 
-#include "kernels/params.hpp"
+#include "core/params.hpp"
 
 namespace tokemb::detail::cuda {
 
 /// kernels/backward_atomic.cu: the atomic mode's accumulating pass; needs no workspace.
-void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device);
+void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device);
 
 /// kernels/backward_sorted.cu: the deterministic mode, and the atomic mode's overwrite.
 std::size_t sorted_workspace_size(const BackwardParams& p);
-void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, int device);
+void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device);
 
 }  // namespace tokemb::detail::cuda

@@ -27,9 +27,8 @@
 #include <array>
 #include <atomic>
 
-#include "host/backend.hpp"
-#include "host/check.hpp"
-#include "host/cuda_check.hpp"
+#include "core/check.hpp"
+#include "core/cuda_check.hpp"
 #include "kernels/backward.hpp"
 #include "kernels/backward_common.cuh"
 
@@ -98,7 +97,7 @@ __global__ void __launch_bounds__(kThreads)
         if (li < R) {
           const std::int64_t r = (b0 + li / nt) * g.Tl + t0 + li % nt;
           const Row row = resolve_row_any(p, r);
-          if (row.kind != 0) {
+          if (!row.ok()) {
             if (record) record_bad_row(p.error_record, p, r, row);
           } else if (K == Keys::position) {
             keys[k] = static_cast<std::uint32_t>(row.position);
@@ -233,7 +232,7 @@ int resident_blocks(int device) {
 }
 
 template <class G, int N, Keys K>
-void launch(const BackwardParams& p, cudaStream_t stream, int device) {
+void launch(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device) {
   constexpr bool fused = K == Keys::token_and_offset_positions;
   Geometry g{};
   const std::int64_t packs = p.D / N;
@@ -248,8 +247,8 @@ void launch(const BackwardParams& p, cudaStream_t stream, int device) {
   // Two full waves of resident blocks (registers and shared memory decide how many fit: 3 to 6 per
   // SM), each block between 32 rows and 4 tiles of rows.
   const std::int64_t target_blocks = 2 *
-                                     static_cast<std::int64_t>(resident_blocks<G, N, K>(device)) *
-                                     multiprocessor_count(device);
+                                     static_cast<std::int64_t>(resident_blocks<G, N, K>(device.device)) *
+                                     device.multiprocessors;
   const std::int64_t rows_per_block = std::clamp<std::int64_t>(
       (rows * col_blocks + target_blocks - 1) / target_blocks, 32, 4 * kTile);
   if (fused) {
@@ -274,7 +273,7 @@ void launch(const BackwardParams& p, cudaStream_t stream, int device) {
 }
 
 template <Keys K>
-void launch_keys(const BackwardParams& p, cudaStream_t stream, int device) {
+void launch_keys(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device) {
   dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;
     constexpr int N = pack_width<G>();
@@ -292,7 +291,7 @@ void launch_keys(const BackwardParams& p, cudaStream_t stream, int device) {
 
 }  // namespace
 
-void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, int device) {
+void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device) {
   if (p.grad_pos != nullptr && p.pos_ids == nullptr) {
     launch_keys<Keys::token_and_offset_positions>(p, stream, device);
     return;

@@ -7,11 +7,9 @@
 
 namespace tokemb::detail::cuda {
 
-/// Resolves row r with the index type read at run time (the backward kernels are not
-/// templated on it: halving their instantiations costs one uniform branch per row).
-__device__ __forceinline__ Row resolve_row_any(const RowParams& p, std::int64_t r) {
-  return p.id_type == DType::i32 ? resolve_row<std::int32_t>(p, r) : resolve_row<long long>(p, r);
-}
+// The backward kernels resolve rows with resolve_row_any (core/rows.hpp): they are not
+// templated on the index type, since halving their instantiations costs one uniform branch per
+// row.
 
 /// dst[0..N) += v with the widest atomics the hardware has: sm_90 adds a float4 (or float2) in
 /// one operation, which quarters the atomic traffic to L2; elsewhere one float at a time.

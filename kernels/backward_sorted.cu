@@ -39,9 +39,8 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "host/backend.hpp"
-#include "host/check.hpp"
-#include "host/cuda_check.hpp"
+#include "core/check.hpp"
+#include "core/cuda_check.hpp"
 #include "kernels/backward.hpp"
 #include "kernels/backward_common.cuh"
 
@@ -113,7 +112,7 @@ __global__ void __launch_bounds__(kThreads)
        r += static_cast<std::int64_t>(gridDim.x) * kThreads) {
     const Row row = resolve_row_any(p, r);
     std::uint32_t key = max_key;  // padding_idx: no token gradient, still a position
-    if (row.kind != 0) {
+    if (!row.ok()) {
       key = max_key + 1u;  // out of range: no gradient at all
       if (!kByPosition) record_bad_row(p.error_record, p, r, row);  // once per row: token pass
     } else if (kByPosition) {
@@ -371,7 +370,7 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
         ok[u] = false;
         if (b + u < p.B) {
           const std::int64_t r = (b + u) * T + t;
-          ok[u] = resolve_row_any(p, r).kind == 0;  // out-of-range rows give no gradient
+          ok[u] = resolve_row_any(p, r).ok();  // out-of-range rows give no gradient
           if (ok[u]) load_row_pack<G, N>(dout + r * D + col, x[u]);
         }
       }
@@ -388,7 +387,7 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
 
 template <class G, int N, bool kStore, bool kPosAtomic>
 void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* ws,
-             cudaStream_t stream, int device) {
+             cudaStream_t stream, const DeviceInfo& device) {
   const std::int64_t n = p.rows();
   auto* keys_in = reinterpret_cast<std::uint32_t*>(ws + l.keys_in);
   auto* keys_out = reinterpret_cast<std::uint32_t*>(ws + l.keys_out);
@@ -399,7 +398,7 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   float* table = by_position ? p.grad_pos : p.grad_token;
 
   const unsigned prep_blocks = static_cast<unsigned>(
-      std::min<std::int64_t>((n + kThreads - 1) / kThreads, 32LL * multiprocessor_count(device)));
+      std::min<std::int64_t>((n + kThreads - 1) / kThreads, 32LL * device.multiprocessors));
   if (by_position) {
     prepare_keys<true><<<prep_blocks, kThreads, 0, stream>>>(p, keys_in, rows_in, max_key);
   } else {
@@ -439,7 +438,7 @@ std::size_t sorted_workspace_size(const BackwardParams& p) {
   return make_layout(p.rows(), p.D).total;
 }
 
-void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, int device) {
+void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device) {
   const Layout l = make_layout(p.rows(), p.D);
   TOKEMB_EXPECTS(p.workspace != nullptr && p.workspace_bytes >= l.total, InvalidArgument,
                  "tokemb::backward: this call needs ", l.total, " bytes of workspace, got ",

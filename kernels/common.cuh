@@ -1,6 +1,7 @@
 #pragma once
 // Private device-side helpers shared by the kernels: the type map for dispatch, f32 conversion,
-// 16-byte packs, row resolution (token, position, validity) and the device error record.
+// 16-byte packs and the device side of the error record. The row rule itself (token, position,
+// validity) is core/rows.hpp, shared with the CPU backend.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -8,8 +9,10 @@
 
 #include <cstdint>
 
-#include "host/dispatch.hpp"
-#include "kernels/params.hpp"
+#include "core/dispatch.hpp"
+#include "core/error_record.hpp"
+#include "core/params.hpp"
+#include "core/rows.hpp"
 
 namespace tokemb::detail {
 
@@ -65,37 +68,11 @@ __device__ __forceinline__ void store_pack_streaming(T* p, const Pack<T, N>& v) 
   }
 }
 
-__device__ __forceinline__ std::int64_t load_index(const void* base, DType type, std::int64_t i) {
-  return type == DType::i32
-             ? static_cast<std::int64_t>(__ldg(static_cast<const std::int32_t*>(base) + i))
-             : static_cast<std::int64_t>(__ldg(static_cast<const long long*>(base) + i));
-}
-
-/// What row r = b * T + t reads. kind: 0 valid, 1 bad token id, 2 bad position.
-struct Row {
-  std::int64_t token;
-  std::int64_t position;  // -1 when positions are off
-  int kind;
-};
-
-template <class I>
-__device__ __forceinline__ Row resolve_row(const RowParams& p, std::int64_t r) {
-  Row row;
-  row.token = static_cast<std::int64_t>(__ldg(static_cast<const I*>(p.ids) + r));
-  row.position = -1;
-  row.kind = (row.token < 0 || row.token >= p.V) ? 1 : 0;
-  if (p.P > 0) {
-    row.position = p.pos_ids ? load_index(p.pos_ids, p.pos_id_type, r) : p.offset + r % p.T;
-    if (row.kind == 0 && (row.position < 0 || row.position >= p.P)) row.kind = 2;
-  }
-  return row;
-}
-
 /// Records a bad row. Rare by construction, so it may be slow: the count is one atomic; the
 /// "first" row (smallest flat index) is kept under a spin lock so that its index, value and
 /// kind stay consistent with each other. A relaxed pre-check keeps most writers off the lock.
 /// Never traps: a device assert would kill the caller's CUDA context.
-__device__ inline void record_bad_row(ErrorRecord* rec, const RowParams& p, std::int64_t r,
+__device__ inline void record_bad_row(ErrorRecordData* rec, const RowParams& p, std::int64_t r,
                                       const Row& row) {
   if (rec == nullptr) return;
   atomicAdd(&rec->count, 1ull);
@@ -103,14 +80,14 @@ __device__ inline void record_bad_row(ErrorRecord* rec, const RowParams& p, std:
   if (key >= *reinterpret_cast<volatile unsigned long long*>(&rec->first_key)) return;
   while (atomicCAS(&rec->lock, 0, 1) != 0) __nanosleep(64);
   __threadfence();
-  volatile ErrorRecord* v = rec;
+  volatile ErrorRecordData* v = rec;
   if (key < v->first_key) {
     v->first_key = key;
-    v->value = row.kind == 1 ? row.token : row.position;
+    v->value = row.bad_value();
     v->batch = r / p.T;
     v->time = r % p.T;
-    v->limit = row.kind == 1 ? p.V : p.P;
-    v->kind = row.kind;
+    v->limit = row.limit(p);
+    v->kind = static_cast<std::int32_t>(row.status);
   }
   __threadfence();
   atomicExch(&rec->lock, 0);

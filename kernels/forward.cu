@@ -11,8 +11,7 @@
 
 #include <cuda_runtime.h>
 
-#include "host/backend.hpp"
-#include "host/cuda_check.hpp"
+#include "core/cuda_check.hpp"
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
 
@@ -40,7 +39,7 @@ __global__ void __launch_bounds__(kForwardThreads)
   for (std::int64_t r = first; r < rows; r += stride) {
     const Row row = resolve_row<I>(p, r);
     T* o = out + r * D;
-    if (row.kind != 0) {
+    if (!row.ok()) {
       if (lane == 0) record_bad_row(p.error_record, p, r, row);
       Pack<T, N> zero;
 #pragma unroll
@@ -69,14 +68,14 @@ __global__ void __launch_bounds__(kForwardThreads)
 }
 
 template <class T, class I, int N>
-void launch(const ForwardParams& p, cudaStream_t stream, int device) {
+void launch(const ForwardParams& p, cudaStream_t stream, const DeviceInfo& device) {
   const std::int64_t packs = p.D / N;
   int group_shift = 0;
   while ((std::int64_t{1} << group_shift) < packs && group_shift < 5) ++group_shift;
   const std::int64_t rows_per_block = kForwardThreads >> group_shift;
   // Enough blocks to cover every row once, capped so that very large batches loop instead
   // (the grid-stride loop keeps any size correct).
-  const std::int64_t cap = static_cast<std::int64_t>(multiprocessor_count(device)) * 64;
+  const std::int64_t cap = static_cast<std::int64_t>(device.multiprocessors) * 64;
   const std::int64_t blocks =
       std::min<std::int64_t>((p.rows() + rows_per_block - 1) / rows_per_block, cap);
   forward_kernel<T, I, N>
@@ -86,9 +85,7 @@ void launch(const ForwardParams& p, cudaStream_t stream, int device) {
 
 }  // namespace
 
-void forward(const ForwardParams& p, CUstream_st* stream) {
-  int device = 0;
-  TOKEMB_CUDA_TRY(cudaGetDevice(&device));
+void forward(const ForwardParams& p, const DeviceInfo& device, CUstream_st* stream) {
   dispatch_float<DeviceTypes>(p.dtype, [&](auto t_tag) {
     using T = typename decltype(t_tag)::type;
     dispatch_index(p.id_type, [&](auto i_tag) {

@@ -4,11 +4,10 @@
 
 #include <algorithm>
 
-#include "host/backend.hpp"
-#include "host/cuda_check.hpp"
-#include "host/dispatch.hpp"
-#include "host/init_kernels.hpp"
+#include "core/cuda_check.hpp"
+#include "core/dispatch.hpp"
 #include "kernels/common.cuh"
+#include "kernels/launch.hpp"
 
 namespace tokemb::detail::cuda {
 
@@ -29,11 +28,11 @@ __global__ void init_finish_kernel(const float* __restrict__ src, T* dst, std::i
 }  // namespace
 
 void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool affine, float width,
-                 float low, int device, CUstream_st* stream) {
+                 float low, const DeviceInfo& device, CUstream_st* stream) {
   if (n <= 0) return;
   constexpr int threads = 256;
   const std::int64_t wanted = (n + threads - 1) / threads;
-  const std::int64_t cap = static_cast<std::int64_t>(multiprocessor_count(device)) * 16;
+  const std::int64_t cap = static_cast<std::int64_t>(device.multiprocessors) * 16;
   const unsigned blocks = static_cast<unsigned>(std::max<std::int64_t>(1, std::min(wanted, cap)));
   dispatch_float<DeviceTypes>(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;

@@ -1,21 +1,34 @@
 #pragma once
-// Private: entry points of the CUDA backend, implemented next to their kernels in kernels/*.cu.
-// Each takes validated params (host/validate.cpp), enqueues its kernels on the stream, checks the
-// launches, and neither synchronises nor allocates.
+// Private: the CUDA backend's entry points, the one kernels/ header the host layer includes.
+// Each is implemented next to its kernels in kernels/*.cu, takes validated params
+// (host/validate.cpp) and the device it runs on (core/params.hpp: DeviceInfo, filled in by the
+// host layer, which has made that device current), enqueues its kernels on the stream, checks
+// the launches, and neither synchronises nor allocates.
 
 #include <cstddef>
+#include <cstdint>
 
-#include "kernels/params.hpp"
+#include <tokemb/types.hpp>
+
+#include "core/params.hpp"
 
 struct CUstream_st;
 
 namespace tokemb::detail::cuda {
 
 /// kernels/forward.cu
-void forward(const ForwardParams& p, CUstream_st* stream);
+void forward(const ForwardParams& p, const DeviceInfo& device, CUstream_st* stream);
 
 /// kernels/backward.cu (strategies in backward_atomic.cu and backward_sorted.cu)
 std::size_t backward_workspace_size(const BackwardParams& p);
-void backward(const BackwardParams& p, CUstream_st* stream);
+void backward(const BackwardParams& p, const DeviceInfo& device, CUstream_st* stream);
+
+/// kernels/init.cu: the device half of seeded init.
+/// dst[i] = round_to_dtype(affine ? fmaf(src[i], width, low) : src[i]) for i in [0, n): turns
+/// cuRAND's f32 output into the table's dtype (round to nearest even), mapping (0, 1] uniforms
+/// onto [low, high] with the same single-rounding fma the CPU uses. src may alias dst when the
+/// table is f32.
+void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool affine, float width,
+                 float low, const DeviceInfo& device, CUstream_st* stream);
 
 }  // namespace tokemb::detail::cuda

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <type_traits>
 
 #include "tests/test_helpers.hpp"
 
@@ -246,6 +247,53 @@ TEST(CpuOutOfRange, WithRecordZeroesRowsSkipsGradientsAndReports) {
     EXPECT_EQ(e.count(), 4u);  // two bad rows, seen by forward and by backward
   }
   EXPECT_NO_THROW(monitor.check(host_stream));  // cleared
+}
+
+// Errors carry where they were raised as data, not in the message (issue 12).
+TEST(Validation, ErrorsCarryTheirSourceLocationAsDataNotInTheMessage) {
+  Small s;
+  try {
+    s.fwd(host_view(s.ids, DType::i64, {6}), s.tok_v(), s.pos_v(), s.out_v());
+    FAIL() << "no exception";
+  } catch (const InvalidArgument& e) {
+    const std::string file = e.file(), msg = e.what();
+    EXPECT_NE(file.find("validate.cpp"), std::string::npos) << file;
+    EXPECT_GT(e.line(), 0);
+    EXPECT_EQ(msg.find(".cpp"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find(".hpp"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("ids"), std::string::npos) << msg;
+  }
+  // An out-of-range id found on the CPU: raised where the rows are scanned.
+  std::vector<std::int64_t> bad{0, 1, 2, 3, 4, 99};
+  try {
+    s.fwd(host_view(bad, DType::i64, {2, 3}), s.tok_v(), s.pos_v(), s.out_v());
+    FAIL() << "no exception";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_GT(e.line(), 0);
+    EXPECT_NE(std::string(e.file()).find(".cpp"), std::string::npos) << e.file();
+    EXPECT_EQ(std::string(e.what()).find(".cpp"), std::string::npos) << e.what();
+  }
+  // An exception a user constructs has no location.
+  const InvalidArgument mine("mine");
+  EXPECT_STREQ(mine.file(), "");
+  EXPECT_EQ(mine.line(), 0);
+}
+
+// Out of memory has one base for host and device that says which; it is no CudaError, since a
+// host allocation can fail the same way.
+TEST(Validation, HostOutOfMemoryIsNotACudaErrorAndSaysHost) {
+  static_assert(std::is_base_of_v<Error, OutOfMemory>);
+  static_assert(!std::is_base_of_v<CudaError, OutOfMemory>);
+  const std::int64_t n = std::int64_t{1} << 60;  // 4 EiB of f32: no allocator grants it
+  try {
+    Buffer b(DType::f32, Shape{n}, Device::cpu());
+    FAIL() << "no exception";
+  } catch (const OutOfMemory& e) {
+    EXPECT_EQ(e.memory(), OutOfMemory::Memory::host);
+    EXPECT_FALSE(e.on_device());
+    EXPECT_EQ(e.code(), 0);
+    EXPECT_NE(std::string(e.what()).find("bytes"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 
 #include <tokemb/error.hpp>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 
 namespace tokemb::detail {
 

@@ -3,7 +3,7 @@
 
 #include <tokemb/error.hpp>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 
 namespace tokemb::detail::json {
 

@@ -6,7 +6,7 @@
 
 #include <tokemb/io.hpp>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 #include "host/io/file.hpp"
 #include "host/io/tensor_bytes.hpp"
 
@@ -323,7 +323,8 @@ HostTensor read_npy(const std::string& path) {
   try {
     return parse_npy(bytes.data(), bytes.size());
   } catch (const IoError& e) {
-    throw IoError("'" + path + "': " + e.what());
+    // Name the file; keep the location of the check that failed.
+    throw detail::ErrorLocation::at(IoError("'" + path + "': " + e.what()), e.file(), e.line());
   }
 }
 

@@ -5,7 +5,7 @@
 
 #include <tokemb/io.hpp>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 #include "host/io/file.hpp"
 #include "host/io/tensor_bytes.hpp"
 #include "host/io/json.hpp"
@@ -235,7 +235,8 @@ std::vector<std::pair<std::string, HostTensor>> read_safetensors(const std::stri
   try {
     return parse_safetensors(bytes.data(), bytes.size());
   } catch (const IoError& e) {
-    throw IoError("'" + path + "': " + e.what());
+    // Name the file; keep the location of the check that failed.
+    throw detail::ErrorLocation::at(IoError("'" + path + "': " + e.what()), e.file(), e.line());
   }
 }
 

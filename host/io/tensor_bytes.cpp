@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 #include "host/io/file.hpp"
 
 namespace tokemb::detail {

@@ -12,7 +12,7 @@
 #include <tokemb/error.hpp>
 #include <tokemb/io.hpp>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #define TOKEMB_HAVE_MMAP 1
@@ -120,9 +120,9 @@ TokenFile parse_npy_tokens(const unsigned char* p, std::size_t size, std::int64_
   NpyHeader h;
   try {
     h = parse_npy_header(p, size);
-  } catch (const std::exception& e) {
-    // The parser's message already ends with its source location.
-    throw IoError(name + ": not a valid .npy file: " + e.what());
+  } catch (const Error& e) {
+    throw detail::ErrorLocation::at(IoError(name + ": not a valid .npy file: " + e.what()),
+                                    e.file(), e.line());
   }
   TokenFile f;
   f.format = TokenFormat::npy;
@@ -366,11 +366,11 @@ void check_token_ids(const std::vector<std::int64_t>& ids, std::int64_t vocab_si
   }
   if (bad == 0) return;
   const std::string what =
-      detail::format_message(__FILE__, __LINE__, source, ": token id ", ids[first], " at index ",
-                             first, " is outside the vocabulary [0, ", vocab_size, "); ", bad,
-                             " of ", ids.size(), " ids are out of range");
-  throw IndexOutOfRange(what, IndexOutOfRange::Kind::token, ids[first], 0,
-                        static_cast<std::int64_t>(first), vocab_size, bad);
+      detail::format_message(source, ": token id ", ids[first], " at index ", first,
+                             " is outside the vocabulary [0, ", vocab_size, "); ", bad, " of ",
+                             ids.size(), " ids are out of range");
+  TOKEMB_THROW(IndexOutOfRange(what, IndexOutOfRange::Kind::token, ids[first], 0,
+                               static_cast<std::int64_t>(first), vocab_size, bad));
 }
 
 std::int64_t window_count(std::int64_t num_tokens, std::int64_t max_length, std::int64_t stride) {

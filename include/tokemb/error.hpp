@@ -1,7 +1,8 @@
 #pragma once
 /// \file error.hpp
 /// The exceptions tokemb throws. Every message names the argument, the value and the valid
-/// range, and ends with the source location that raised it. tokemb never aborts its host process.
+/// range; the tokemb source location that raised it is available as data (Error::file() and
+/// Error::line()), never inside the message. tokemb never aborts its host process.
 
 #include <cstdint>
 #include <stdexcept>
@@ -9,10 +10,24 @@
 
 namespace tokemb {
 
+namespace detail {
+struct ErrorLocation;
+}
+
 /// Base class of every tokemb exception.
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+
+  /// The tokemb source file that raised the error ("" when it was constructed elsewhere).
+  const char* file() const noexcept { return file_; }
+  /// Its line (0 when unknown).
+  int line() const noexcept { return line_; }
+
+ private:
+  friend struct detail::ErrorLocation;  // the library's throw macros stamp the location
+  const char* file_ = "";
+  int line_ = 0;
 };
 
 /// An argument is invalid: null pointer, wrong dtype, shape mismatch, non-positive size,
@@ -66,10 +81,23 @@ class CudaError : public Error {
   int code_;
 };
 
-/// A device or host allocation failed. Nothing is leaked.
-class OutOfMemory : public CudaError {
+/// A host or device allocation failed. Nothing is leaked. memory() says which; code() is the
+/// cudaError_t (or cuRAND status) of a failed device allocation, 0 for the host. Not a
+/// CudaError: host allocations fail this way too.
+class OutOfMemory : public Error {
  public:
-  using CudaError::CudaError;
+  /// Which memory ran out.
+  enum class Memory : std::uint8_t { host, device };
+
+  explicit OutOfMemory(const std::string& what, Memory memory = Memory::host, int code = 0)
+      : Error(what), memory_(memory), code_(code) {}
+  Memory memory() const noexcept { return memory_; }
+  bool on_device() const noexcept { return memory_ == Memory::device; }
+  int code() const noexcept { return code_; }
+
+ private:
+  Memory memory_;
+  int code_;
 };
 
 /// The operation needs a backend or library this build of tokemb does not have

@@ -18,17 +18,13 @@
 namespace tokemb {
 
 /// Where out-of-range token ids and positions are recorded. Lives in device memory for CUDA
-/// calls and host memory for CPU calls; clear it (clear_error_record) before first use.
-/// Among the rows recorded since the last clear it keeps the one with the smallest flat index
-/// b * T + t. Treat the fields as opaque; read them through check_error_record.
+/// calls and host memory for CPU calls; clear it (clear_error_record) before first use, and
+/// read it with check_error_record (or let an ErrorMonitor own one). Among the rows recorded
+/// since the last clear it keeps the one with the smallest flat index b * T + t, with the count
+/// of all of them. Opaque: its bytes are the library's (they can be copied, cudaMalloc'ed with
+/// sizeof(ErrorRecord), or held on the stack for CPU calls).
 struct ErrorRecord {
-  unsigned long long count;      ///< rows out of range
-  unsigned long long first_key;  ///< flat index of the kept row; ~0 when none
-  std::int64_t value;            ///< its offending id or position
-  std::int64_t batch, time;      ///< its (b, t)
-  std::int64_t limit;            ///< valid range [0, limit)
-  std::int32_t kind;             ///< IndexOutOfRange::Kind
-  std::int32_t lock;             ///< spin lock for the writers (device side)
+  alignas(8) unsigned char opaque[56];
 };
 
 /// Gradient accumulation strategy of backward().

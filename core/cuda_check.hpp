@@ -1,13 +1,14 @@
 #pragma once
-// Private, CUDA builds only: checking CUDA runtime calls. A failed call throws tokemb::CudaError
-// (tokemb::OutOfMemory for cudaErrorMemoryAllocation) naming the call, the error name and text.
+// Private, shared by host/ and kernels/, CUDA builds only: checking CUDA runtime calls. A failed
+// call throws tokemb::CudaError (tokemb::OutOfMemory with Memory::device for
+// cudaErrorMemoryAllocation) naming the call, the error name and text.
 // Use TOKEMB_CUDA_ASSERT in destructors and other noexcept paths: it reports and continues.
 
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 
 namespace tokemb::detail {
 
@@ -15,11 +16,12 @@ namespace tokemb::detail {
                                           int line) {
   // Clear a non-sticky error so that the context stays usable for the caller's next call.
   (void)cudaGetLastError();
-  std::string msg =
-      format_message(file, line, "CUDA call ", call, " failed: ", cudaGetErrorName(err), " (",
-                     cudaGetErrorString(err), ")");
-  if (err == cudaErrorMemoryAllocation) throw OutOfMemory(msg, static_cast<int>(err));
-  throw CudaError(msg, static_cast<int>(err));
+  std::string msg = format_message("CUDA call ", call, " failed: ", cudaGetErrorName(err), " (",
+                                   cudaGetErrorString(err), ")");
+  if (err == cudaErrorMemoryAllocation)
+    throw ErrorLocation::at(OutOfMemory(msg, OutOfMemory::Memory::device, static_cast<int>(err)),
+                            file, line);
+  throw ErrorLocation::at(CudaError(msg, static_cast<int>(err)), file, line);
 }
 
 }  // namespace tokemb::detail

@@ -11,7 +11,7 @@
 
 #include <tokemb/types.hpp>
 
-#include "host/check.hpp"
+#include "core/check.hpp"
 
 namespace tokemb::detail {
 

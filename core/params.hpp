@@ -1,6 +1,7 @@
 #pragma once
-// Private: validated, normalised arguments of one call, shared by the CPU reference and the CUDA
-// launchers. Built by host/validate.cpp only; every field below has been checked there.
+// Private, shared by host/ and kernels/: validated, normalised arguments of one call (built by
+// host/validate.cpp only; every field below has been checked there), and what a CUDA launcher
+// needs to know about its device (filled in by the host layer).
 
 #include <cstddef>
 #include <cstdint>
@@ -16,6 +17,15 @@
 
 namespace tokemb::detail {
 
+struct ErrorRecordData;  // core/error_record.hpp
+
+/// The device a CUDA launch runs on, as the host layer found it (kernels never ask the runtime
+/// for it: grid sizes come from here).
+struct DeviceInfo {
+  int device = 0;           // CUDA device index, current for the call
+  int multiprocessors = 1;  // SM count, to size persistent and grid-stride grids
+};
+
 /// What forward and backward have in common: where each row's token and position come from.
 struct RowParams {
   const void* ids = nullptr;  // [B, T]
@@ -27,7 +37,7 @@ struct RowParams {
   std::int64_t P = 0;             // position rows (< 2^31); 0 when positions are off
   std::int64_t offset = 0;        // with pos_ids == nullptr, offset + T <= P was checked
   std::int64_t padding_idx = -1;  // normalised to [0, V), or -1 for none
-  ErrorRecord* error_record = nullptr;
+  ErrorRecordData* error_record = nullptr;
 
   TOKEMB_HOST_DEVICE std::int64_t rows() const { return B * T; }
   TOKEMB_HOST_DEVICE bool positions() const { return P > 0; }
