@@ -26,21 +26,43 @@ struct DeviceInfo {
   int multiprocessors = 1;  // SM count, to size persistent and grid-stride grids
 };
 
-/// What forward and backward have in common: where each row's token and position come from.
+/// Fused dropout (core/dropout.hpp has the mask rule). Off when threshold == 0.
+struct DropoutParams {
+  std::uint32_t threshold = 0;  // drop when (word >> 8) < threshold; round(p * 2^24)
+  float scale = 1.0f;           // 1 / (1 - p), rounded to f32 once on the host
+  bool per_token = false;       // one draw per row (DropoutMode::token)
+  std::uint64_t seed = 0, offset = 0;
+  const std::uint64_t* seed_offset = nullptr;  // {seed, offset} read when the call runs
+
+  TOKEMB_HOST_DEVICE bool enabled() const { return threshold != 0; }
+};
+
+/// What forward and backward have in common: where each row's token and position come from,
+/// and the dropout applied to it (to forward's output, and to dout before the scatter).
 struct RowParams {
   const void* ids = nullptr;  // [B, T]
   DType id_type = DType::i64;
   const void* pos_ids = nullptr;  // [B, T] or nullptr: position = offset + t
   DType pos_id_type = DType::i64;
+  // Packed sequences: int32 [num_seqs + 1]; row i of sequence s has position
+  // offset + i - cu_seqlens[s]. Exclusive with pos_ids. Checked per row (core/rows.hpp).
+  const std::int32_t* cu_seqlens = nullptr;
+  std::int64_t num_seqs = 0;
   std::int64_t B = 0, T = 0, D = 0;
   std::int64_t V = 0;             // token rows (< 2^31)
   std::int64_t P = 0;             // position rows (< 2^31); 0 when positions are off
   std::int64_t offset = 0;        // with pos_ids == nullptr, offset + T <= P was checked
   std::int64_t padding_idx = -1;  // normalised to [0, V), or -1 for none
   ErrorRecordData* error_record = nullptr;
+  DropoutParams dropout;
 
   TOKEMB_HOST_DEVICE std::int64_t rows() const { return B * T; }
   TOKEMB_HOST_DEVICE bool positions() const { return P > 0; }
+  /// Positions that are not offset + t (position ids or packed sequences): the positional
+  /// gradient is then a scatter.
+  TOKEMB_HOST_DEVICE bool scattered_positions() const {
+    return pos_ids != nullptr || cu_seqlens != nullptr;
+  }
 };
 
 struct ForwardParams : RowParams {

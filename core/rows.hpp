@@ -1,9 +1,10 @@
 #pragma once
 // Private, shared by host/ and kernels/: the row rule, written once. Row r = b * T + t of a call
-// reads token ids[r] and position pos(r) = position_ids[r] (packed sequences) or offset + t;
-// it is valid when the token is in [0, V) and, with a position table, the position is in
-// [0, P). The CPU reference, the host-side error scan and every kernel call resolve_row; only
-// the loads differ (the device reads ids through the read-only cache).
+// reads token ids[r] and position pos(r): position_ids[r], or offset + r - cu_seqlens[s] for the
+// packed sequence s that holds r, or offset + t. It is valid when the token is in [0, V) and,
+// with a position table, the position is in [0, P) (and cu_seqlens is well formed). The CPU
+// reference, the host-side error scan and every kernel call resolve_row; only the loads differ (the
+// device reads ids through the read-only cache).
 
 #include <cstdint>
 
@@ -19,6 +20,7 @@ enum class RowStatus : std::int32_t {
   ok = 0,
   bad_token = static_cast<std::int32_t>(IndexOutOfRange::Kind::token),
   bad_position = static_cast<std::int32_t>(IndexOutOfRange::Kind::position),
+  bad_sequence = static_cast<std::int32_t>(IndexOutOfRange::Kind::sequence),
 };
 static_assert(static_cast<std::int32_t>(RowStatus::bad_token) != 0 &&
                   static_cast<std::int32_t>(RowStatus::bad_position) != 0,
@@ -27,7 +29,7 @@ static_assert(static_cast<std::int32_t>(RowStatus::bad_token) != 0 &&
 /// What row r reads.
 struct Row {
   std::int64_t token = 0;      // ids[r] (out of range when status == bad_token)
-  std::int64_t position = -1;  // -1 when positions are off
+  std::int64_t position = -1;  // -1 when positions are off; bad_sequence: the entry's index
   RowStatus status = RowStatus::ok;
 
   TOKEMB_HOST_DEVICE bool ok() const { return status == RowStatus::ok; }
@@ -36,7 +38,9 @@ struct Row {
     return status == RowStatus::bad_token ? token : position;
   }
   TOKEMB_HOST_DEVICE std::int64_t limit(const RowParams& p) const {
-    return status == RowStatus::bad_token ? p.V : p.P;
+    return status == RowStatus::bad_token      ? p.V
+           : status == RowStatus::bad_sequence ? p.num_seqs + 1
+                                               : p.P;
   }
 };
 
@@ -61,6 +65,36 @@ TOKEMB_HOST_DEVICE inline std::int64_t load_index(const void* base, DType type, 
   return type == DType::i32 ? load_index<std::int32_t>(base, i) : load_index<std::int64_t>(base, i);
 }
 
+/// Position of row r from cu_seqlens (c, S + 1 entries), or the index of a malformed entry
+/// (returned as -1 - index). Every entry pair is checked by some row, so a malformed cu_seqlens
+/// is always reported: row r checks the pair (r, r + 1), the last row also the pairs past it;
+/// each row checks the ends (0 and B * T) and the two entries that bracket it.
+TOKEMB_HOST_DEVICE inline std::int64_t sequence_position(const RowParams& p, std::int64_t r) {
+  const std::int32_t* c = p.cu_seqlens;
+  const std::int64_t S = p.num_seqs, n = p.rows();
+  auto at = [&](std::int64_t i) { return load_index<std::int32_t>(c, i); };
+  if (at(0) != 0) return -1;
+  if (at(S) != n) return -1 - S;
+  if (r < S && at(r) > at(r + 1)) return -1 - (r + 1);
+  if (r == n - 1)
+    for (std::int64_t i = n; i < S; ++i)
+      if (at(i) > at(i + 1)) return -1 - (i + 1);
+  // The last s in [0, S) with c[s] <= r (c[0] = 0 <= r): with empty sequences, the non-empty one.
+  std::int64_t lo = 0, hi = S;
+  while (hi - lo > 1) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (at(mid) <= r) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  const std::int64_t start = at(lo);
+  if (start > r) return -1 - lo;
+  if (r >= at(lo + 1)) return -1 - (lo + 1);
+  return p.offset + (r - start);
+}
+
 /// The row rule. I is the type of p.ids (a template argument so that kernels specialise the
 /// load; host code passes p.id_type through resolve_row_any).
 template <class I>
@@ -69,7 +103,16 @@ TOKEMB_HOST_DEVICE inline Row resolve_row(const RowParams& p, std::int64_t r) {
   row.token = load_index<I>(p.ids, r);
   if (row.token < 0 || row.token >= p.V) row.status = RowStatus::bad_token;
   if (p.positions()) {
-    row.position = p.pos_ids ? load_index(p.pos_ids, p.pos_id_type, r) : p.offset + r % p.T;
+    if (p.cu_seqlens != nullptr) {
+      row.position = sequence_position(p, r);
+      if (row.position < 0) {
+        if (row.ok()) row.status = RowStatus::bad_sequence;
+        row.position = -1 - row.position;  // the malformed entry's index
+        return row;
+      }
+    } else {
+      row.position = p.pos_ids ? load_index(p.pos_ids, p.pos_id_type, r) : p.offset + r % p.T;
+    }
     if (row.ok() && (row.position < 0 || row.position >= p.P)) row.status = RowStatus::bad_position;
   }
   return row;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/dispatch.hpp"
+#include "core/dropout.hpp"
 #include "core/rows.hpp"
 
 namespace tokemb::detail::cpu {
@@ -50,6 +51,8 @@ void forward(const ForwardParams& p) {
     const T* pos = static_cast<const T*>(p.pos_table);
     T* out = static_cast<T*>(p.out);
     const std::int64_t D = p.D;
+    std::uint64_t seed = 0, offset = 0;
+    dropout_seed_offset(p.dropout, &seed, &offset);
     for (std::int64_t r = 0; r < p.rows(); ++r) {
       const Row info = resolve_row_any(p, r);
       T* o = out + r * D;
@@ -58,7 +61,16 @@ void forward(const ForwardParams& p) {
         continue;
       }
       const T* t_row = tok + info.token * D;
-      if (info.position >= 0) {
+      if (p.dropout.enabled()) {  // (tok + pos) in f32, the mask applied, rounded once
+        for (std::int64_t d = 0; d < D; ++d) {
+          float x = to_float(t_row[d]);
+          if (info.position >= 0) x += to_float(pos[info.position * D + d]);
+          const float f =
+              dropout_factor_at(p.dropout, seed, offset,
+                                static_cast<std::uint64_t>(p.dropout.per_token ? r : r * D + d));
+          o[d] = from_float<T>(dropout_apply(x, f));
+        }
+      } else if (info.position >= 0) {
         const T* p_row = pos + info.position * D;
         for (std::int64_t d = 0; d < D; ++d)
           o[d] = from_float<T>(to_float(t_row[d]) + to_float(p_row[d]));
@@ -86,6 +98,21 @@ void backward(const BackwardParams& p) {
   dispatch_float<HostTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;
     const G* dout = static_cast<const G*>(p.dout);
+    if (p.dropout.enabled()) {  // forward's mask applied to dout in f32, then the same sums
+      std::uint64_t seed = 0, offset = 0;
+      dropout_seed_offset(p.dropout, &seed, &offset);
+      std::vector<float> masked(static_cast<std::size_t>(n * p.D));
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t d = 0; d < p.D; ++d) {
+          const std::int64_t e = r * p.D + d;
+          const float f = dropout_factor_at(
+              p.dropout, seed, offset, static_cast<std::uint64_t>(p.dropout.per_token ? r : e));
+          masked[static_cast<std::size_t>(e)] = dropout_apply(to_float(dout[e]), f);
+        }
+      accumulate_groups(token_keys, masked.data(), p.D, p.grad_token);
+      if (p.grad_pos != nullptr) accumulate_groups(pos_keys, masked.data(), p.D, p.grad_pos);
+      return;
+    }
     accumulate_groups(token_keys, dout, p.D, p.grad_token);
     if (p.grad_pos != nullptr) accumulate_groups(pos_keys, dout, p.D, p.grad_pos);
   });

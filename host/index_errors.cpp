@@ -48,16 +48,22 @@ std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecordData& rec) {
 }
 
 IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& where) {
-  const bool token = rec.kind == static_cast<std::int32_t>(IndexOutOfRange::Kind::token);
+  const auto kind = static_cast<IndexOutOfRange::Kind>(rec.kind);
+  const bool token = kind == IndexOutOfRange::Kind::token;
   std::ostringstream os;
-  os << where << ": " << (token ? "token id " : "position ") << rec.value << " at (b=" << rec.batch
-     << ", t=" << rec.time << ") is outside the " << (token ? "token" : "position")
-     << " table; valid " << (token ? "ids" : "positions") << " are [0, " << rec.limit << ") ("
-     << rec.count << (rec.count == 1 ? " row" : " rows")
+  if (kind == IndexOutOfRange::Kind::sequence) {
+    os << where << ": cu_seqlens[" << rec.value << "] (of " << rec.limit
+       << " entries) breaks its rule, found at (b=" << rec.batch << ", t=" << rec.time
+       << "): cu_seqlens must be non-decreasing from 0 to B * T";
+  } else {
+    os << where << ": " << (token ? "token id " : "position ") << rec.value
+       << " at (b=" << rec.batch << ", t=" << rec.time << ") is outside the "
+       << (token ? "token" : "position") << " table; valid " << (token ? "ids" : "positions")
+       << " are [0, " << rec.limit << ")";
+  }
+  os << " (" << rec.count << (rec.count == 1 ? " row" : " rows")
      << " out of range; their output rows were zeroed and their gradients skipped)";
-  return IndexOutOfRange(os.str(),
-                         token ? IndexOutOfRange::Kind::token : IndexOutOfRange::Kind::position,
-                         rec.value, rec.batch, rec.time, rec.limit, rec.count);
+  return IndexOutOfRange(os.str(), kind, rec.value, rec.batch, rec.time, rec.limit, rec.count);
 }
 
 }  // namespace detail

@@ -2,6 +2,7 @@
 #include "host/validate.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -55,6 +56,30 @@ void expect_shape(const char* op, const char* name, const TensorView& v, const S
                  ", expected ", expected.str(), " ", layout);
 }
 
+DropoutParams validate_dropout(const char* op, const Dropout& d, Device dev) {
+  // !(p >= 0 && p <= 1) also rejects NaN.
+  TOKEMB_EXPECTS(d.p >= 0.0f && d.p <= 1.0f, InvalidArgument, op, ": dropout.p is ", d.p,
+                 "; it must be in [0, 1]");
+  TOKEMB_EXPECTS(d.mode == DropoutMode::element || d.mode == DropoutMode::token, InvalidArgument,
+                 op, ": dropout.mode is ", static_cast<int>(d.mode),
+                 ", expected DropoutMode::element (0) or DropoutMode::token (1)");
+  DropoutParams r;
+  if (d.seed_offset != nullptr)
+    expect_pointer(op, "dropout.seed_offset", d.seed_offset, alignof(std::uint64_t), dev);
+  if (d.p == 0.0f) return r;  // off: exactly the result without dropout, at the same speed
+  constexpr double two24 = 16777216.0;
+  // round(p * 2^24), at least 1 so that any p > 0 drops something, at most 2^24 (drop all).
+  const double t =
+      std::min(two24, std::max(1.0, std::floor(static_cast<double>(d.p) * two24 + 0.5)));
+  r.threshold = static_cast<std::uint32_t>(t);
+  r.scale = d.p < 1.0f ? static_cast<float>(1.0 / (1.0 - static_cast<double>(d.p))) : 0.0f;
+  r.per_token = d.mode == DropoutMode::token;
+  r.seed = d.seed;
+  r.offset = d.offset;
+  r.seed_offset = d.seed_offset;
+  return r;
+}
+
 // What forward and backward share: ids, positions, padding, device.
 RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, std::int64_t D,
                         std::int64_t P, const Options& o) {
@@ -82,7 +107,25 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   TOKEMB_EXPECTS(!__builtin_mul_overflow(ids.numel(), D, &total), InvalidArgument, op,
                  ": B * T * D = ", ids.numel(), " * ", D, " overflows int64");
 
-  if (!is_absent(op, "position_ids", o.position_ids)) {
+  const bool has_cu_seqlens = !is_absent(op, "cu_seqlens", o.cu_seqlens);
+  if (has_cu_seqlens) {
+    TOKEMB_EXPECTS(P > 0, InvalidArgument, op,
+                   ": cu_seqlens given but there is no position table (positions are off)");
+    TOKEMB_EXPECTS(is_absent(op, "position_ids", o.position_ids), InvalidArgument, op,
+                   ": both position_ids and cu_seqlens are given; pass one of them");
+    expect_tensor(op, "cu_seqlens", o.cu_seqlens, dev, 1, "[S + 1]");
+    TOKEMB_EXPECTS(o.cu_seqlens.dtype == DType::i32, InvalidArgument, op, ": cu_seqlens has dtype ",
+                   dtype_name(o.cu_seqlens.dtype), ", expected i32");
+    TOKEMB_EXPECTS(o.cu_seqlens.shape[0] >= 2, InvalidArgument, op, ": cu_seqlens has shape ",
+                   o.cu_seqlens.shape.str(), "; it needs S + 1 >= 2 entries (0 and B * T)");
+    TOKEMB_EXPECTS(o.cu_seqlens.shape[0] - 1 <= max_rows, InvalidArgument, op, ": cu_seqlens has ",
+                   o.cu_seqlens.shape[0], " entries; at most ", max_rows, " sequences per call");
+    TOKEMB_EXPECTS(o.position_offset >= 0, InvalidArgument, op, ": position_offset ",
+                   o.position_offset, " is negative; with cu_seqlens it must be >= 0");
+    r.cu_seqlens = static_cast<const std::int32_t*>(o.cu_seqlens.data);
+    r.num_seqs = o.cu_seqlens.shape[0] - 1;
+    r.offset = o.position_offset;
+  } else if (!is_absent(op, "position_ids", o.position_ids)) {
     TOKEMB_EXPECTS(P > 0, InvalidArgument, op,
                    ": position_ids given but there is no position table (positions are off)");
     expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]");
@@ -119,6 +162,7 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   if (o.error_record != nullptr)
     expect_pointer(op, "error_record", o.error_record, alignof(ErrorRecord), dev);
   r.error_record = detail::record_data(o.error_record);
+  r.dropout = validate_dropout(op, o.dropout, dev);
   return r;
 }
 

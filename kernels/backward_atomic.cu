@@ -78,6 +78,8 @@ __global__ void __launch_bounds__(kThreads)
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
   float* table = K == Keys::position ? p.grad_pos : p.grad_token;
   const bool record = K != Keys::position && blockIdx.y == 0;
+  std::uint64_t seed = 0, offset = 0;
+  dropout_seed_offset(p.dropout, &seed, &offset);
 
   if constexpr (kFused) {
     for (int i = threadIdx.x; i < nt * ncols; i += kThreads) s_pos[i] = 0.0f;
@@ -143,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
             if (i + u < count) {
               kb[u] = s_key[i + u];
               tl[u] = s_tl[i + u];
-              load_row_pack<G, N>(dout + static_cast<std::int64_t>(s_row[i + u]) * D + col, x[u]);
+              load_dout_pack<G, N>(dout, p.dropout, seed, offset, s_row[i + u], D, col, x[u]);
             }
           }
 #pragma unroll
@@ -246,9 +248,9 @@ void launch(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& devi
   const std::int64_t rows = p.rows();
   // Two full waves of resident blocks (registers and shared memory decide how many fit: 3 to 6 per
   // SM), each block between 32 rows and 4 tiles of rows.
-  const std::int64_t target_blocks = 2 *
-                                     static_cast<std::int64_t>(resident_blocks<G, N, K>(device.device)) *
-                                     device.multiprocessors;
+  const std::int64_t target_blocks =
+      2 * static_cast<std::int64_t>(resident_blocks<G, N, K>(device.device)) *
+      device.multiprocessors;
   const std::int64_t rows_per_block = std::clamp<std::int64_t>(
       (rows * col_blocks + target_blocks - 1) / target_blocks, 32, 4 * kTile);
   if (fused) {
@@ -291,8 +293,9 @@ void launch_keys(const BackwardParams& p, cudaStream_t stream, const DeviceInfo&
 
 }  // namespace
 
-void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device) {
-  if (p.grad_pos != nullptr && p.pos_ids == nullptr) {
+void launch_backward_atomic(const BackwardParams& p, cudaStream_t stream,
+                            const DeviceInfo& device) {
+  if (p.grad_pos != nullptr && !p.scattered_positions()) {
     launch_keys<Keys::token_and_offset_positions>(p, stream, device);
     return;
   }

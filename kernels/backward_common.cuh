@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include "core/dropout.hpp"
 #include "kernels/common.cuh"
 
 namespace tokemb::detail::cuda {
@@ -88,6 +89,23 @@ __device__ __forceinline__ void load_row_pack(const G* src, float (&x)[N]) {
   const Pack<G, N> pk = load_pack<G, N>(src);
 #pragma unroll
   for (int j = 0; j < N; ++j) x[j] = to_float(pk.v[j]);
+}
+
+/// Row \p row's pack of dout at column \p col, with forward's dropout mask applied when dropout
+/// is on (core/dropout.hpp: the factors depend only on (seed, offset, flat index), so they are
+/// recomputed here rather than stored). The branch is uniform across the launch.
+template <class G, int N>
+__device__ __forceinline__ void load_dout_pack(const G* dout, const DropoutParams& d,
+                                               std::uint64_t seed, std::uint64_t offset,
+                                               std::int64_t row, std::int64_t D, std::int64_t col,
+                                               float (&x)[N]) {
+  load_row_pack<G, N>(dout + row * D + col, x);
+  if (d.enabled()) {
+    float f[N];
+    dropout_factors<N>(d, seed, offset, row, row * D + col, f);
+#pragma unroll
+    for (int j = 0; j < N; ++j) x[j] = dropout_apply(x[j], f[j]);
+  }
 }
 
 /// Number of low key bits a radix sort must look at so that keys 0..max_key sort correctly.

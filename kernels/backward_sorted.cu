@@ -164,6 +164,8 @@ __global__ void __launch_bounds__(kThreads)
   const int valid = s_valid;
   const int walk = kPosAtomic ? s_walk : valid;
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
+  std::uint64_t seed = 0, offset = 0;
+  dropout_seed_offset(p.dropout, &seed, &offset);
 
   for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
@@ -190,7 +192,7 @@ __global__ void __launch_bounds__(kThreads)
         kb[u] = kNoKey;
         if (i + u < walk) {
           kb[u] = s_key[i + u];
-          load_row_pack<G, N>(dout + static_cast<std::int64_t>(s_row[i + u]) * D + col, x[u]);
+          load_dout_pack<G, N>(dout, p.dropout, seed, offset, s_row[i + u], D, col, x[u]);
         }
       }
 #pragma unroll
@@ -353,6 +355,8 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
   const int npk = static_cast<int>(min(cb, D - c0)) / N;
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
+  std::uint64_t seed = 0, offset = 0;
+  dropout_seed_offset(p.dropout, &seed, &offset);
   if (kStore && (t < 0 || t >= T)) {
     const float zeros[N] = {};
     for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x))
@@ -371,7 +375,7 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
         if (b + u < p.B) {
           const std::int64_t r = (b + u) * T + t;
           ok[u] = resolve_row_any(p, r).ok();  // out-of-range rows give no gradient
-          if (ok[u]) load_row_pack<G, N>(dout + r * D + col, x[u]);
+          if (ok[u]) load_dout_pack<G, N>(dout, p.dropout, seed, offset, r, D, col, x[u]);
         }
       }
 #pragma unroll
@@ -438,7 +442,8 @@ std::size_t sorted_workspace_size(const BackwardParams& p) {
   return make_layout(p.rows(), p.D).total;
 }
 
-void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& device) {
+void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
+                            const DeviceInfo& device) {
   const Layout l = make_layout(p.rows(), p.D);
   TOKEMB_EXPECTS(p.workspace != nullptr && p.workspace_bytes >= l.total, InvalidArgument,
                  "tokemb::backward: this call needs ", l.total, " bytes of workspace, got ",
@@ -468,7 +473,7 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, const 
       constexpr bool kStore = decltype(store_tag)::value;
       scatter<G, kN, kStore, false>(p, false, l, ws, stream, device);
       if (p.grad_pos == nullptr) return;
-      if (p.pos_ids != nullptr) {
+      if (p.scattered_positions()) {
         scatter<G, kN, kStore, false>(p, true, l, ws, stream, device);
       } else {
         const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.hpp"
+#include "core/dropout.hpp"
 #include "kernels/common.cuh"
 #include "kernels/launch.hpp"
 
@@ -35,6 +36,8 @@ __global__ void __launch_bounds__(kForwardThreads)
   const T* __restrict__ pos = static_cast<const T*>(p.pos_table);
   T* __restrict__ out = static_cast<T*>(p.out);
   const std::int64_t rows = p.rows();
+  std::uint64_t seed = 0, offset = 0;
+  dropout_seed_offset(p.dropout, &seed, &offset);
 
   for (std::int64_t r = first; r < rows; r += stride) {
     const Row row = resolve_row<I>(p, r);
@@ -49,7 +52,25 @@ __global__ void __launch_bounds__(kForwardThreads)
       continue;
     }
     const T* t_row = tok + row.token * D;
-    if (row.position >= 0) {
+    if (p.dropout.enabled()) {  // uniform branch: (tok + pos) in f32, mask applied, one rounding
+      const T* p_row = row.position >= 0 ? pos + row.position * D : nullptr;
+      for (std::int64_t c = lane; c < packs; c += group_size) {
+        Pack<T, N> a = load_pack<T, N>(t_row + c * N);
+        float x[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j) x[j] = to_float(a.v[j]);
+        if (p_row != nullptr) {
+          const Pack<T, N> b = load_pack<T, N>(p_row + c * N);
+#pragma unroll
+          for (int j = 0; j < N; ++j) x[j] += to_float(b.v[j]);
+        }
+        float f[N];
+        dropout_factors<N>(p.dropout, seed, offset, r, r * D + c * N, f);
+#pragma unroll
+        for (int j = 0; j < N; ++j) a.v[j] = from_float<T>(dropout_apply(x[j], f[j]));
+        store_pack_streaming<T, N>(o + c * N, a);
+      }
+    } else if (row.position >= 0) {
       const T* p_row = pos + row.position * D;
 #pragma unroll 4
       for (std::int64_t c = lane; c < packs; c += group_size) {

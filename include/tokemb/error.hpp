@@ -38,11 +38,14 @@ class InvalidArgument : public Error {
   using Error::Error;
 };
 
-/// A token id or a position is outside its table. Carries the first offending element.
+/// A token id or a position is outside its table (or packed-sequence boundaries are malformed).
+/// Carries the first offending row.
 class IndexOutOfRange : public Error {
  public:
-  /// What was out of range.
-  enum class Kind : std::int32_t { token = 1, position = 2 };
+  /// What was out of range. sequence: Options::cu_seqlens is not non-decreasing from 0 to
+  /// B * T; value() is then the index of the offending cu_seqlens entry and limit() the number
+  /// of entries.
+  enum class Kind : std::int32_t { token = 1, position = 2, sequence = 3 };
 
   IndexOutOfRange(const std::string& what, Kind kind, std::int64_t value, std::int64_t batch,
                   std::int64_t time, std::int64_t limit, std::uint64_t count)

@@ -39,6 +39,33 @@ enum class BackwardMode : std::uint8_t {
   deterministic,
 };
 
+/// Which elements fused dropout zeroes.
+enum class DropoutMode : std::uint8_t {
+  /// Each element independently (nn.Dropout).
+  element,
+  /// Whole token vectors: one draw per (b, t) row, the same for its D elements.
+  token,
+};
+
+/// Dropout fused into forward (applied to tok + pos) and backward (applied to dout before the
+/// scatter), like the book's GPTModel's drop_emb(tok_emb(ids) + pos_emb(arange(T))). Each
+/// element is kept with probability 1 - p and scaled by 1 / (1 - p), or set to 0. The mask is
+/// never stored: it is a function of (seed, offset, the element's flat index b*T*D + t*D + d)
+/// through Philox4x32-10, the same on the CPU and every GPU and for any batch split. Backward
+/// regenerates forward's mask from the same (seed, offset): pass it the same Dropout. Use a new
+/// offset (e.g. offset + 1) for each new mask.
+struct Dropout {
+  /// Drop probability in [0, 1]. 0 (the default) is off: exactly the result without dropout.
+  float p = 0.0f;
+  std::uint64_t seed = 0;
+  std::uint64_t offset = 0;
+  DropoutMode mode = DropoutMode::element;
+  /// Optional: two uint64 {seed, offset} in memory of the call's device, read when the call runs
+  /// instead of seed and offset. A captured CUDA graph then draws a new mask on each replay
+  /// when the caller updates that memory between replays (as PyTorch's graph-safe RNG does).
+  const std::uint64_t* seed_offset = nullptr;
+};
+
 /// Options shared by forward() and backward().
 struct Options {
   /// Position of time step t is position_offset + t (decoding with a KV cache). Ignored when
@@ -46,6 +73,14 @@ struct Options {
   std::int64_t position_offset = 0;
   /// Explicit positions [B, T] (i32 or i64) for packed sequences; empty for offset + t.
   TensorView position_ids;
+  /// Packed sequences without a position tensor (FlashAttention's convention): int32 [S + 1],
+  /// non-decreasing from 0 to B * T, indexing the flattened rows. Row i of sequence s
+  /// (cu_seqlens[s] <= i < cu_seqlens[s + 1]) has position position_offset + i - cu_seqlens[s],
+  /// computed in the kernel. A malformed cu_seqlens is reported like an out-of-range id
+  /// (IndexOutOfRange::Kind::sequence), never read out of bounds. Exclusive with position_ids.
+  TensorView cu_seqlens;
+  /// Fused dropout (off by default).
+  Dropout dropout;
   /// This token's row receives no gradient (its forward row is the table row, as in PyTorch).
   std::optional<std::int64_t> padding_idx;
   /// backward() only.
