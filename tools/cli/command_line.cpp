@@ -55,7 +55,7 @@ std::string join(const std::vector<std::string>& items, const char* sep) {
 }
 
 // A decimal integer of type T in [lo, hi]. The value is rewritten in plain decimal, because CLI11
-// converts with base 0 ("010" would be 8, "0x10" 16) and clamps nothing.
+// converts with base 0 ("010" would be 8, "0x10" 16).
 template <typename T>
 CLI::Validator integer_in(T lo, T hi) {
   const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
@@ -272,10 +272,10 @@ Whatever the error, no output file (nor its temporary FILE.npy.tmp) is left behi
 existing FILE.npy is left as it was. Progress goes to stderr on runs longer than a second.)TXT");
 }
 
-// ---- CLI11's errors in tokemb's words
-// ------------------------------------------------------------
+// ---- CLI11's errors in tokemb's words -----------------------------------------------------------
+// CLI11 (2.1.2, as pinned in cmake/TokembDependencies.cmake) starts the message of an error about
+// one option with "--name: "; where a message cannot be placed, CLI11's own words are kept.
 
-// " (did you mean --vocab?)" for a near miss among \p app's options, "" otherwise.
 std::size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
@@ -291,6 +291,7 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
   return row[b.size()];
 }
 
+// " (did you mean --vocab?)" for a near miss among \p app's options, "" otherwise.
 std::string suggestion(const std::string& name, const CLI::App& app) {
   std::size_t best = 3;
   std::string hit;
