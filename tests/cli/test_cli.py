@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import stat
@@ -212,6 +213,8 @@ class CliTest(unittest.TestCase):
         for frag in fragments:
             self.assertIn(frag, se, "args %s: stderr lacks %r:\n%s" % (args, frag, se))
         self.assertNotIn("Traceback", se)
+        # Library errors carry their source location as data; a user never sees it.
+        self.assertIsNone(re.search(r"\.(cpp|hpp|cu|cuh):\d+", se), se)
         self.assertEqual(len(se.strip().splitlines()), 1, "one error message expected:\n" + se)
         if out is not None:
             self.assertNoOutput(out)
@@ -442,6 +445,14 @@ class EmbedUsageErrors(CliTest):
             (b + ["--device", "tpu"], ["--device 'tpu' is not one of: cpu, cuda, cuda:N"]),
             (b + ["--format", "csv"], ["--format 'csv' is not one of: auto, npy, bin, llmc"]),
             (b + ["--max-windows", "0"], ["--max-windows 0 is out of range"]),
+            (b + ["--dim", "2147483648"],
+             ["--dim 2147483648 is out of range; expected an integer in [1, 2147483647]"]),
+            (b + ["--batch", "0x10"], ["--batch '0x10' is not a number"]),
+            (b + ["--quiet", "--quiet"], ["--quiet is given more than once"]),
+            (b + ["--out", "--quiet"], ["--out needs a value, got the option '--quiet'"]),
+            (b + ["--stride=", "5"], ["--stride has an empty value"]),
+            (b + ["--device", "cuda:x"], ["--device 'cuda:x'", "cuda:N"]),
+            (b + ["demo"], ["unexpected argument 'demo'"]),
         ]
         for args, fragments in cases:
             with self.subTest(args=args[9:]):
@@ -460,10 +471,49 @@ class EmbedUsageErrors(CliTest):
             with self.subTest(flag=flag):
                 self.assertFails(2, argv, "%s 0 is out of range" % flag, out=out)
 
+    def test_range_errors_name_the_option_the_value_and_the_range(self):
+        out = self.path("out.npy")
+        ids = self.path("ids.npy")
+        write_npy_ids(ids, "<i4", list(range(30)))
+        cases = [("--context", "0", "[1, 2147483647]"), ("--dim", "-7", "[1, 2147483647]"),
+                 ("--vocab", "0", "[1, 9223372036854775807]"),
+                 ("--seed", "18446744073709551616", "[0, 18446744073709551615]")]
+        for flag, value, rng in cases:
+            opts = {"--vocab": 64, "--dim": 4, "--context": 4, flag: value}
+            argv = ["embed", "--ids", ids, "--out", out]
+            for k, v in opts.items():
+                argv += [k, v]
+            with self.subTest(flag=flag):
+                self.assertFails(2, argv, "usage error: %s %s is out of range; expected an "
+                                 "integer in %s" % (flag, value, rng), out=out)
+
+    def test_unknown_option_wins_over_a_missing_one(self):
+        # The misspelt --context is also missing: the message points at the misspelling.
+        out = self.path("out.npy")
+        self.assertFails(2, ["embed", "--ids", "x.npy", "--vocab", 64, "--dim", 4, "--contxt", 4,
+                             "--out", out], "unknown option '--contxt'",
+                         "did you mean --context?", out=out)
+
+    def test_integers_are_decimal(self):
+        # "010" is ten windows, not eight (octal) as a base-0 conversion would read it.
+        ids = self.path("ids.npy")
+        write_npy_ids(ids, "<i4", list(range(30)))
+        out = self.path("out.npy")
+        rc, _, se = run("embed", "--ids", ids, "--vocab", 64, "--dim", 4, "--context", 4,
+                        "--stride", 1, "--max-windows", "010", "--out", out, "--quiet")
+        self.assertEqual(rc, 0, se)
+        self.assertEqual(read_npy(out)[2], (10, 4, 4))
+
     def test_commands(self):
-        self.assertFails(2, [], "no command given")
+        self.assertFails(2, [], "no command given", "demo, embed, help and version")
         self.assertFails(2, ["frob"], "unknown command 'frob'")
+        self.assertFails(2, ["--frob"], "unknown option '--frob'")
         self.assertFails(2, ["demo", "--vocab", 3], "unknown option '--vocab'")
+        self.assertFails(2, ["demo", "--device", "tpu"],
+                         "--device 'tpu' is not one of: cpu, cuda, cuda:N")
+        self.assertFails(2, ["demo", "embed"], "unexpected argument 'embed'")
+        self.assertFails(2, ["help", "x"], "'tokemb help' takes no arguments")
+        self.assertFails(2, ["version", "x"], "'tokemb version' takes no arguments")
 
 
 class EmbedDataErrors(CliTest):
@@ -670,6 +720,56 @@ class HelpAndDemo(CliTest):
         rc, so, _ = run("demo", "--help")
         self.assertEqual(rc, 0)
         self.assertIn("--device", so)
+
+    def option_entries(self, text):
+        """{"--name": entry} for every option line of a generated help text; an entry is the
+        option's line plus its indented continuation lines."""
+        entries, current = {}, None
+        for line in text.splitlines():
+            m = re.match(r"^  (?:-h,)?(--[a-z-]+)\b", line)
+            if m:
+                current = m.group(1)
+                entries[current] = line
+            elif current and line.startswith(" " * 10):
+                entries[current] += "\n" + line
+            else:
+                current = None
+        return entries
+
+    def test_embed_help_is_generated_from_the_option_definitions(self):
+        rc, so, se = run("embed", "--help")
+        self.assertEqual((rc, se), (0, ""))
+        self.assertIn("Usage: tokemb embed [OPTIONS]", so)
+        entries = self.option_entries(so)
+        self.assertEqual(sorted(entries), sorted(self.EMBED_OPTIONS))
+        for name, entry in entries.items():
+            self.assertEqual("REQUIRED" in entry.splitlines()[0],
+                             name in ("--ids", "--vocab", "--dim", "--context", "--out"), entry)
+        # Ranges and defaults come from the checks and values the options are declared with.
+        for name in ("--dim", "--context"):
+            self.assertIn("an integer in [1, 2147483647]", entries[name])
+        for name in ("--vocab", "--batch", "--stride", "--max-windows"):
+            self.assertIn("an integer >= 1", entries[name])
+        self.assertIn("--batch B=8", entries["--batch"])
+        self.assertIn("--seed N=123", entries["--seed"])
+        self.assertIn("Excludes: --weights", entries["--seed"])
+        self.assertIn("--dtype f32|bf16|f16=f32", entries["--dtype"])
+        self.assertIn("--format auto|npy|bin|llmc=auto", entries["--format"])
+        self.assertLessEqual(max(len(line) for line in so.splitlines()), 100)
+
+    def test_help_wins_over_a_bad_value(self):
+        rc, so, se = run("embed", "--batch", "0", "--help")
+        self.assertEqual((rc, se), (0, ""))
+        self.assertIn("Usage: tokemb embed", so)
+
+    def test_main_help_lists_the_commands(self):
+        rc, so, _ = run("--help")
+        self.assertEqual(rc, 0)
+        head = so.split("---- tokemb demo --help")[0]
+        for command in ("demo", "embed", "help", "version"):
+            self.assertRegex(head, r"\n  %s +\S" % command)
+        self.assertIn("Usage: tokemb demo", so)
+        self.assertIn("Usage: tokemb embed", so)
 
     def test_version(self):
         rc, so, _ = run("--version")

@@ -4,7 +4,7 @@
 #include <charconv>
 #include <cstdio>
 
-#include "tools/cli/args.hpp"
+#include "tools/cli/errors.hpp"
 
 namespace tokemb::cli {
 

@@ -11,38 +11,11 @@
 #include <tokemb/tokemb.hpp>
 #include <tokemb/token_files.hpp>
 
-#include "tools/cli/args.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/common.hpp"
 #include "tools/cli/sample_text.hpp"
 
 namespace tokemb::cli {
-
-const char* const kDemoHelp =
-    R"HELP(Usage: tokemb demo [--device cpu|cuda|cuda:N]
-
-Walks through the book's chapter-2 embeddings (Raschka, "Build a Large Language Model (From
-Scratch)") with tokemb, on the first CUDA device when there is one, otherwise on the CPU
-reference backend (it says which):
-  1. torch.manual_seed(123); nn.Embedding(6, 3): the 6x3 token table, initialised
-     PyTorch-compatibly, printed; then the embedding of token 3 and of tokens [2, 3, 5, 1].
-  2. vocab 50257, dim 256: 8 sequences of 4 tokens cut from a built-in sample (windows of
-     max_length 4, stride 4, like the book's data loader), and the shapes of the token,
-     positional and combined embeddings ([8, 4, 256]).
-  3. A backward pass with an all-ones output gradient, checked against its closed form.
-  4. With a GPU: forward and backward repeated on the CPU reference and compared (the error is
-     printed). On the CPU this check is skipped, saying why.
-
-The built-in sample is the opening of Edith Wharton's "The Verdict" (1908, public domain),
-tokenised byte-level (one token id per UTF-8 byte, ids in [0, 256)): a stand-in for GPT-2's
-BPE, which tokemb does not ship. The ids therefore differ from the ones the book prints.
-
-Options:
-  --device D   cpu, cuda or cuda:N (default: cuda:0 if a CUDA device is visible, else cpu)
-  -h, --help   this text
-
-Exit codes: 0 success, 1 a check failed or a runtime error, 2 a usage error.
-)HELP";
 
 namespace {
 
@@ -108,14 +81,9 @@ std::vector<float> to_host_floats(const TensorView& v, StreamView stream) {
 
 }  // namespace
 
-int run_demo(int argc, char** argv, int first) {
-  const Args args("demo", {{"device", true}}, argc, argv, first);
-  if (args.help()) {
-    std::fputs(kDemoHelp, stdout);
-    return 0;
-  }
+int run_demo(const DemoOptions& options) {
   const Stopwatch clock;
-  const DeviceChoice choice = choose_device(args.get("device"));
+  const DeviceChoice choice = choose_device(options.device);
   const Device dev = choice.device;
   const StreamHolder holder(dev);
   const StreamView stream = holder.view();

@@ -12,58 +12,11 @@
 #include <tokemb/tokemb.hpp>
 #include <tokemb/token_files.hpp>
 
-#include "tools/cli/args.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/common.hpp"
+#include "tools/cli/errors.hpp"
 
 namespace tokemb::cli {
-
-const char* const kEmbedHelp =
-    R"HELP(Usage: tokemb embed --ids FILE --vocab V --dim D --context T --out FILE.npy
-                    [--batch B] [--stride S] [--seed N | --weights FILE.safetensors]
-                    [--dtype f32|bf16|f16] [--device cpu|cuda|cuda:N]
-                    [--format auto|npy|bin|llmc] [--max-windows N]
-                    [--save-weights FILE.safetensors] [--quiet]
-
-Reads token ids, cuts them into sliding windows like the book's data loader (GPTDatasetV1:
-a window starts at every i = 0, S, 2S, ... with i + T < number of ids, so each window keeps room
-for its next-token target), runs the token + positional embedding forward pass batch by batch
-and writes the embeddings as a NumPy .npy of shape [N, T, D] (N = number of windows).
-
-Required:
-  --ids FILE        token ids, in one of these formats (see --format):
-                      .npy      NumPy int32, int64 or uint16 (C order, any shape, flattened)
-                      .bin      raw little-endian uint16, no header (nanoGPT's train.bin)
-                      llm.c     shard: 256 int32 header (magic, version, count) + tokens;
-                                magic 20240520 v1 = uint16 (GPT-2), 20240801 v7 = uint32 (Llama 3)
-  --vocab V         vocabulary size; every id must be in [0, V)  (GPT-2: 50257)
-  --dim D           embedding width                               (GPT-2 small: 768)
-  --context T       window length = rows of the position table    (GPT-2: 1024)
-  --out FILE.npy    output; written to FILE.npy.tmp and renamed into place on success
-
-Optional:
-  --stride S        distance between window starts (default: T, windows do not overlap)
-  --batch B         windows per forward pass (default 8; does not change the result)
-  --seed N          initialise the tables like torch.manual_seed(N); nn.Embedding(V, D);
-                    nn.Embedding(T, D) on the CPU (default 123)
-  --weights FILE    load the tables from safetensors instead: "wte.weight" [V, D] and
-                    "wpe.weight" [T, D] (GPT-2 checkpoint names)
-  --dtype DT        table and output dtype: f32 (default), bf16 or f16 (NumPy has no bfloat16:
-                    bf16 results are stored widened, exactly, to float32 '<f4'; f16 as '<f2')
-  --device DEV      cpu, cuda or cuda:N (default: cuda:0 if a CUDA device is visible, else cpu)
-  --format F        auto (default), npy, bin (raw uint16) or llmc. auto looks at the magic
-                    (.npy or llm.c), then the name: *.bin without an llm.c magic is raw uint16
-  --max-windows N   embed only the first N windows (reads only the ids they need)
-  --save-weights F  also save the tables used as safetensors (after the output is written)
-  --quiet           no progress or summary output (errors are still printed)
-  -h, --help        this text
-
-Exit codes: 0 success; 2 usage error (bad or missing option: nothing is read or written);
-1 data or runtime error (missing, unreadable or malformed file, wrong magic, an id >= V, too few
-ids for one window, no CUDA device for --device cuda, ...); 130 interrupted (SIGINT/SIGTERM).
-Whatever the error, no output file (nor its temporary FILE.npy.tmp) is left behind, and an
-existing FILE.npy is left as it was. Progress goes to stderr on runs longer than a second.
-)HELP";
 
 namespace {
 
@@ -129,57 +82,27 @@ DType table_dtype(const std::string& name) {
 
 }  // namespace
 
-int run_embed(int argc, char** argv, int first) {
-  const Args args("embed",
-                  {{"ids", true},
-                   {"vocab", true},
-                   {"dim", true},
-                   {"context", true},
-                   {"out", true},
-                   {"batch", true},
-                   {"stride", true},
-                   {"seed", true},
-                   {"weights", true},
-                   {"dtype", true},
-                   {"device", true},
-                   {"format", true},
-                   {"max-windows", true},
-                   {"save-weights", true},
-                   {"quiet", false}},
-                  argc, argv, first);
-  if (args.help()) {
-    std::fputs(kEmbedHelp, stdout);
-    return 0;
-  }
+int run_embed(const EmbedOptions& options) {
   constexpr std::int64_t kMax = INT64_MAX;
-  // ---- the command line (every check here is a usage error, exit 2, before touching a file) ----
-  const std::string ids_path = args.require("ids");
-  const std::int64_t V = args.integer("vocab", 1, kMax, std::nullopt);
-  const std::int64_t D = args.integer("dim", 1, INT32_MAX, std::nullopt);
-  const std::int64_t T = args.integer("context", 1, INT32_MAX, std::nullopt);
-  const std::string out_path = args.require("out");
-  const std::int64_t S = args.integer("stride", 1, kMax, T);
-  const std::int64_t batch_arg = args.integer("batch", 1, kMax, 8);
-  const std::int64_t max_windows = args.integer("max-windows", 1, kMax, kMax);
-  if (args.has("seed") && args.has("weights")) {
-    throw UsageError(
-        "--seed and --weights are mutually exclusive: the tables are either "
-        "initialised from a seed or loaded from a file");
-  }
-  const std::uint64_t seed = args.unsigned64("seed", 123);
-  const DType dtype = table_dtype(args.choice("dtype", {"f32", "bf16", "f16"}, "f32"));
-  const std::string format_name = args.choice("format", {"auto", "npy", "bin", "llmc"}, "auto");
-  const TokenFormat format = parse_token_format(format_name);
-  const bool quiet = args.has("quiet");
+  // ---- the command line: types, ranges and exclusions were checked while parsing it
+  // (command_line.cpp); what remains here is a usage error too, exit 2, before touching a file.
+  const std::string& ids_path = options.ids;
+  const std::int64_t V = options.vocab;
+  const std::int64_t D = options.dim;
+  const std::int64_t T = options.context;
+  const std::string& out_path = options.out;
+  const std::int64_t S = options.stride.value_or(T);
+  const std::int64_t batch_arg = options.batch;
+  const std::int64_t max_windows = options.max_windows.value_or(kMax);
+  const std::uint64_t seed = options.seed;
+  const DType dtype = table_dtype(options.dtype);
+  const TokenFormat format = parse_token_format(options.format);
+  const bool quiet = options.quiet;
   const auto say = [quiet](const std::string& line) {
     if (!quiet) std::printf("%s\n", line.c_str());
   };
   if (out_path == ids_path) throw UsageError("--out must not be the --ids file");
-  const std::optional<std::string> device_flag = args.get("device");
-  if (device_flag && *device_flag != "cpu" && *device_flag != "cuda" &&
-      device_flag->compare(0, 5, "cuda:") != 0) {
-    throw UsageError("--device '" + *device_flag + "' is not one of: cpu, cuda, cuda:N");
-  }
+  const std::optional<std::string>& device_flag = options.device;
 
   // ---- data (errors from here on: exit 1) -------------------------------------------------------
   const Stopwatch clock;
@@ -228,7 +151,7 @@ int run_embed(int argc, char** argv, int first) {
   cfg.dtype = dtype;
   cfg.device = dev;
   Embedding module(cfg, stream);
-  if (const auto weights = args.get("weights")) {
+  if (const auto& weights = options.weights) {
     load_weights(module, *weights);
     say("tables: loaded wte.weight " + Shape{V, D}.str() + " and wpe.weight " + Shape{T, D}.str() +
         " from " + *weights);
@@ -282,7 +205,7 @@ int run_embed(int argc, char** argv, int first) {
   say("wrote " + out_path + ": " + out_shape.str() + " " + stored + " (" + format_bytes(out_bytes) +
       ") in " + took);
 
-  if (const auto save = args.get("save-weights")) {
+  if (const auto& save = options.save_weights) {
     save_weights(module, *save);
     say("saved the tables to " + *save);
   }
