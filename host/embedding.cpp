@@ -3,10 +3,10 @@
 #include <tokemb/config.hpp>
 #include <tokemb/embedding.hpp>
 
-#include "host/backend.hpp"
 #include "core/check.hpp"
 #include "core/dispatch.hpp"
 #include "core/params.hpp"
+#include "host/backend.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include "kernels/launch.hpp"
@@ -29,6 +29,11 @@ const EmbeddingConfig& validated(const EmbeddingConfig& c) {
     TOKEMB_EXPECTS(*c.padding_idx >= -c.vocab_size && *c.padding_idx < c.vocab_size,
                    InvalidArgument, op, ": padding_idx ", *c.padding_idx,
                    " is outside the valid range [", -c.vocab_size, ", ", c.vocab_size, ")");
+  TOKEMB_EXPECTS(c.dropout >= 0.0f && c.dropout <= 1.0f, InvalidArgument, op, ": dropout is ",
+                 c.dropout, ", must be in [0, 1]");
+  TOKEMB_EXPECTS(c.dropout_mode == DropoutMode::element || c.dropout_mode == DropoutMode::token,
+                 InvalidArgument, op, ": dropout_mode is ", static_cast<int>(c.dropout_mode),
+                 ", expected DropoutMode::element or DropoutMode::token");
   if (c.device.is_cuda()) detail::require_cuda(c.device, op);
   return c;
 }
@@ -53,10 +58,11 @@ Embedding::Embedding(const EmbeddingConfig& config, StreamView stream)
   zero_grad();
 }
 
-Options Embedding::options(std::int64_t position_offset, const TensorView& position_ids) const {
+Options Embedding::options(const Positions& positions) const {
   Options o;
-  o.position_offset = position_offset;
-  o.position_ids = position_ids;
+  o.position_offset = positions.offset;
+  o.position_ids = positions.ids;
+  o.cu_seqlens = positions.cu_seqlens;
   o.padding_idx = config_.padding_idx;
   o.backward_mode = config_.backward_mode;
   o.error_record = errors_.get();
@@ -65,24 +71,60 @@ Options Embedding::options(std::int64_t position_offset, const TensorView& posit
 
 void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64_t position_offset,
                         const TensorView& position_ids) {
-  tokemb::forward(ids, token_table_, pos_table_, out, options(position_offset, position_ids),
-                  stream_);
+  forward(ids, out, Positions{position_offset, position_ids, TensorView{}});
+}
+
+void Embedding::forward(const TensorView& ids, const TensorView& out, const Positions& positions) {
+  Options o = options(positions);
+  const bool drop = training_ && config_.dropout > 0.0f;
+  if (drop) {
+    o.dropout.p = config_.dropout;
+    o.dropout.mode = config_.dropout_mode;
+    o.dropout.seed = config_.dropout_seed;
+    o.dropout.offset = next_offset_;
+  }
+  tokemb::forward(ids, token_table_, pos_table_, out, o, stream_);
+  if (drop) pending_.push_back(next_offset_++);  // only once the call was accepted
 }
 
 void Embedding::backward(const TensorView& ids, const TensorView& dout,
                          std::int64_t position_offset, const TensorView& position_ids) {
-  run_backward(ids, dout, options(position_offset, position_ids));
+  run_backward(ids, dout, options(Positions{position_offset, position_ids, TensorView{}}));
+}
+
+void Embedding::backward(const TensorView& ids, const TensorView& dout,
+                         const Positions& positions) {
+  run_backward(ids, dout, options(positions));
 }
 
 void Embedding::zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
                                        std::int64_t position_offset,
                                        const TensorView& position_ids) {
-  Options o = options(position_offset, position_ids);
+  zero_grad_and_backward(ids, dout, Positions{position_offset, position_ids, TensorView{}});
+}
+
+void Embedding::zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
+                                       const Positions& positions) {
+  Options o = options(positions);
   o.accumulate = false;
   run_backward(ids, dout, o);
 }
 
-void Embedding::run_backward(const TensorView& ids, const TensorView& dout, const Options& o) {
+void Embedding::set_dropout_state(std::uint64_t seed, std::uint64_t next_offset) {
+  config_.dropout_seed = seed;
+  next_offset_ = next_offset;
+  pending_.clear();
+}
+
+void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Options o) {
+  // The oldest training forward still waiting pairs with this backward: the same mask.
+  const bool masked = !pending_.empty();
+  if (masked) {
+    o.dropout.p = config_.dropout;
+    o.dropout.mode = config_.dropout_mode;
+    o.dropout.seed = config_.dropout_seed;
+    o.dropout.offset = pending_.front();
+  }
   // Only the sort-based paths need scratch; the accumulating atomic mode skips the size query
   // (and the second validation it would cost).
   const std::size_t need = detail::backward_sorts(o.backward_mode, o.accumulate)
@@ -96,6 +138,7 @@ void Embedding::run_backward(const TensorView& ids, const TensorView& dout, cons
   }
   tokemb::backward(ids, dout, token_grad_, pos_grad_, o,
                    Workspace{workspace_.data(), workspace_.bytes()}, stream_);
+  if (masked) pending_.pop_front();  // only once the call was accepted
 }
 
 void Embedding::reserve(std::int64_t max_tokens) {

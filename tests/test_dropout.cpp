@@ -392,6 +392,82 @@ TEST(PackedSequences, ArgumentErrors) {
       InvalidArgument);
 }
 
+// ---- the module
+// ----------------------------------------------------------------------------------
+
+TEST(DropoutModule, TrainingForwardsDrawSuccessiveOffsetsAndBackwardsPairFirstInFirstOut) {
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Problem pr(seed);
+  EmbeddingConfig c;
+  c.vocab_size = pr.V;
+  c.dim = pr.D;
+  c.context_length = pr.P;
+  c.dropout = 0.25f;
+  c.dropout_seed = seed;
+  Embedding m(c, host_stream);
+  m.load_token_table(pr.tok.data(), pr.tok.size() * 4);
+  m.load_position_table(pr.pos.data(), pr.pos.size() * 4);
+  auto ids = host_view(pr.ids, DType::i64, {pr.B, pr.T});
+  auto dout = host_view(pr.dout, DType::f32, {pr.B, pr.T, pr.D});
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D));
+  auto out_v = host_view(out, DType::f32, {pr.B, pr.T, pr.D});
+
+  EXPECT_TRUE(m.training());
+  m.forward(ids, out_v);  // offset 0
+  EXPECT_TRUE(bits_equal(out, pr.forward(with_dropout(0.25f, seed, 0))));
+  m.forward(ids, out_v);  // offset 1
+  EXPECT_TRUE(bits_equal(out, pr.forward(with_dropout(0.25f, seed, 1))));
+  EXPECT_EQ(m.pending_dropout_masks(), 2u);
+  EXPECT_EQ(m.next_dropout_offset(), 2u);
+
+  // backward, backward: the first pairs with offset 0, the second with offset 1.
+  m.zero_grad_and_backward(ids, dout);
+  EXPECT_TRUE(bits_equal(m.token_grad_to_host(), pr.backward(with_dropout(0.25f, seed, 0)).first));
+  m.zero_grad_and_backward(ids, dout);
+  EXPECT_TRUE(bits_equal(m.token_grad_to_host(), pr.backward(with_dropout(0.25f, seed, 1)).first));
+  EXPECT_EQ(m.pending_dropout_masks(), 0u);
+
+  // Evaluation: no dropout, nothing queued; a backward then has no mask.
+  m.eval();
+  m.forward(ids, out_v);
+  EXPECT_TRUE(bits_equal(out, pr.forward(Options{})));
+  EXPECT_EQ(m.pending_dropout_masks(), 0u);
+  m.zero_grad_and_backward(ids, dout);
+  EXPECT_TRUE(bits_equal(m.token_grad_to_host(), pr.backward(Options{}).first));
+
+  // set_dropout_state restarts the sequence.
+  m.train();
+  m.set_dropout_state(seed + 1, 7);
+  m.forward(ids, out_v);
+  EXPECT_TRUE(bits_equal(out, pr.forward(with_dropout(0.25f, seed + 1, 7))));
+  // A rejected forward (bad shape) queues nothing.
+  EXPECT_THROW(m.forward(ids, host_view(out, DType::f32, {pr.B * pr.T, pr.D})), InvalidArgument);
+  EXPECT_EQ(m.pending_dropout_masks(), 1u);
+}
+
+TEST(DropoutModule, PackedSequencesThroughPositions) {
+  Problem pr(fresh_seed());
+  EmbeddingConfig c;
+  c.vocab_size = pr.V;
+  c.dim = pr.D;
+  c.context_length = pr.P;
+  Embedding m(c, host_stream);
+  m.load_token_table(pr.tok.data(), pr.tok.size() * 4);
+  m.load_position_table(pr.pos.data(), pr.pos.size() * 4);
+  std::vector<std::int32_t> cu = {0, 16, 30, 46, 60};
+  Positions where;
+  where.cu_seqlens = host_view(cu, DType::i32, {5});
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D));
+  m.forward(host_view(pr.ids, DType::i64, {pr.B, pr.T}),
+            host_view(out, DType::f32, {pr.B, pr.T, pr.D}), where);
+  Options o;
+  o.cu_seqlens = where.cu_seqlens;
+  EXPECT_TRUE(bits_equal(out, pr.forward(o)));
+  EXPECT_THROW(EmbeddingConfig bad = c; bad.dropout = 2.0f;
+               Embedding(bad, host_stream), InvalidArgument);
+}
+
 // ---- on the GPU (skipped without one)
 // ------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 /// pair of `nn.Embedding`s at the input of a GPT model.
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <vector>
 
@@ -21,6 +22,20 @@ struct EmbeddingConfig {
   Device device = Device::cpu();
   std::optional<std::int64_t> padding_idx;  ///< this token's row receives no gradient
   BackwardMode backward_mode = BackwardMode::atomic;
+  /// Fused dropout after the embedding (the book's drop_emb): drop probability in [0, 1], used
+  /// by forward in training mode only (Embedding::train / eval).
+  float dropout = 0.0f;
+  DropoutMode dropout_mode = DropoutMode::element;
+  /// Seed of the dropout masks; the module draws offsets 0, 1, 2, ... from it, one per training
+  /// forward (set_dropout_state to choose another point in that sequence).
+  std::uint64_t dropout_seed = 0;
+};
+
+/// Where the positions of one module call come from (see Options).
+struct Positions {
+  std::int64_t offset = 0;  ///< position of t = 0 (decoding with a KV cache)
+  TensorView ids;           ///< explicit positions [B, T], or empty
+  TensorView cu_seqlens;    ///< packed sequences: int32 [S + 1], or empty
 };
 
 /// Token + positional embedding with gradients. Tables are zero after construction (seeded init
@@ -42,19 +57,39 @@ class Embedding {
   TensorView token_grad() const noexcept { return token_grad_.view(); }
   TensorView position_grad() const noexcept { return pos_grad_.view(); }
 
-  /// out[b, t] = token[ids[b, t]] + pos[position_offset + t] (or position_ids[b, t]).
-  /// ids and out on the module's device; out [B, T, D] of the module's dtype.
+  /// out[b, t] = token[ids[b, t]] + pos[position_offset + t] (or position_ids[b, t]), then
+  /// dropout when training with config().dropout > 0. ids and out on the module's device; out
+  /// [B, T, D] of the module's dtype. A training forward with dropout draws the next mask
+  /// (offset) and queues it for its backward.
   void forward(const TensorView& ids, const TensorView& out, std::int64_t position_offset = 0,
                const TensorView& position_ids = TensorView{});
+  void forward(const TensorView& ids, const TensorView& out, const Positions& positions);
   /// Accumulates into the gradients (see tokemb::backward). dout [B, T, D], any float dtype.
+  /// If training forwards with dropout are waiting for their backward, this one takes the
+  /// oldest one's mask (first in, first out: forward, forward, backward, backward — gradient
+  /// accumulation and pipelining — pairs each backward with its own forward).
   void backward(const TensorView& ids, const TensorView& dout, std::int64_t position_offset = 0,
                 const TensorView& position_ids = TensorView{});
+  void backward(const TensorView& ids, const TensorView& dout, const Positions& positions);
   /// zero_grad() then backward(), fused: the gradients end up holding exactly this call's
   /// gradients (Options::accumulate = false). Each token-gradient row is written once instead
   /// of zeroed, read back and updated.
   void zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
                               std::int64_t position_offset = 0,
                               const TensorView& position_ids = TensorView{});
+  void zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
+                              const Positions& positions);
+
+  /// Training mode (the default): forward applies dropout. Evaluation mode: it does not.
+  void train(bool on = true) noexcept { training_ = on; }
+  void eval() noexcept { training_ = false; }
+  bool training() const noexcept { return training_; }
+  /// Restarts the mask sequence at (seed, next_offset) and forgets the queued masks.
+  void set_dropout_state(std::uint64_t seed, std::uint64_t next_offset);
+  /// The offset the next training forward will draw with.
+  std::uint64_t next_dropout_offset() const noexcept { return next_offset_; }
+  /// Masks of training forwards still waiting for their backward.
+  std::size_t pending_dropout_masks() const noexcept { return pending_.size(); }
   /// Zeroes both gradients (stream-ordered).
   void zero_grad();
   /// Sizes the backward workspace (deterministic mode, and zero_grad_and_backward in either
@@ -79,14 +114,17 @@ class Embedding {
  private:
   std::vector<float> to_host(const TensorView& view);
   void load(const TensorView& dst, const void* host_data, std::size_t bytes, const char* what);
-  Options options(std::int64_t position_offset, const TensorView& position_ids) const;
-  void run_backward(const TensorView& ids, const TensorView& dout, const Options& o);
+  Options options(const Positions& positions) const;
+  void run_backward(const TensorView& ids, const TensorView& dout, Options o);
 
   EmbeddingConfig config_;
   StreamView stream_;
   Buffer token_table_, pos_table_, token_grad_, pos_grad_;
   ErrorMonitor errors_;
   Buffer workspace_;
+  bool training_ = true;
+  std::uint64_t next_offset_ = 0;
+  std::deque<std::uint64_t> pending_;  // offsets of forwards whose backward has not run
 };
 
 }  // namespace tokemb
