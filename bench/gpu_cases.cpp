@@ -2,8 +2,9 @@
 // copy ceiling of the same byte count and a correctness check against the baseline, all timed
 // on one stream with CUDA events and L2 flushed between iterations (cuda_timer.hpp).
 //
-// Row names: fwd/<case>, bwd_atomic/<case>, bwd_det/<case> (Google Benchmark appends
-// "/manual_time"). The backward rows time zeroing both f32 gradient tables (cudaMemsetAsync)
+// Row names: fwd/<case>, bwd_atomic/<case>, bwd_det/<case>, and fwd_drop/<case>, bwd_drop/<case>
+// (fused dropout p = 0.1, atomic mode) for the GPT-2 B = 64 uniform cases (Google Benchmark
+// appends "/manual_time"). The backward rows time zeroing both f32 gradient tables (cudaMemsetAsync)
 // plus tokemb::backward, i.e. fresh gradients, which is what PyTorch's backward produces;
 // bwd_only_ms is tokemb::backward alone (accumulating into existing gradients).
 //
@@ -188,6 +189,21 @@ std::map<std::string, double>& atomic_medians() {
   static std::map<std::string, double> m;
   return m;
 }
+std::map<std::string, double>& forward_medians() {
+  static std::map<std::string, double> m;
+  return m;
+}
+
+// Dropout rows (fwd_drop, bwd_drop): the same call with fused dropout p = kDropoutP. Their
+// counter vs_no_dropout = median / the p = 0 row's median; the target is <= 1.05 (the mask's
+// Philox rounds must hide under the memory traffic). Their results are not compared with a
+// baseline (none applies the same mask); tests/test_dropout.cpp checks them against the CPU.
+constexpr float kDropoutP = 0.1f;
+void set_dropout(tokemb::Options& o, float p) {
+  o.dropout.p = p;
+  o.dropout.seed = 1234;
+  o.dropout.offset = 0;
+}
 
 void set_comparison_counters(benchmark::State& state, const RowExtras& x, double min_bytes,
                              double med, const std::string& cpu_key) {
@@ -203,7 +219,7 @@ void set_comparison_counters(benchmark::State& state, const RowExtras& x, double
   state.counters["check_max_abs_diff"] = x.check_max_abs_diff;
 }
 
-void gpu_forward(benchmark::State& state, Case c, std::string row) {
+void gpu_forward(benchmark::State& state, Case c, std::string row, float dropout_p) {
   try {
     GpuFixture& f = gpu_fixture(c);
     DeviceTables& t = *f.t;
@@ -211,6 +227,7 @@ void gpu_forward(benchmark::State& state, Case c, std::string row) {
     const cudaStream_t st = gpu().s();
     tokemb::Options opt;
     opt.position_offset = c.shape.offset;
+    set_dropout(opt, dropout_p);
     auto ours = [&] { tokemb::forward(f.ids, t.tok, t.pos, f.out, opt, st); };
     auto baseline = [&] {
       unfused_forward(f.ids.data(), c.id_type, t.tok.data(), t.pos.data(), f.out_ref.data(),
@@ -224,8 +241,9 @@ void gpu_forward(benchmark::State& state, Case c, std::string row) {
       // Both compute bf16/f16(f32(tok) + f32(pos)) with one rounding: results must be identical.
       ours();
       baseline();
-      x.check_bad = static_cast<double>(
-          count_byte_mismatches(f.out.data(), f.out_ref.data(), f.out.bytes(), st));
+      if (dropout_p == 0.0f)
+        x.check_bad = static_cast<double>(
+            count_byte_mismatches(f.out.data(), f.out_ref.data(), f.out.bytes(), st));
       x.copy_ms = timer.median_ms([&] { copy_op(f, static_cast<std::size_t>(min_bytes / 2)); });
       x.baseline_ms = timer.median_ms(baseline);
       for (int i = 0; i < 3; ++i) timer.time_ms(ours);  // warm-up
@@ -236,12 +254,20 @@ void gpu_forward(benchmark::State& state, Case c, std::string row) {
     set_time_counters(state, min_bytes, samples);
     set_comparison_counters(state, cache[row], min_bytes, median(samples), "fwd/" + c.key());
     state.counters["distinct_tokens"] = static_cast<double>(f.distinct);
+    if (dropout_p == 0.0f) {
+      forward_medians()[c.key()] = median(samples);
+    } else {
+      state.counters.erase("check_ok");
+      if (auto it = forward_medians().find(c.key()); it != forward_medians().end() && it->second > 0)
+        state.counters["vs_no_dropout"] = median(samples) / it->second;
+    }
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
 }
 
-void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::BackwardMode mode) {
+void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::BackwardMode mode,
+                  float dropout_p) {
   try {
     GpuFixture& f = gpu_fixture(c);
     DeviceTables& t = *f.t;
@@ -254,6 +280,7 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
     tokemb::Options opt;
     opt.position_offset = c.shape.offset;
     opt.backward_mode = mode;
+    set_dropout(opt, dropout_p);
     tokemb::Options accumulate_opt = opt;
     opt.accumulate = false;
     const tokemb::Workspace ws{f.workspace.data(), f.workspace_bytes};
@@ -293,8 +320,10 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
           compare_f32(static_cast<const float*>(t.grad_pos.data()),
                       static_cast<const float*>(t.grad_pos_ref.data()),
                       static_cast<std::size_t>(t.grad_pos.view().numel()), atol, rtol, st);
-      x.check_bad = static_cast<double>(a.violations + b.violations);
-      x.check_max_abs_diff = std::max(a.max_abs_diff, b.max_abs_diff);
+      if (dropout_p == 0.0f) {
+        x.check_bad = static_cast<double>(a.violations + b.violations);
+        x.check_max_abs_diff = std::max(a.max_abs_diff, b.max_abs_diff);
+      }
       x.copy_ms = timer.median_ms([&] { copy_op(f, static_cast<std::size_t>(min_bytes / 2)); });
       x.baseline_ms = timer.median_ms(baseline);
       x.bwd_only_ms = timer.median_ms(backward_only);
@@ -317,7 +346,11 @@ void gpu_backward(benchmark::State& state, Case c, std::string row, tokemb::Back
         x.bwd_only_ms > 0
             ? backward_accumulate_min_bytes(c, f.distinct) / (x.bwd_only_ms * 1e-3) / 1e9
             : 0.0;
-    if (mode == tokemb::BackwardMode::atomic) {
+    if (dropout_p > 0.0f) {
+      state.counters.erase("check_ok");
+      if (auto it = atomic_medians().find(c.key()); it != atomic_medians().end() && it->second > 0)
+        state.counters["vs_no_dropout"] = med / it->second;
+    } else if (mode == tokemb::BackwardMode::atomic) {
       atomic_medians()[c.key()] = med;
     } else if (auto it = atomic_medians().find(c.key());
                it != atomic_medians().end() && it->second > 0) {
@@ -372,17 +405,29 @@ void release_gpu_resources() {
 void register_gpu_cases(const Case& c) {
   const std::string fwd = "fwd/" + c.key(), atomic = "bwd_atomic/" + c.key(),
                     det = "bwd_det/" + c.key();
-  benchmark::RegisterBenchmark(fwd.c_str(), gpu_forward, c, fwd)
+  benchmark::RegisterBenchmark(fwd.c_str(), gpu_forward, c, fwd, 0.0f)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark(atomic.c_str(), gpu_backward, c, atomic,
-                               tokemb::BackwardMode::atomic)
+                               tokemb::BackwardMode::atomic, 0.0f)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark(det.c_str(), gpu_backward, c, det,
-                               tokemb::BackwardMode::deterministic)
+                               tokemb::BackwardMode::deterministic, 0.0f)
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
+  // Fused dropout at p = 0.1 beside p = 0, on the GPT-2 B = 64 training cases with uniform ids.
+  if (std::string(c.shape.name) == kGpt2B64.name && c.dist == Dist::uniform &&
+      c.id_type == DType::i64 && c.dtype != DType::f16) {
+    const std::string fwd_drop = "fwd_drop/" + c.key(), bwd_drop = "bwd_drop/" + c.key();
+    benchmark::RegisterBenchmark(fwd_drop.c_str(), gpu_forward, c, fwd_drop, kDropoutP)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(bwd_drop.c_str(), gpu_backward, c, bwd_drop,
+                                 tokemb::BackwardMode::atomic, kDropoutP)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+  }
 }
 
 }  // namespace bench
