@@ -49,7 +49,13 @@ struct RowParams {
   const std::int32_t* cu_seqlens = nullptr;
   std::int64_t num_seqs = 0;
   std::int64_t B = 0, T = 0, D = 0;
-  std::int64_t V = 0;             // token rows (< 2^31)
+  std::int64_t V = 0;  // token-table rows this call reads and writes (< 2^31): the shard's rows
+                       // that hold valid ids (rows of a padded vocabulary past them excluded)
+  // Vocabulary-parallel shards: the table's row 0 is global id vocab_start; ids in
+  // [0, vocab_valid) are valid, those outside [vocab_start, vocab_start + V) belong to other
+  // shards (no token term, no token gradient, no error). Unsharded: 0 and V.
+  std::int64_t vocab_start = 0;
+  std::int64_t vocab_valid = 0;
   std::int64_t P = 0;             // position rows (< 2^31); 0 when positions are off
   std::int64_t offset = 0;        // with pos_ids == nullptr, offset + T <= P was checked
   std::int64_t padding_idx = -1;  // normalised to [0, V), or -1 for none
@@ -57,6 +63,10 @@ struct RowParams {
   DropoutParams dropout;
 
   TOKEMB_HOST_DEVICE std::int64_t rows() const { return B * T; }
+  /// Valid ids are [0, valid_ids()).
+  TOKEMB_HOST_DEVICE std::int64_t valid_ids() const {
+    return vocab_valid > 0 ? vocab_valid : vocab_start + V;
+  }
   TOKEMB_HOST_DEVICE bool positions() const { return P > 0; }
   /// Positions that are not offset + t (position ids or packed sequences): the positional
   /// gradient is then a scatter.

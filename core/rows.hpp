@@ -28,17 +28,22 @@ static_assert(static_cast<std::int32_t>(RowStatus::bad_token) != 0 &&
 
 /// What row r reads.
 struct Row {
-  std::int64_t token = 0;      // ids[r] (out of range when status == bad_token)
+  std::int64_t token = 0;  // local row of ids[r] in this shard's table; kOtherShard when another
+                           // shard holds it; the bad id itself when status == bad_token
   std::int64_t position = -1;  // -1 when positions are off; bad_sequence: the entry's index
   RowStatus status = RowStatus::ok;
 
+  static constexpr std::int64_t kOtherShard = -1;
+
   TOKEMB_HOST_DEVICE bool ok() const { return status == RowStatus::ok; }
+  /// A valid row whose token row is in this shard (always, unsharded).
+  TOKEMB_HOST_DEVICE bool has_token() const { return token >= 0; }
   /// The offending value and the bound of its valid range [0, limit), for an invalid row.
   TOKEMB_HOST_DEVICE std::int64_t bad_value() const {
     return status == RowStatus::bad_token ? token : position;
   }
   TOKEMB_HOST_DEVICE std::int64_t limit(const RowParams& p) const {
-    return status == RowStatus::bad_token      ? p.V
+    return status == RowStatus::bad_token      ? p.valid_ids()
            : status == RowStatus::bad_sequence ? p.num_seqs + 1
                                                : p.P;
   }
@@ -101,7 +106,12 @@ template <class I>
 TOKEMB_HOST_DEVICE inline Row resolve_row(const RowParams& p, std::int64_t r) {
   Row row;
   row.token = load_index<I>(p.ids, r);
-  if (row.token < 0 || row.token >= p.V) row.status = RowStatus::bad_token;
+  if (row.token < 0 || row.token >= p.valid_ids()) {
+    row.status = RowStatus::bad_token;
+  } else {
+    row.token -= p.vocab_start;
+    if (row.token < 0 || row.token >= p.V) row.token = Row::kOtherShard;
+  }
   if (p.positions()) {
     if (p.cu_seqlens != nullptr) {
       row.position = sequence_position(p, r);

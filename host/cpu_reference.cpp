@@ -60,15 +60,24 @@ void forward(const ForwardParams& p) {
         for (std::int64_t d = 0; d < D; ++d) o[d] = from_float<T>(0.0f);
         continue;
       }
+      auto factor = [&](std::int64_t d) {
+        return dropout_factor_at(p.dropout, seed, offset,
+                                 static_cast<std::uint64_t>(p.dropout.per_token ? r : r * D + d));
+      };
+      if (!info.has_token()) {  // another shard's id: the positional term alone (or zeros)
+        for (std::int64_t d = 0; d < D; ++d) {
+          float x = info.position >= 0 ? to_float(pos[info.position * D + d]) : 0.0f;
+          if (p.dropout.enabled()) x = dropout_apply(x, factor(d));
+          o[d] = from_float<T>(x);
+        }
+        continue;
+      }
       const T* t_row = tok + info.token * D;
       if (p.dropout.enabled()) {  // (tok + pos) in f32, the mask applied, rounded once
         for (std::int64_t d = 0; d < D; ++d) {
           float x = to_float(t_row[d]);
           if (info.position >= 0) x += to_float(pos[info.position * D + d]);
-          const float f =
-              dropout_factor_at(p.dropout, seed, offset,
-                                static_cast<std::uint64_t>(p.dropout.per_token ? r : r * D + d));
-          o[d] = from_float<T>(dropout_apply(x, f));
+          o[d] = from_float<T>(dropout_apply(x, factor(d)));
         }
       } else if (info.position >= 0) {
         const T* p_row = pos + info.position * D;
@@ -88,7 +97,8 @@ void backward(const BackwardParams& p) {
   for (std::int64_t r = 0; r < n; ++r) {
     const Row info = resolve_row_any(p, r);
     if (!info.ok()) continue;
-    if (info.token != p.padding_idx) token_keys[static_cast<std::size_t>(r)] = info.token;
+    if (info.has_token() && info.token != p.padding_idx)
+      token_keys[static_cast<std::size_t>(r)] = info.token;
     pos_keys[static_cast<std::size_t>(r)] = info.position;
   }
   if (!p.accumulate) {  // overwrite: exactly zeroing first, then accumulating

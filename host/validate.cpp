@@ -95,10 +95,23 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   r.B = ids.shape[0];
   r.T = ids.shape[1];
   r.D = D;
-  r.V = V;
-  r.P = P;
   TOKEMB_EXPECTS(V <= max_rows, InvalidArgument, op, ": vocabulary size ", V,
                  " exceeds the supported maximum ", max_rows);
+  // Shards: the table's rows are global ids [vocab_start, vocab_start + V); of those, the ones
+  // below vocab_size hold valid ids and are the rows this call may touch.
+  TOKEMB_EXPECTS(o.vocab_start >= 0, InvalidArgument, op, ": vocab_start ", o.vocab_start,
+                 " is negative");
+  TOKEMB_EXPECTS(o.vocab_size >= 0, InvalidArgument, op, ": vocab_size ", o.vocab_size,
+                 " is negative (0: vocab_start + the table's rows)");
+  TOKEMB_EXPECTS(o.vocab_start <= max_rows, InvalidArgument, op, ": vocab_start ", o.vocab_start,
+                 " exceeds the supported maximum ", max_rows);
+  const std::int64_t vocab = o.vocab_size > 0 ? o.vocab_size : o.vocab_start + V;
+  TOKEMB_EXPECTS(o.vocab_start < vocab, InvalidArgument, op, ": vocab_start ", o.vocab_start,
+                 " is not below vocab_size ", vocab, ": the shard must hold at least one valid id");
+  r.V = std::min(V, vocab - o.vocab_start);
+  r.vocab_start = o.vocab_start;
+  r.vocab_valid = vocab;
+  r.P = P;
   TOKEMB_EXPECTS(P <= max_rows, InvalidArgument, op, ": context length ", P,
                  " exceeds the supported maximum ", max_rows);
   TOKEMB_EXPECTS(ids.numel() <= max_rows, InvalidArgument, op, ": B * T = ", ids.numel(),
@@ -153,11 +166,12 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
     }
     r.offset = o.position_offset;
   }
-  if (o.padding_idx) {
+  if (o.padding_idx) {  // a global id; -1 when another shard holds it
     const std::int64_t p = *o.padding_idx;
-    TOKEMB_EXPECTS(p >= -V && p < V, InvalidArgument, op, ": padding_idx ", p,
-                   " is outside the valid range [", -V, ", ", V, ")");
-    r.padding_idx = p < 0 ? p + V : p;
+    TOKEMB_EXPECTS(p >= -vocab && p < vocab, InvalidArgument, op, ": padding_idx ", p,
+                   " is outside the valid range [", -vocab, ", ", vocab, ")");
+    const std::int64_t local = (p < 0 ? p + vocab : p) - o.vocab_start;
+    r.padding_idx = local >= 0 && local < r.V ? local : -1;
   }
   if (o.error_record != nullptr)
     expect_pointer(op, "error_record", o.error_record, alignof(ErrorRecord), dev);

@@ -104,7 +104,9 @@ __global__ void __launch_bounds__(kThreads)
           } else if (K == Keys::position) {
             keys[k] = static_cast<std::uint32_t>(row.position);
           } else {
-            keys[k] = row.token != p.padding_idx ? static_cast<std::uint32_t>(row.token)
+            // padding_idx and other shards' ids: no token gradient, still a position
+            keys[k] = row.has_token() && row.token != p.padding_idx
+                          ? static_cast<std::uint32_t>(row.token)
                       : kFused ? key_pos_only  // still feeds the positional gradient
                                : key_skip;     // nothing to add: do not even load its dout
           }

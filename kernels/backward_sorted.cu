@@ -111,13 +111,14 @@ __global__ void __launch_bounds__(kThreads)
   for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; r < n;
        r += static_cast<std::int64_t>(gridDim.x) * kThreads) {
     const Row row = resolve_row_any(p, r);
-    std::uint32_t key = max_key;  // padding_idx: no token gradient, still a position
+    // padding_idx and other shards' ids: no token gradient, still a position
+    std::uint32_t key = max_key;
     if (!row.ok()) {
       key = max_key + 1u;  // out of range: no gradient at all
       if (!kByPosition) record_bad_row(p.error_record, p, r, row);  // once per row: token pass
     } else if (kByPosition) {
       key = static_cast<std::uint32_t>(row.position);
-    } else if (row.token != p.padding_idx) {
+    } else if (row.has_token() && row.token != p.padding_idx) {
       key = static_cast<std::uint32_t>(row.token);
     }
     keys[r] = key;

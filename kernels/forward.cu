@@ -51,6 +51,28 @@ __global__ void __launch_bounds__(kForwardThreads)
         store_pack_streaming<T, N>(o + c * N, zero);
       continue;
     }
+    if (!row.has_token()) {  // another shard's id: the positional term alone (or zeros)
+      const T* p_row = row.position >= 0 ? pos + row.position * D : nullptr;
+      for (std::int64_t c = lane; c < packs; c += group_size) {
+        float x[N] = {};
+        if (p_row != nullptr) {
+          const Pack<T, N> b = load_pack<T, N>(p_row + c * N);
+#pragma unroll
+          for (int j = 0; j < N; ++j) x[j] = to_float(b.v[j]);
+        }
+        if (p.dropout.enabled()) {
+          float f[N];
+          dropout_factors<N>(p.dropout, seed, offset, r, r * D + c * N, f);
+#pragma unroll
+          for (int j = 0; j < N; ++j) x[j] = dropout_apply(x[j], f[j]);
+        }
+        Pack<T, N> a;
+#pragma unroll
+        for (int j = 0; j < N; ++j) a.v[j] = from_float<T>(x[j]);
+        store_pack_streaming<T, N>(o + c * N, a);
+      }
+      continue;
+    }
     const T* t_row = tok + row.token * D;
     if (p.dropout.enabled()) {  // uniform branch: (tok + pos) in f32, mask applied, one rounding
       const T* p_row = row.position >= 0 ? pos + row.position * D : nullptr;

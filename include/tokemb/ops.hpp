@@ -81,6 +81,17 @@ struct Options {
   TensorView cu_seqlens;
   /// Fused dropout (off by default).
   Dropout dropout;
+  /// Vocabulary-parallel shards (Megatron's VocabParallelEmbedding): the token table (and
+  /// grad_token) holds rows [vocab_start, vocab_start + rows) of a global vocabulary. An id in
+  /// the shard reads its local row; a valid id outside it contributes no token term in forward
+  /// (the output row is the positional term alone, or zeros: the ranks' outputs sum to the
+  /// unsharded output) and no token gradient in backward, without an error; an id outside
+  /// [0, vocab_size) is out of range, as unsharded. padding_idx is a global id.
+  std::int64_t vocab_start = 0;
+  /// Number of valid ids in the global vocabulary; 0 means vocab_start + the table's rows. A
+  /// padded table (llm.c pads 50257 to 50304 rows) passes the real count: rows at or past it
+  /// are never read, never written (not even when overwriting) and get no gradient.
+  std::int64_t vocab_size = 0;
   /// This token's row receives no gradient (its forward row is the table row, as in PyTorch).
   std::optional<std::int64_t> padding_idx;
   /// backward() only.
