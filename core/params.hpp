@@ -26,6 +26,15 @@ struct DeviceInfo {
   int multiprocessors = 1;  // SM count, to size persistent and grid-stride grids
 };
 
+/// How a rank's slice of a [B, T, D] activation is laid out under sequence parallelism
+/// (kernels/sequence_parallel.cu). slice = false: the whole [B, T, D].
+struct SliceLayout {
+  std::int64_t B = 0, T = 0, D = 0;
+  int rank = 0, world = 1;
+  bool slice = false;           // the data is rank's slice, not the whole activation
+  bool sequence_first = false;  // [T/w, B, D] (else [B, T/w, D])
+};
+
 /// Fused dropout (core/dropout.hpp has the mask rule). Off when threshold == 0.
 struct DropoutParams {
   std::uint32_t threshold = 0;  // drop when (word >> 8) < threshold; round(p * 2^24)

@@ -31,4 +31,13 @@ void backward(const BackwardParams& p, const DeviceInfo& device, CUstream_st* st
 void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool affine, float width,
                  float low, const DeviceInfo& device, CUstream_st* stream);
 
+/// kernels/sequence_parallel.cu: [B, T, D] <-> the chunked buffer of the w ranks' slices
+/// (to_chunked: src is [B, T, D]); dtype f32, bf16 or f16.
+void permute_rows(const void* src, void* dst, DType dtype, const SliceLayout& s, bool to_chunked,
+                  const DeviceInfo& device, CUstream_st* stream);
+/// Applies dropout in place to a slice (or the whole [B, T, D] when !s.slice) with the mask of
+/// each element's place in the whole activation. No-op when d is off.
+void slice_dropout(void* data, DType dtype, const SliceLayout& s, const DropoutParams& d,
+                   const DeviceInfo& device, CUstream_st* stream);
+
 }  // namespace tokemb::detail::cuda
