@@ -532,7 +532,7 @@ class EmbedDataErrors(CliTest):
     def test_llmc_size_mismatch(self):
         f = self.path("shard.bin")
         write_llmc(f, LLMC_GPT2, 1, list(range(30)), "H", count=31)
-        self.assertFails(1, self.embed(f), "31 uint16 tokens", "(truncated)",
+        self.assertFails(1, self.embed(f), "31 uint16 tokens", "truncated file",
                          out=self.path("out.npy"))
         write_llmc(f, LLMC_GPT2, 1, list(range(30)), "H", count=-5)
         self.assertFails(1, self.embed(f), "negative token count -5", out=self.path("out.npy"))
