@@ -47,14 +47,16 @@ std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecord& rec) {
   return bad;
 }
 
-IndexOutOfRange make_index_error(const ErrorRecord& rec, const std::string& where) {
+IndexOutOfRange make_index_error(const ErrorRecord& rec, const std::string& where, BadRows what) {
   const bool token = rec.kind == static_cast<std::int32_t>(IndexOutOfRange::Kind::token);
   std::ostringstream os;
   os << where << ": " << (token ? "token id " : "position ") << rec.value << " at (b=" << rec.batch
      << ", t=" << rec.time << ") is outside the " << (token ? "token" : "position")
      << " table; valid " << (token ? "ids" : "positions") << " are [0, " << rec.limit << ") ("
-     << rec.count << (rec.count == 1 ? " row" : " rows")
-     << " out of range; their output rows were zeroed and their gradients skipped)";
+     << rec.count << (rec.count == 1 ? " row" : " rows") << " out of range; "
+     << (what == BadRows::recorded
+             ? "their output rows were zeroed and their gradients skipped)"
+             : "nothing was written: the outputs and gradients are as they were)");
   return IndexOutOfRange(os.str(),
                          token ? IndexOutOfRange::Kind::token : IndexOutOfRange::Kind::position,
                          rec.value, rec.batch, rec.time, rec.limit, rec.count);

@@ -639,7 +639,9 @@ class EmbedInterrupted(CliTest):
                               "--out", out, "--quiet"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while not os.path.exists(out + ".tmp") and p.poll() is None and time.monotonic() < deadline:
+        # The run writes its output to a temporary ".out.npy.tmp-XXXXXX" next to it.
+        while (not any(".tmp" in x for x in os.listdir(self.dir)) and p.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.002)
         p.send_signal(signal.SIGINT)
         so, se = p.communicate(timeout=60)

@@ -11,6 +11,7 @@
 
 #include "tools/cli/args.hpp"
 #include "tools/cli/commands.hpp"
+#include "tools/cli/outputs.hpp"
 
 namespace {
 
@@ -94,11 +95,8 @@ int main(int argc, char** argv) {
   };
   try {
     const int rc = dispatch(argc, argv, command);
-    if (std::fflush(stdout) != 0) {
-      std::fprintf(stderr, "%s: error: cannot write to standard output: %s\n", prefix().c_str(),
-                   std::strerror(errno));
-      return kDataError;
-    }
+    // A write that failed earlier (a full buffer flushed inside printf) only shows in ferror.
+    tokemb::cli::flush_stdout();
     return rc;
   } catch (const tokemb::cli::UsageError& e) {
     std::fflush(stdout);
