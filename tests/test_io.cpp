@@ -455,6 +455,36 @@ TEST_F(IoTest, SafetensorsParsesAHandBuiltFile) {
   EXPECT_TRUE(parse_safetensors(empty.data(), empty.size()).empty());
 }
 
+// Issue 13 item 11: an offset or dimension too large for any file says so, rather than "not a
+// non-negative integer"; a value that is not an integer still says that.
+TEST_F(IoTest, SafetensorsHugeOffsetsAndDimsSayTheyAreTooLarge) {
+  const std::string d16(16, '\x01');
+  std::mt19937_64 rng(fresh_seed());
+  const std::uint64_t huge = (1ull << 63) + rng() % (1ull << 63);  // 2^63 .. 2^64 - 1
+  auto message = [&](const std::string& body) {
+    const std::string file = st_file("{\"a\":{" + body + "}}", d16);
+    try {
+      parse_safetensors(file.data(), file.size());
+    } catch (const IoError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (const std::string& v : {std::to_string(huge), std::string("18446744073709551600"),
+                               std::string("99999999999999999999999")}) {
+    SCOPED_TRACE(v);
+    const std::string m1 =
+        message("\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0," + v + "]");
+    EXPECT_NE(m1.find("'data_offsets' value " + v + ", larger than any file"), std::string::npos)
+        << m1;
+    const std::string m2 =
+        message("\"dtype\":\"F32\",\"shape\":[" + v + "],\"data_offsets\":[0,16]");
+    EXPECT_NE(m2.find("'shape' value " + v + ", larger than any file"), std::string::npos) << m2;
+  }
+  const std::string m3 = message("\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,1.5]");
+  EXPECT_NE(m3.find("1.5 that is not a non-negative integer"), std::string::npos) << m3;
+}
+
 TEST_F(IoTest, SafetensorsCorruptTruncatedAndInconsistentFilesAreRefused) {
   const std::string d16(16, '\x01');
   const std::string ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}";
