@@ -135,11 +135,12 @@ class SignalGuard {
     if (previous.sa_handler == SIG_IGN) return;
     struct sigaction sa {};
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;  // as std::signal: reads and writes are not cut short
     sigemptyset(&sa.sa_mask);
     ::sigaction(sig, &sa, nullptr);
   }
-  struct sigaction int_ {
-  }, term_{};
+  struct sigaction int_ = {};
+  struct sigaction term_ = {};
 };
 
 // Throws Interrupted when a signal has arrived, saying what was done and that nothing was left.
@@ -396,6 +397,7 @@ int run_embed(int argc, char** argv, int first) {
 
   // Publish last: only when every output is complete and stdout took every line, and in a fixed
   // order (--out, then --save-weights).
+  stop_if_interrupted("before publishing the outputs");
   flush_stdout();
   stop_if_interrupted("before publishing the outputs");
   out_file.publish();
