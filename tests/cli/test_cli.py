@@ -919,6 +919,14 @@ class OutputSafety(CliTest):
         self.assertEqual(list(wpe[1]), [2, 4])
         self.assertEqual(wpe[2], torch_wpe)
 
+    def test_out_of_memory_says_what_and_how_large(self):
+        """Item 7: not a bare "out of host memory"."""
+        out = self.path("o.npy")
+        self.assertFails(1, ["embed", "--ids", self.ids, "--vocab", 10 ** 12, "--dim", 4096,
+                             "--context", 4, "--out", out],
+                         "out of memory allocating the tables ([1000000000000, 4096]",
+                         "TiB", out=out)
+
     @unittest.skipIf(not sys.platform.startswith("linux"), "needs Linux's ru_maxrss")
     def test_memory_does_not_grow_with_the_token_file(self):
         """Item 7: a 100 MB raw file (50 M ids, 400 MB as int64) embedded with a huge stride:

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -176,6 +177,19 @@ std::vector<T> host_vector(std::size_t n, const std::string& what) {
   }
 }
 
+// Runs \p f; an allocation failure in it (the library's OutOfMemory, or std::bad_alloc) is
+// rethrown as OutOfMemory saying what the run was allocating, and how large that is.
+template <class F>
+decltype(auto) allocating(const std::string& what, F&& f) {
+  try {
+    return f();
+  } catch (const OutOfMemory& e) {
+    throw OutOfMemory("out of memory allocating " + what + ": " + e.what(), e.code());
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemory("out of host memory allocating " + what);
+  }
+}
+
 // Checks ids [0, count) of the file against the vocabulary, a chunk at a time (memory bounded
 // by the chunk, not the file), before anything long starts. Reports the first id outside
 // [0, V) by its index in the file, and how many there are.
@@ -333,13 +347,17 @@ int run_embed(int argc, char** argv, int first) {
   cfg.context_length = T;
   cfg.dtype = dtype;
   cfg.device = dev;
-  Embedding module(cfg, stream);
+  const std::string tables = "the tables (" + Shape{V, D}.str() + " + " + Shape{T, D}.str() + " " +
+                             dtype_name(dtype) + ", " +
+                             format_bytes(static_cast<double>((V + T) * D) * dtype_size(dtype)) +
+                             " on " + dev.str() + ")";
+  Embedding module = allocating(tables, [&] { return Embedding(cfg, stream); });
   if (weights_path) {
-    load_weights(module, *weights_path);
+    allocating(tables + " from " + *weights_path, [&] { load_weights(module, *weights_path); });
     say("tables: loaded wte.weight " + Shape{V, D}.str() + " and wpe.weight " + Shape{T, D}.str() +
         " from " + *weights_path);
   } else {
-    init_module_pytorch(module, seed);
+    allocating(tables + " to initialise them", [&] { init_module_pytorch(module, seed); });
     say("tables: token " + Shape{V, D}.str() + " + position " + Shape{T, D}.str() + " " +
         dtype_name(dtype) + ", initialised like torch.manual_seed(" + std::to_string(seed) +
         "); nn.Embedding");
@@ -351,10 +369,16 @@ int run_embed(int argc, char** argv, int first) {
       static_cast<std::size_t>(B * T), "the ids of one batch of " + std::to_string(B) + " windows");
   Buffer dev_ids, host_out;
   if (dev.is_cuda()) {
-    dev_ids = Buffer(DType::i64, Shape{B, T}, dev);
-    host_out = Buffer(dtype, Shape{B, T, D}, Device::cpu());
+    dev_ids = allocating("the ids of one batch on the device", [&] {
+      return Buffer(DType::i64, Shape{B, T}, dev);
+    });
+    host_out = allocating("the host copy of one batch's output", [&] {
+      return Buffer(dtype, Shape{B, T, D}, Device::cpu());
+    });
   }
-  Buffer out(dtype, Shape{B, T, D}, dev);
+  Buffer out = allocating("the output of one batch of " + std::to_string(B) + " windows", [&] {
+    return Buffer(dtype, Shape{B, T, D}, dev);
+  });
   const std::size_t row_bytes = static_cast<std::size_t>(T * D) * dtype_size(dtype);
 
   {
@@ -390,8 +414,10 @@ int run_embed(int argc, char** argv, int first) {
 
   if (weights_file) {
     test_hook_raise_sigint("save-weights");
-    interruptible("while saving the tables to " + *save_path,
-                  [&] { save_weights(module, weights_file->staging_path()); });
+    interruptible("while saving the tables to " + *save_path, [&] {
+      allocating("the host copy of " + tables + " to save them",
+                 [&] { save_weights(module, weights_file->staging_path()); });
+    });
     say("saved the tables to " + *save_path);
   }
 
