@@ -961,7 +961,9 @@ class OutputSafety(CliTest):
         rc, maxrss_kib = (int(x) for x in p.stdout.split())
         self.assertEqual(rc, 0, p.stderr)
         self.assertEqual(read_npy(out)[2], (50, 4, 4))
-        self.assertLess(maxrss_kib, 100 * 1024, "peak RSS %d KiB" % maxrss_kib)
+        # The ids alone would take 400 MB as int64; a streamed run stays far below that, even
+        # under AddressSanitizer.
+        self.assertLess(maxrss_kib, 200 * 1024, "peak RSS %d KiB" % maxrss_kib)
         os.remove(ids)
 
 
