@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 
 # ---- ids: a port of bench/id_distributions.hpp -------------------------------------------------
@@ -150,10 +151,18 @@ def main():
         "nvidia_driver": nvidia_driver()}, "results": []}
 
     def write():  # atomically: a run killed by a timeout leaves the last complete file
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, args.out)
+        # A new, uniquely named temporary next to the output (never an existing file or a link
+        # such as a fixed "OUT.tmp" could be), renamed over the output when complete.
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)),
+                                   prefix="." + os.path.basename(args.out)[:64] + ".tmp-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, args.out)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     try:
         import torch

@@ -47,7 +47,8 @@ std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecordData& rec) {
   return bad;
 }
 
-IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& where) {
+IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& where,
+                                 BadRows what) {
   const auto kind = static_cast<IndexOutOfRange::Kind>(rec.kind);
   const bool token = kind == IndexOutOfRange::Kind::token;
   std::ostringstream os;
@@ -61,8 +62,10 @@ IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& 
        << (token ? "token" : "position") << " table; valid " << (token ? "ids" : "positions")
        << " are [0, " << rec.limit << ")";
   }
-  os << " (" << rec.count << (rec.count == 1 ? " row" : " rows")
-     << " out of range; their output rows were zeroed and their gradients skipped)";
+  os << " (" << rec.count << (rec.count == 1 ? " row" : " rows") << " out of range; "
+     << (what == BadRows::recorded
+             ? "their output rows were zeroed and their gradients skipped)"
+             : "nothing was written: the outputs and gradients are as they were)");
   return IndexOutOfRange(os.str(), kind, rec.value, rec.batch, rec.time, rec.limit, rec.count);
 }
 

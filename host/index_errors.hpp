@@ -20,8 +20,15 @@ ErrorRecordData empty_error_record() noexcept;
 /// Returns the number of bad rows found.
 std::uint64_t scan_rows_on_host(const RowParams& p, ErrorRecordData& rec);
 
+/// What happened to the out-of-range rows, for the message.
+enum class BadRows : std::uint8_t {
+  recorded,     ///< the call went on: output rows zeroed, gradients skipped (GPU, or a record)
+  not_written,  ///< the call raised before writing anything (CPU without a record)
+};
+
 /// The exception describing \p rec (which must hold at least one error); \p where names the
 /// operation or check that raised it.
-IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& where);
+IndexOutOfRange make_index_error(const ErrorRecordData& rec, const std::string& where,
+                                 BadRows what = BadRows::recorded);
 
 }  // namespace tokemb::detail

@@ -258,12 +258,6 @@ void init_module_pytorch(Embedding& module, std::uint64_t seed) {
   const EmbeddingConfig& c = module.config();
   const std::int64_t nt = module.token_table().numel();
   const std::int64_t np = module.position_table().empty() ? 0 : module.position_table().numel();
-  TOKEMB_EXPECTS(nt >= 16, InvalidArgument, op, ": the token table has ", nt,
-                 " elements (vocab_size * dim); PyTorch draws tables of fewer than 16 elements "
-                 "through a different (scalar) path, which is not reproduced: need >= 16");
-  TOKEMB_EXPECTS(np == 0 || np >= 16, InvalidArgument, op, ": the position table has ", np,
-                 " elements (context_length * dim); PyTorch draws tables of fewer than 16 "
-                 "elements through a different (scalar) path, which is not reproduced: need >= 16");
   std::vector<float> tok, pos;
   try {
     tok.resize(static_cast<std::size_t>(nt));

@@ -25,7 +25,8 @@ void scan_cpu_rows(const detail::RowParams& p, const char* op) {
     return;
   }
   detail::ErrorRecordData rec = detail::empty_error_record();
-  if (detail::scan_rows_on_host(p, rec) > 0) TOKEMB_THROW(detail::make_index_error(rec, op));
+  if (detail::scan_rows_on_host(p, rec) > 0)
+    TOKEMB_THROW(detail::make_index_error(rec, op, detail::BadRows::not_written));
 }
 
 }  // namespace

@@ -80,6 +80,21 @@ DropoutParams validate_dropout(const char* op, const Dropout& d, Device dev) {
   return r;
 }
 
+// A call must not write a tensor it also reads (or writes through another argument): the
+// kernels read and write in parallel, so the result would depend on the order of the threads.
+// Byte ranges [data, data + bytes) of two present tensors on one device must be disjoint.
+void expect_disjoint(const char* op, const char* written, const TensorView& a, const char* other,
+                     const TensorView& b) {
+  if (a.data == nullptr || b.data == nullptr) return;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a.data);
+  const auto b0 = reinterpret_cast<std::uintptr_t>(b.data);
+  const auto a1 = a0 + static_cast<std::uintptr_t>(a.bytes());
+  const auto b1 = b0 + static_cast<std::uintptr_t>(b.bytes());
+  TOKEMB_EXPECTS(a1 <= b0 || b1 <= a0, InvalidArgument, op, ": ", written, " [", a.data, ", +",
+                 a.bytes(), " bytes) overlaps ", other, " [", b.data, ", +", b.bytes(),
+                 " bytes); the tensor a call writes must not share memory with another argument");
+}
+
 // What forward and backward share: ids, positions, padding, device.
 RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, std::int64_t D,
                         std::int64_t P, const Options& o) {
@@ -209,6 +224,10 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   expect_shape(op, "out", out, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(out.dtype == token_table.dtype, InvalidArgument, op, ": out has dtype ",
                  dtype_name(out.dtype), " but the tables have ", dtype_name(token_table.dtype));
+  expect_disjoint(op, "out", out, "token_table", token_table);
+  expect_disjoint(op, "out", out, "pos_table", pos_table);
+  expect_disjoint(op, "out", out, "ids", ids);
+  expect_disjoint(op, "out", out, "position_ids", options.position_ids);
   p.token_table = token_table.data;
   p.pos_table = pos_table.data;
   p.out = out.data;
@@ -242,6 +261,13 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   expect_shape(op, "dout", dout, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(is_floating(dout.dtype), InvalidArgument, op, ": dout has dtype ",
                  dtype_name(dout.dtype), ", expected f32, bf16 or f16");
+  expect_disjoint(op, "grad_token", grad_token, "grad_pos", grad_pos);
+  expect_disjoint(op, "grad_token", grad_token, "dout", dout);
+  expect_disjoint(op, "grad_pos", grad_pos, "dout", dout);
+  expect_disjoint(op, "grad_token", grad_token, "ids", ids);
+  expect_disjoint(op, "grad_pos", grad_pos, "ids", ids);
+  expect_disjoint(op, "grad_token", grad_token, "position_ids", options.position_ids);
+  expect_disjoint(op, "grad_pos", grad_pos, "position_ids", options.position_ids);
   p.dout = dout.data;
   p.dout_type = dout.dtype;
   p.grad_token = static_cast<float*>(grad_token.data);

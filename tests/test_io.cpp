@@ -94,6 +94,15 @@ class IoTest : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  // Temporary files a writer left in the test directory (".NAME.tmp-XXXXXX").
+  std::vector<std::string> temporaries() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(dir_)) {
+      const std::string name = e.path().filename().string();
+      if (name.find(".tmp") != std::string::npos) out.push_back(name);
+    }
+    return out;
+  }
   fs::path dir_;
 };
 
@@ -125,7 +134,7 @@ TEST_F(IoTest, NpyRoundTripsEveryDtypeAndRank) {
       SCOPED_TRACE(std::string(dtype_name(c.view.dtype)) + " " + shape.str());
       const std::string p = path("t.npy");
       save_npy(p, c.view, host_stream);
-      EXPECT_FALSE(fs::exists(p + ".tmp"));
+      EXPECT_TRUE(temporaries().empty());
       const HostTensor t = read_npy(p);
       EXPECT_EQ(t.dtype, c.file_dtype);
       EXPECT_EQ(t.shape, shape);
@@ -335,14 +344,14 @@ TEST_F(IoTest, NpyWriterWritesInChunksAndCommitsAtomically) {
   save_npy(whole, host_view(v, DType::f32, {4, 5, 6}), host_stream);
   {
     NpyWriter w(chunked, DType::f32, {4, 5, 6});
-    EXPECT_TRUE(fs::exists(chunked + ".tmp"));
+    EXPECT_EQ(temporaries().size(), 1u);
     EXPECT_FALSE(fs::exists(chunked));
     for (std::size_t i = 0; i < v.size(); i += 30) w.write(v.data() + i, 30 * 4);
     EXPECT_THROW(w.write(v.data(), 4), InvalidArgument);  // beyond the declared size
     w.commit();
   }
   EXPECT_EQ(read_bytes(whole), read_bytes(chunked));
-  EXPECT_FALSE(fs::exists(chunked + ".tmp"));
+  EXPECT_TRUE(temporaries().empty());
 
   // Abandoned and incomplete writers leave nothing behind (and an old file untouched).
   const std::string old = read_bytes(whole);
@@ -353,10 +362,10 @@ TEST_F(IoTest, NpyWriterWritesInChunksAndCommitsAtomically) {
     EXPECT_THROW(w.commit(), InvalidArgument);            // 8 of 480 bytes
   }
   EXPECT_EQ(read_bytes(whole), old);
-  EXPECT_FALSE(fs::exists(whole + ".tmp"));
+  EXPECT_TRUE(temporaries().empty());
   { NpyWriter w(path("never.npy"), DType::i32, {3}); }
   EXPECT_FALSE(fs::exists(path("never.npy")));
-  EXPECT_FALSE(fs::exists(path("never.npy.tmp")));
+  EXPECT_TRUE(temporaries().empty());
 
   // bf16 through the writer is widened like save_npy does it.
   std::vector<bf16_t> b = random_values<bf16_t>(10, rng);
@@ -389,7 +398,7 @@ TEST_F(IoTest, SafetensorsRoundTripsNamedTensors) {
       {"e", host_view(e, DType::i64, {2})}};
   const std::string p = path("t.safetensors");
   save_safetensors(p, in, host_stream);
-  EXPECT_FALSE(fs::exists(p + ".tmp"));
+  EXPECT_TRUE(temporaries().empty());
   const auto out = read_safetensors(p);
   ASSERT_EQ(out.size(), in.size());
   for (std::size_t i = 0; i < in.size(); ++i) {
@@ -444,6 +453,36 @@ TEST_F(IoTest, SafetensorsParsesAHandBuiltFile) {
   EXPECT_TRUE(t[2].second.data.empty());
   const std::string empty = st_file("{}", "");
   EXPECT_TRUE(parse_safetensors(empty.data(), empty.size()).empty());
+}
+
+// Issue 13 item 11: an offset or dimension too large for any file says so, rather than "not a
+// non-negative integer"; a value that is not an integer still says that.
+TEST_F(IoTest, SafetensorsHugeOffsetsAndDimsSayTheyAreTooLarge) {
+  const std::string d16(16, '\x01');
+  std::mt19937_64 rng(fresh_seed());
+  const std::uint64_t huge = (1ull << 63) + rng() % (1ull << 63);  // 2^63 .. 2^64 - 1
+  auto message = [&](const std::string& body) {
+    const std::string file = st_file("{\"a\":{" + body + "}}", d16);
+    try {
+      parse_safetensors(file.data(), file.size());
+    } catch (const IoError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (const std::string& v : {std::to_string(huge), std::string("18446744073709551600"),
+                               std::string("99999999999999999999999")}) {
+    SCOPED_TRACE(v);
+    const std::string m1 =
+        message("\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0," + v + "]");
+    EXPECT_NE(m1.find("'data_offsets' value " + v + ", larger than any file"), std::string::npos)
+        << m1;
+    const std::string m2 =
+        message("\"dtype\":\"F32\",\"shape\":[" + v + "],\"data_offsets\":[0,16]");
+    EXPECT_NE(m2.find("'shape' value " + v + ", larger than any file"), std::string::npos) << m2;
+  }
+  const std::string m3 = message("\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,1.5]");
+  EXPECT_NE(m3.find("1.5 that is not a non-negative integer"), std::string::npos) << m3;
 }
 
 TEST_F(IoTest, SafetensorsCorruptTruncatedAndInconsistentFilesAreRefused) {

@@ -1,15 +1,18 @@
 // Token-id file readers (.npy, raw uint16, llm.c shards) and the book's sliding windows.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <tokemb/error.hpp>
+#include <tokemb/io.hpp>
 #include <tokemb/token_files.hpp>
 
 namespace tokemb {
@@ -111,13 +114,16 @@ TEST(TokenFiles, NpyShapesFlattenInCOrder) {
 }
 
 TEST(TokenFiles, NpyUnsupportedDtypes) {
-  const Bytes four(16, 0);
-  for (const char* d : {"<f4", "<u4", "|u1", "<i2"}) {
-    const std::string m = message_of<IoError>(npy(d, "(4,)", four), TokenFormat::npy, "f.npy");
+  // Four elements of the descr's own item size, so that only the dtype is wrong.
+  for (const auto& [d, item] :
+       {std::pair<const char*, std::size_t>{"<f4", 4}, {"<u4", 4}, {"|u1", 1}, {"<i2", 2}}) {
+    const std::string m =
+        message_of<IoError>(npy(d, "(4,)", Bytes(4 * item, 0)), TokenFormat::npy, "f.npy");
     EXPECT_NE(m.find("f.npy"), std::string::npos) << m;
     EXPECT_NE(m.find("'<i4'"), std::string::npos) << m;
   }
-  const std::string m = message_of<IoError>(npy(">i4", "(4,)", four), TokenFormat::npy, "f.npy");
+  const std::string m =
+      message_of<IoError>(npy(">i4", "(4,)", Bytes(16, 0)), TokenFormat::npy, "f.npy");
   EXPECT_NE(m.find("big-endian"), std::string::npos) << m;
 }
 
@@ -168,7 +174,7 @@ TEST(TokenFiles, LlmcErrors) {
             std::string::npos);
   EXPECT_NE(msg(llmc(llmc_magic_llama3, 1, 1, two)).find("version 1; expected version 7"),
             std::string::npos);
-  EXPECT_NE(msg(llmc(llmc_magic_gpt2, 1, 3, two)).find("(truncated)"), std::string::npos);
+  EXPECT_NE(msg(llmc(llmc_magic_gpt2, 1, 3, two)).find("truncated"), std::string::npos);
   EXPECT_NE(msg(llmc(llmc_magic_gpt2, 1, 1, two)).find("should be 1026 bytes"), std::string::npos);
   EXPECT_NE(msg(llmc(llmc_magic_gpt2, 1, -1, two)).find("negative token count"), std::string::npos);
   // Wrong magic: explicit format, and automatic detection of an llm.c-shaped header.
@@ -293,6 +299,83 @@ TEST_F(TokenFilesOnDisk, MissingFileAndDirectory) {
     EXPECT_NE(std::string(e.what()).find("missing.npy"), std::string::npos) << e.what();
   }
   EXPECT_THROW(read_token_file(::testing::TempDir()), IoError);
+}
+
+// Issue 13 item 11: the token reader applies parse_npy's rule to bytes after the data.
+TEST(TokenFiles, NpyTrailingBytesAreRejectedLikeParseNpy) {
+  std::mt19937_64 rng(std::random_device{}());
+  const std::size_t extra = 1 + rng() % 16;
+  Bytes b = npy("<i4", "(3,)", le_values(std::vector<std::int32_t>{4, 5, 6}));
+  EXPECT_EQ(parse(b, TokenFormat::npy).ids, (std::vector<std::int64_t>{4, 5, 6}));
+  b.resize(b.size() + extra, 0);
+  const std::string m = message_of<IoError>(b, TokenFormat::npy, "f.npy");
+  EXPECT_NE(m.find(std::to_string(extra) + " unexpected bytes"), std::string::npos) << m;
+  EXPECT_THROW(parse_npy(b.data(), b.size()), IoError);
+}
+
+// Issue 13 item 7: any range of ids is read on demand, equal to what read_token_file decodes.
+TEST_F(TokenFilesOnDisk, TokenReaderReadsAnyRangeOfEveryFormat) {
+  std::mt19937_64 rng(std::random_device{}());
+  const std::size_t n = 1000 + rng() % 200000;  // spans several of the reader's chunks
+  std::vector<std::uint16_t> u16(n);
+  std::vector<std::uint32_t> u32(n);
+  std::vector<std::int64_t> i64(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    u16[i] = static_cast<std::uint16_t>(rng());
+    u32[i] = static_cast<std::uint32_t>(rng());
+    i64[i] = static_cast<std::int64_t>(rng());
+  }
+  struct Case {
+    std::string path;
+    Bytes bytes;
+    TokenFormat format;
+    TokenType type;
+  };
+  const std::vector<Case> cases = {
+      {path("a.npy"), npy("<i8", "(" + std::to_string(n) + ",)", le_values(i64)), TokenFormat::npy,
+       TokenType::i64},
+      {path("a.bin"), le_values(u16), TokenFormat::raw_u16, TokenType::u16},
+      {path("s.bin"), llmc(llmc_magic_llama3, 7, static_cast<std::int32_t>(n), le_values(u32)),
+       TokenFormat::llmc, TokenType::u32}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.path);
+    write(c.path, c.bytes);
+    const TokenFile whole = read_token_file(c.path);
+    const TokenReader r(c.path);
+    EXPECT_EQ(r.format(), c.format);
+    EXPECT_EQ(r.type(), c.type);
+    ASSERT_EQ(r.size(), static_cast<std::int64_t>(n));
+    for (int k = 0; k < 20; ++k) {
+      const std::int64_t first = static_cast<std::int64_t>(rng() % n);
+      const std::int64_t count = static_cast<std::int64_t>(rng() % (n - first + 1));
+      std::vector<std::int64_t> got(static_cast<std::size_t>(count));
+      r.read(first, count, got.data());
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), whole.ids.begin() + first));
+    }
+    std::int64_t one = 0;
+    EXPECT_THROW(r.read(r.size(), 1, &one), InvalidArgument);
+    EXPECT_THROW(r.read(-1, 1, &one), InvalidArgument);
+  }
+}
+
+// Issue 13 item 6: a file truncated by another process while it is read is an IoError, not a
+// SIGBUS (which killed the process when token files were memory-mapped).
+TEST_F(TokenFilesOnDisk, FileThatShrinksWhileReadIsAnIoError) {
+  const std::string p = path("shrinks.bin");
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<std::uint16_t> ids(4096 + rng() % 4096);
+  for (auto& x : ids) x = static_cast<std::uint16_t>(rng());
+  write(p, le_values(ids));
+  const TokenReader r(p);
+  ASSERT_EQ(r.size(), static_cast<std::int64_t>(ids.size()));
+  std::filesystem::resize_file(p, 100);
+  std::vector<std::int64_t> out(ids.size());
+  try {
+    r.read(0, r.size(), out.data());
+    FAIL() << "reading a shrunk file succeeded";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("changed while reading"), std::string::npos) << e.what();
+  }
 }
 
 // ---- id range ----------------------------------------------------------------------------------

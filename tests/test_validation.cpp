@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <type_traits>
+#include <random>
 
 #include "tests/test_helpers.hpp"
 
@@ -211,10 +212,60 @@ TEST(CpuOutOfRange, WithoutRecordThrowsBeforeWriting) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("token id 7 at (b=1, t=1)"), std::string::npos) << msg;
     EXPECT_NE(msg.find("[0, 7)"), std::string::npos) << msg;
+    // Issue 13 item 10: the message says what happened (nothing written), not what a call
+    // with an error record does.
+    EXPECT_NE(msg.find("nothing was written"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("zeroed"), std::string::npos) << msg;
   }
   EXPECT_THROW(
       backward(s.ids_v(), s.out_v(), s.gt_v(), s.gp_v(), Options{}, Workspace{}, host_stream),
       IndexOutOfRange);
+  EXPECT_TRUE(s.untouched());
+}
+
+// Issue 13 item 9: a tensor a call writes must not overlap another argument; both are named.
+TEST(Validation, OverlappingOutputsAreRejectedNamingBothArguments) {
+  Small s;
+  // One buffer holding a table and (part of) the output.
+  std::vector<float> shared(200, 1.0f);
+  const std::size_t shift = 1 + std::random_device{}() % 20;  // any partial overlap
+  const TensorView tok_in_shared = host_view(shared, DType::f32, {Small::V, Small::D});
+  TensorView out_in_shared(shared.data() + shift, DType::f32, {Small::B, Small::T, Small::D},
+                           Device::cpu());
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), tok_in_shared, s.pos_v(), out_in_shared); },
+      {"out", "overlaps", "token_table"});
+  TensorView out_on_pos(s.pos.data(), DType::f32, {1, 1, Small::D}, Device::cpu());
+  std::vector<std::int64_t> one_id = {0};
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        s.fwd(host_view(one_id, DType::i64, {1, 1}), s.tok_v(), s.pos_v(), out_on_pos);
+      },
+      {"out", "overlaps", "pos_table"});
+  // backward: grad_token with grad_pos, and either with dout.
+  TensorView gp_in_shared(shared.data() + shift, DType::f32, {Small::P, Small::D}, Device::cpu());
+  TensorView dout_in_shared(shared.data() + shift, DType::f32, {Small::B, Small::T, Small::D},
+                            Device::cpu());
+  const std::vector<float> before = shared;
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        backward(s.ids_v(), s.out_v(), tok_in_shared, gp_in_shared, Options{}, Workspace{},
+                 host_stream);
+      },
+      {"grad_token", "overlaps", "grad_pos"});
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        backward(s.ids_v(), dout_in_shared, tok_in_shared, s.gp_v(), Options{}, Workspace{},
+                 host_stream);
+      },
+      {"grad_token", "overlaps", "dout"});
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        backward(s.ids_v(), dout_in_shared, s.gt_v(), gp_in_shared, Options{}, Workspace{},
+                 host_stream);
+      },
+      {"grad_pos", "overlaps", "dout"});
+  EXPECT_EQ(shared, before);
   EXPECT_TRUE(s.untouched());
 }
 

@@ -1,4 +1,5 @@
-// Whole-file and ranged reads; atomic writes through a temporary file and rename(2).
+// Whole-file and ranged reads with pread; atomic writes through a uniquely named temporary and
+// rename(2).
 #include "host/io/file.hpp"
 
 #include <fcntl.h>
@@ -6,20 +7,65 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <random>
+
+#include <tokemb/io.hpp>
+
+namespace tokemb {
+
+namespace {
+std::atomic<WriteInterruptCheck> g_interrupt_check{nullptr};
+}  // namespace
+
+void set_write_interrupt_check(WriteInterruptCheck check) noexcept { g_interrupt_check = check; }
+
+}  // namespace tokemb
 
 namespace tokemb::detail {
 
 namespace {
 
-std::string errno_text(int err) { return std::strerror(err); }
+// Largest write(2) between two interrupt checks.
+constexpr std::size_t kWriteChunk = std::size_t{16} << 20;
+
+// "dir/" and "name" of a path ("" and "name" for a bare name).
+std::pair<std::string, std::string> split_path(const std::string& path) {
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return {"", path};
+  return {path.substr(0, slash + 1), path.substr(slash + 1)};
+}
+
+// Six random characters for a temporary's name: a per-process generator seeded from the
+// clock, the process id and std::random_device, so that concurrent processes differ.
+std::string random_suffix() {
+  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  static std::atomic<std::uint64_t> counter{0};
+  std::uint64_t seed = static_cast<std::uint64_t>(
+      std::chrono::high_resolution_clock::now().time_since_epoch().count());
+  seed ^= static_cast<std::uint64_t>(::getpid()) << 32;
+  seed += counter.fetch_add(1) * 0x9E3779B97F4A7C15ull;
+  try {
+    std::random_device rd;
+    seed ^= (static_cast<std::uint64_t>(rd()) << 32) | rd();
+  } catch (...) {
+    // No entropy source: the clock, pid and counter still make clashes unlikely, and O_EXCL
+    // catches the rest.
+  }
+  std::mt19937_64 gen(seed);
+  std::string s(6, 'x');
+  for (char& c : s) c = alphabet[gen() % (sizeof alphabet - 1)];
+  return s;
+}
 
 }  // namespace
 
-InputFile::InputFile(const std::string& path) : path_(path) {
+InputFile::InputFile(const std::string& path) : path_(path), name_("'" + path + "'") {
   do {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   } while (fd_ < 0 && errno == EINTR);
@@ -60,8 +106,8 @@ void InputFile::read_at(std::uint64_t offset, void* dst, std::size_t n) const {
       TOKEMB_FAIL(IoError, "reading '", path_, "' at offset ", offset + done,
                   " failed: ", errno_text(err));
     }
-    TOKEMB_EXPECTS(got > 0, IoError, "'", path_, "' is truncated: it ended at offset ",
-                   offset + done, " while ", n - done, " more bytes were expected");
+    TOKEMB_EXPECTS(got > 0, IoError, "'", path_, "' changed while reading: it ended at offset ",
+                   offset + done, ", but it had ", size_, " bytes when it was opened");
     done += static_cast<std::size_t>(got);
   }
 }
@@ -75,15 +121,23 @@ std::vector<unsigned char> read_whole_file(const std::string& path) {
   return bytes;
 }
 
-OutputFile::OutputFile(const std::string& path) : path_(path), tmp_(path + ".tmp") {
+OutputFile::OutputFile(const std::string& path) : path_(path) {
   TOKEMB_EXPECTS(!path.empty(), InvalidArgument, "output path is empty");
-  do {
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  } while (fd_ < 0 && errno == EINTR);
+  const auto [dir, name] = split_path(path);
+  TOKEMB_EXPECTS(!name.empty(), InvalidArgument, "output path '", path, "' names a directory");
+  // The output's own name may be up to NAME_MAX bytes: a prefix of it keeps the temporary's
+  // name within the limit while still saying what it is for.
+  const std::string stem = dir + "." + name.substr(0, 64) + ".tmp-";
+  int err = 0;
+  for (int attempt = 0; attempt < 100 && fd_ < 0; ++attempt) {
+    tmp_ = stem + random_suffix();
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    err = errno;
+    if (fd_ < 0 && err != EEXIST && err != EINTR) break;
+  }
   if (fd_ < 0) {
-    const int err = errno;
-    TOKEMB_FAIL(IoError, "cannot create '", tmp_, "' (the temporary file for '", path,
-                "'): ", errno_text(err));
+    TOKEMB_FAIL(IoError, "cannot create a temporary file '", tmp_, "' for '", path,
+                "': ", errno_text(err));
   }
 }
 
@@ -101,7 +155,12 @@ void OutputFile::write(const void* data, std::size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);
   std::size_t done = 0;
   while (done < n) {
-    const std::size_t chunk = std::min<std::size_t>(n - done, std::size_t{1} << 30);
+    const WriteInterruptCheck check = g_interrupt_check;
+    if (check != nullptr && check()) {
+      close_and_remove();
+      TOKEMB_FAIL(IoError, "writing '", path_, "' was interrupted; the file was not written");
+    }
+    const std::size_t chunk = std::min(n - done, kWriteChunk);
     const ssize_t put = ::write(fd_, p + done, chunk);
     if (put < 0 && errno == EINTR) continue;
     if (put <= 0) {
@@ -115,6 +174,11 @@ void OutputFile::write(const void* data, std::size_t n) {
 
 void OutputFile::commit() {
   TOKEMB_EXPECTS(fd_ >= 0, IoError, "committing '", path_, "': the file is already closed");
+  const WriteInterruptCheck check = g_interrupt_check;
+  if (check != nullptr && check()) {
+    close_and_remove();
+    TOKEMB_FAIL(IoError, "writing '", path_, "' was interrupted; the file was not written");
+  }
   if (::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS) {
     const int err = errno;
     close_and_remove();

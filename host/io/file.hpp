@@ -1,7 +1,9 @@
 #pragma once
-// Private: reading whole files or byte ranges, and writing files atomically (to "path.tmp",
-// renamed into place on commit). Every failure throws tokemb::IoError naming the file and the
-// system's reason; allocation failure throws tokemb::OutOfMemory.
+// Private: the file layer. Reading files by offset with pread (never memory-mapped, so a file
+// that shrinks while it is read is an IoError, not a SIGBUS), and writing files atomically: to a
+// temporary with a unique name in the output's directory, created exclusively and never through
+// a symbolic link, renamed over the output on commit. Every failure throws tokemb::IoError naming
+// the file and the system's reason; allocation failure throws tokemb::OutOfMemory.
 
 #include <cstddef>
 #include <cstdint>
@@ -12,24 +14,29 @@
 #include <tokemb/error.hpp>
 
 #include "core/check.hpp"
+#include "host/io/bytes.hpp"
 
 namespace tokemb::detail {
 
 /// A regular file opened for reading; its size is taken when it is opened.
-class InputFile {
+class InputFile final : public ByteSource {
  public:
   explicit InputFile(const std::string& path);
-  ~InputFile();
+  ~InputFile() override;
   InputFile(const InputFile&) = delete;
   InputFile& operator=(const InputFile&) = delete;
 
-  std::uint64_t size() const noexcept { return size_; }
+  std::uint64_t size() const noexcept override { return size_; }
   const std::string& path() const noexcept { return path_; }
-  /// Reads exactly \p n bytes at \p offset; throws IoError if the file is shorter.
-  void read_at(std::uint64_t offset, void* dst, std::size_t n) const;
+  /// "'path'", for messages.
+  const std::string& name() const noexcept override { return name_; }
+  /// Reads exactly \p n bytes at \p offset. IoError if [offset, offset + n) is beyond the size
+  /// the file had when it was opened, and ("changed while reading") if the file has since
+  /// become shorter.
+  void read_at(std::uint64_t offset, void* dst, std::size_t n) const override;
 
  private:
-  std::string path_;
+  std::string path_, name_;
   int fd_ = -1;
   std::uint64_t size_ = 0;
 };
@@ -37,8 +44,13 @@ class InputFile {
 /// The whole contents of \p path.
 std::vector<unsigned char> read_whole_file(const std::string& path);
 
-/// Writes "path.tmp"; commit() flushes it to disk and renames it to \p path. Destroying an
-/// uncommitted file removes the temporary, so \p path is either untouched or complete.
+/// Writes a new temporary file in the directory of \p path, named ".NAME.tmp-XXXXXX" (NAME cut
+/// to 64 bytes, so any valid output name works; XXXXXX random), created with O_EXCL|O_NOFOLLOW
+/// so that it is never an existing file or a link. commit() flushes it to disk and renames it
+/// over \p path. Destroying an uncommitted file removes the temporary, so \p path is either
+/// untouched or complete, and concurrent writers of one path each publish a whole file.
+/// write() calls the interrupt check (set_write_interrupt_check) before every chunk of at most
+/// 16 MiB and, when it asks to stop, removes the temporary and throws IoError.
 class OutputFile {
  public:
   explicit OutputFile(const std::string& path);
@@ -49,6 +61,7 @@ class OutputFile {
   void write(const void* data, std::size_t n);
   void commit();
   const std::string& path() const noexcept { return path_; }
+  const std::string& temporary_path() const noexcept { return tmp_; }
 
  private:
   void close_and_remove() noexcept;

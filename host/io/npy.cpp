@@ -7,14 +7,16 @@
 #include <tokemb/io.hpp>
 
 #include "core/check.hpp"
+#include "host/io/bytes.hpp"
 #include "host/io/file.hpp"
+#include "host/io/npy.hpp"
 #include "host/io/tensor_bytes.hpp"
 
 namespace tokemb {
 
 namespace {
 
-constexpr unsigned char npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+using detail::npy_magic;
 constexpr std::size_t max_npy_rank = 64;
 
 // The header dictionary: a Python literal such as
@@ -209,8 +211,9 @@ std::string header_bytes(DType dtype, const Shape& shape) {
   std::string out(reinterpret_cast<const char*>(npy_magic), 6);
   out += '\x01';
   out += '\x00';
-  out += static_cast<char>(dict.size() & 0xff);
-  out += static_cast<char>((dict.size() >> 8) & 0xff);
+  unsigned char len[2];
+  detail::store_u16_le(len, static_cast<std::uint16_t>(dict.size()));
+  out.append(reinterpret_cast<const char*>(len), 2);
   return out + dict;
 }
 
@@ -233,26 +236,26 @@ void check_dtype(DType dtype, const char* what) {
 
 }  // namespace
 
-NpyHeader parse_npy_header(const void* bytes, std::size_t size) {
-  TOKEMB_EXPECTS(bytes != nullptr || size == 0, InvalidArgument,
-                 "parse_npy_header: bytes is a null pointer but size is ", size);
-  return detail::with_tokemb_alloc_errors("parse_npy_header", [&] {
-    const auto* b = static_cast<const unsigned char*>(bytes);
+namespace detail {
+
+NpyHeader read_npy_header(const ByteSource& src, Trailing trailing) {
+  return with_tokemb_alloc_errors("reading a .npy header", [&] {
+    const std::uint64_t size = src.size();
     TOKEMB_EXPECTS(size >= 10, IoError, ".npy: the data is ", size,
                    " bytes long, too short for the magic string and header length (10 bytes)");
-    TOKEMB_EXPECTS(std::memcmp(b, npy_magic, 6) == 0, IoError,
+    unsigned char b[12] = {};
+    src.read_at(0, b, static_cast<std::size_t>(std::min<std::uint64_t>(size, 12)));
+    TOKEMB_EXPECTS(has_magic(b, 10, npy_magic), IoError,
                    ".npy: bad magic string (expected \\x93NUMPY): not a .npy file");
     const unsigned major = b[6], minor = b[7];
-    std::size_t header_len = 0, header_start = 0;
+    std::uint64_t header_len = 0, header_start = 0;
     if (major == 1 && minor == 0) {
-      header_len = static_cast<std::size_t>(b[8]) | (static_cast<std::size_t>(b[9]) << 8);
+      header_len = load_u16_le(b + 8);
       header_start = 10;
     } else if ((major == 2 || major == 3) && minor == 0) {
       TOKEMB_EXPECTS(size >= 12, IoError, ".npy: the data is ", size,
                      " bytes long, too short for a version ", major, ".0 header length");
-      header_len = static_cast<std::size_t>(b[8]) | (static_cast<std::size_t>(b[9]) << 8) |
-                   (static_cast<std::size_t>(b[10]) << 16) |
-                   (static_cast<std::size_t>(b[11]) << 24);
+      header_len = load_u32_le(b + 8);
       header_start = 12;
     } else {
       TOKEMB_FAIL(IoError, ".npy: format version ", major, ".", minor,
@@ -260,27 +263,36 @@ NpyHeader parse_npy_header(const void* bytes, std::size_t size) {
     }
     TOKEMB_EXPECTS(header_len <= size - header_start, IoError, ".npy: the header declares ",
                    header_len, " bytes but only ", size - header_start, " follow: truncated file");
+    std::string dict(static_cast<std::size_t>(header_len), '\0');
+    src.read_at(header_start, dict.data(), dict.size());
     NpyHeader h;
-    DictParser(reinterpret_cast<const char*>(b + header_start), header_len).parse(h);
+    DictParser(dict.data(), dict.size()).parse(h);
     const std::size_t item = descr_item_size(h.descr);
-    std::size_t numel = 1;
+    std::uint64_t numel = 1;
     for (std::int64_t d : h.shape)
-      TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, static_cast<std::size_t>(d), &numel), IoError,
+      TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, static_cast<std::uint64_t>(d), &numel), IoError,
                      ".npy: the element count of the shape overflows");
-    std::size_t data_bytes = 0;
-    TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, item, &data_bytes), IoError,
-                   ".npy: the data size (", numel, " elements of ", item, " bytes) overflows");
-    h.data_offset = header_start + header_len;
-    h.data_bytes = data_bytes;
-    TOKEMB_EXPECTS(data_bytes <= size - h.data_offset, IoError, ".npy: the header declares ",
-                   data_bytes, " bytes of data (", numel, " x ", item, " bytes, descr '", h.descr,
-                   "') but only ", size - h.data_offset, " follow: truncated file");
+    h.data_offset = static_cast<std::size_t>(header_start + header_len);
+    h.data_bytes = static_cast<std::size_t>(checked_data_bytes(
+        numel, item, h.data_offset, size, trailing, ".npy (descr '" + h.descr + "')"));
     return h;
   });
 }
 
+}  // namespace detail
+
+NpyHeader parse_npy_header(const void* bytes, std::size_t size) {
+  TOKEMB_EXPECTS(bytes != nullptr || size == 0, InvalidArgument,
+                 "parse_npy_header: bytes is a null pointer but size is ", size);
+  return detail::read_npy_header(detail::MemorySource(bytes, size, "<memory>"),
+                                 detail::Trailing::allowed);
+}
+
 HostTensor parse_npy(const void* bytes, std::size_t size) {
-  const NpyHeader h = parse_npy_header(bytes, size);
+  TOKEMB_EXPECTS(bytes != nullptr || size == 0, InvalidArgument,
+                 "parse_npy: bytes is a null pointer but size is ", size);
+  const NpyHeader h = detail::read_npy_header(detail::MemorySource(bytes, size, "<memory>"),
+                                              detail::Trailing::rejected);
   return detail::with_tokemb_alloc_errors("parse_npy", [&] {
     const std::string& d = h.descr;
     TOKEMB_EXPECTS(!(d.size() > 1 && d[0] == '>'), IoError, ".npy: descr '", d,
@@ -304,9 +316,6 @@ HostTensor parse_npy(const void* bytes, std::size_t size) {
                    " are supported");
     TOKEMB_EXPECTS(!h.fortran_order || h.shape.size() <= 1, IoError,
                    ".npy: the array is in Fortran order; only C order is supported");
-    TOKEMB_EXPECTS(h.data_offset + h.data_bytes == size, IoError,
-                   ".npy: ", size - h.data_offset - h.data_bytes,
-                   " unexpected bytes follow the data (corrupt or concatenated file)");
     HostTensor t;
     t.dtype = dtype;
     t.shape = detail::make_shape(h.shape);
@@ -362,26 +371,21 @@ struct NpyWriter::Impl {
   Impl(const std::string& path, DType d) : file(path), dtype(d) {}
 };
 
-NpyWriter::NpyWriter(const std::string& path, DType dtype, Shape shape) : impl_(nullptr) {
+NpyWriter::NpyWriter(const std::string& path, DType dtype, Shape shape) {
   check_dtype(dtype, "NpyWriter");
   const std::int64_t n = shape.numel();
   std::uint64_t bytes = 0;
   TOKEMB_EXPECTS(!__builtin_mul_overflow(static_cast<std::uint64_t>(n), dtype_size(dtype), &bytes),
                  InvalidArgument, "NpyWriter('", path, "'): ", shape.str(), " of ",
                  dtype_name(dtype), " overflows 64 bits");
-  auto* impl = new Impl(path, dtype);
+  auto impl = std::make_unique<Impl>(path, dtype);
   impl->expected = bytes;
-  try {
-    const std::string header = header_bytes(dtype, shape);
-    impl->file.write(header.data(), header.size());
-  } catch (...) {
-    delete impl;
-    throw;
-  }
-  impl_ = impl;
+  const std::string header = header_bytes(dtype, shape);
+  impl->file.write(header.data(), header.size());
+  impl_ = std::move(impl);
 }
 
-NpyWriter::~NpyWriter() { delete impl_; }
+NpyWriter::~NpyWriter() = default;
 
 void NpyWriter::write(const void* data, std::size_t bytes) {
   TOKEMB_EXPECTS(impl_ != nullptr, InvalidArgument, "NpyWriter::write: the writer is closed");
@@ -415,8 +419,7 @@ void NpyWriter::commit() {
                  impl_->file.path(), "'): only ", impl_->written, " of the declared ",
                  impl_->expected, " bytes were written");
   impl_->file.commit();
-  delete impl_;
-  impl_ = nullptr;
+  impl_.reset();
 }
 
 }  // namespace tokemb

@@ -6,9 +6,10 @@
 #include <tokemb/io.hpp>
 
 #include "core/check.hpp"
+#include "host/io/bytes.hpp"
 #include "host/io/file.hpp"
-#include "host/io/tensor_bytes.hpp"
 #include "host/io/json.hpp"
+#include "host/io/tensor_bytes.hpp"
 
 namespace tokemb {
 
@@ -79,16 +80,25 @@ struct Header {
   }
 };
 
-std::uint64_t read_u64_le(const unsigned char* p) {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
+// A shape entry or data offset: a plain non-negative integer below 2^63. Says which rule a
+// value breaks: not an integer at all, or an integer too large for any file.
+std::int64_t index_value(const detail::json::Value& v, const std::string& where,
+                         const std::string& name, const char* field) {
+  std::int64_t out = 0;
+  if (v.as_index(&out)) return out;
+  const bool digits = v.is_number() && !v.text.empty() &&
+                      v.text.find_first_not_of("0123456789") == std::string::npos;
+  TOKEMB_EXPECTS(!digits, IoError, where, ": tensor '", name, "' has ", field, " value ", v.text,
+                 ", larger than any file can hold (the limit is 2^63 - 1)");
+  TOKEMB_FAIL(IoError, where, ": tensor '", name, "' has ", field, " value ",
+              v.is_number() ? v.text : std::string("of another type"),
+              " that is not a non-negative integer");
 }
 
 // The header length N from the first 8 bytes, checked against the total size.
 std::uint64_t header_length(const unsigned char* first8, std::uint64_t total,
                             const std::string& what) {
-  const std::uint64_t n = read_u64_le(first8);
+  const std::uint64_t n = detail::load_u64_le(first8);
   TOKEMB_EXPECTS(n <= total - 8, IoError, what, ": the header length is ", n, " bytes but only ",
                  total - 8, " bytes follow: truncated or not a safetensors file");
   TOKEMB_EXPECTS(n <= max_header_bytes, IoError, what, ": the header length ", n,
@@ -134,9 +144,7 @@ Header parse_header(const unsigned char* json, std::size_t n, std::uint64_t data
                    shape->items.size(), " dimensions, more than ", max_rank);
     std::uint64_t numel = 1;
     for (const auto& d : shape->items) {
-      std::int64_t dim = 0;
-      TOKEMB_EXPECTS(d.as_index(&dim), IoError, where, ": tensor '", name,
-                     "' has a shape entry that is not a non-negative integer");
+      const std::int64_t dim = index_value(d, where, name, "a 'shape'");
       e.shape.push_back(dim);
       TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dim), &numel),
                      IoError, where, ": tensor '", name, "': the element count overflows");
@@ -147,11 +155,11 @@ Header parse_header(const unsigned char* json, std::size_t n, std::uint64_t data
     TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, e.info->size, &nbytes), IoError, where,
                    ": tensor '", name, "': the byte size overflows");
     const auto* offs = v.find("data_offsets");
-    std::int64_t b = 0, en = 0;
-    TOKEMB_EXPECTS(offs && offs->is_array() && offs->items.size() == 2 &&
-                       offs->items[0].as_index(&b) && offs->items[1].as_index(&en),
-                   IoError, where, ": tensor '", name,
+    TOKEMB_EXPECTS(offs && offs->is_array() && offs->items.size() == 2, IoError, where,
+                   ": tensor '", name,
                    "' needs 'data_offsets': [begin, end] of non-negative integers");
+    const std::int64_t b = index_value(offs->items[0], where, name, "a 'data_offsets'");
+    const std::int64_t en = index_value(offs->items[1], where, name, "a 'data_offsets'");
     e.begin = static_cast<std::uint64_t>(b);
     e.end = static_cast<std::uint64_t>(en);
     TOKEMB_EXPECTS(e.begin <= e.end && e.end <= data_size, IoError, where, ": tensor '", name,
@@ -279,7 +287,7 @@ void save_safetensors(const std::string& path,
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');  // the data buffer starts 8-byte aligned
   unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(header.size() >> (8 * i));
+  detail::store_u64_le(len, header.size());
   detail::OutputFile file(path);
   file.write(len, 8);
   file.write(header.data(), header.size());

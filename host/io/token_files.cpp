@@ -1,50 +1,28 @@
 // Token-id file readers (.npy, raw uint16, llm.c shards) and the book's sliding windows.
-// Every read of the input image is bounds-checked against its size; errors are tokemb::IoError.
+// Files and memory images go through one code path (a detail::ByteSource): the header is read
+// and checked, then ids are decoded chunk by chunk, so memory is bounded by what is asked for.
+// Files are read with pread, never mapped: a file that shrinks while it is read raises IoError.
 #include <tokemb/token_files.hpp>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <exception>
-#include <fstream>
+#include <new>
 #include <string>
 
 #include <tokemb/error.hpp>
 #include <tokemb/io.hpp>
 
 #include "core/check.hpp"
-
-#if defined(__unix__) || defined(__APPLE__)
-#define TOKEMB_HAVE_MMAP 1
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#else
-#define TOKEMB_HAVE_MMAP 0
-#endif
+#include "host/io/bytes.hpp"
+#include "host/io/file.hpp"
+#include "host/io/npy.hpp"
 
 namespace tokemb {
 
 namespace {
 
-constexpr unsigned char npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-
-std::uint32_t load_u32(const unsigned char* p) {
-  return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) |
-         (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
-}
-std::int32_t load_i32(const unsigned char* p) {
-  return static_cast<std::int32_t>(
-      load_u32(p));  // two's complement (C++20, and every C++17 target)
-}
-std::uint16_t load_u16(const unsigned char* p) {
-  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
-}
-std::int64_t load_i64(const unsigned char* p) {
-  const std::uint64_t lo = load_u32(p), hi = load_u32(p + 4);
-  return static_cast<std::int64_t>(lo | (hi << 32));
-}
+using detail::load_i32_le;
 
 bool ends_with(const std::string& s, const char* suffix) {
   const std::size_t n = std::strlen(suffix);
@@ -57,13 +35,9 @@ bool ends_with(const std::string& s, const char* suffix) {
   return true;
 }
 
-bool has_npy_magic(const unsigned char* p, std::size_t size) {
-  return size >= sizeof(npy_magic) && std::memcmp(p, npy_magic, sizeof(npy_magic)) == 0;
-}
-
 bool has_llmc_magic(const unsigned char* p, std::size_t size) {
   if (size < 4) return false;
-  const std::int32_t magic = load_i32(p);
+  const std::int32_t magic = load_i32_le(p);
   return magic == llmc_magic_gpt2 || magic == llmc_magic_llama3;
 }
 
@@ -89,42 +63,24 @@ std::size_t token_size(TokenType t) {
   return 1;
 }
 
-// How many ids to decode out of `total`.
-std::int64_t decode_count(std::int64_t total, std::int64_t max_tokens) {
-  return max_tokens < 0 ? total : std::min(total, max_tokens);
-}
+// Where a file's ids are: their type, count and the byte offset of the first.
+struct Layout {
+  TokenFormat format = TokenFormat::automatic;
+  TokenType type = TokenType::u16;
+  std::int64_t count = 0;
+  std::uint64_t data_offset = 0;
+};
 
-// Decodes `count` ids of type `type` starting at `data` (the caller has checked the bounds).
-std::vector<std::int64_t> decode(const unsigned char* data, TokenType type, std::int64_t count) {
-  std::vector<std::int64_t> ids(static_cast<std::size_t>(count));
-  const std::size_t n = ids.size();
-  switch (type) {
-    case TokenType::u16:
-      for (std::size_t i = 0; i < n; ++i) ids[i] = load_u16(data + 2 * i);
-      break;
-    case TokenType::u32:
-      for (std::size_t i = 0; i < n; ++i) ids[i] = load_u32(data + 4 * i);
-      break;
-    case TokenType::i32:
-      for (std::size_t i = 0; i < n; ++i) ids[i] = load_i32(data + 4 * i);
-      break;
-    case TokenType::i64:
-      for (std::size_t i = 0; i < n; ++i) ids[i] = load_i64(data + 8 * i);
-      break;
-  }
-  return ids;
-}
-
-TokenFile parse_npy_tokens(const unsigned char* p, std::size_t size, std::int64_t max_tokens,
-                           const std::string& name) {
+Layout npy_layout(const detail::ByteSource& src, const std::string& name) {
   NpyHeader h;
   try {
-    h = parse_npy_header(p, size);
-  } catch (const Error& e) {
+    // Trailing bytes are rejected here exactly as parse_npy rejects them: one rule for both.
+    h = detail::read_npy_header(src, detail::Trailing::rejected);
+  } catch (const IoError& e) {
     throw detail::ErrorLocation::at(IoError(name + ": not a valid .npy file: " + e.what()),
                                     e.file(), e.line());
   }
-  TokenFile f;
+  Layout f;
   f.format = TokenFormat::npy;
   if (h.descr == "<i4") {
     f.type = TokenType::i32;
@@ -141,50 +97,38 @@ TokenFile parse_npy_tokens(const unsigned char* p, std::size_t size, std::int64_
                 "' is not supported for token ids; expected int32 ('<i4'), int64 ('<i8') or "
                 "uint16 ('<u2')");
   }
-  std::int64_t total = 1;
   int non_trivial = 0;
-  for (std::int64_t d : h.shape) {
-    TOKEMB_EXPECTS(d >= 0, IoError, name, ": .npy shape has a negative dimension ", d);
-    TOKEMB_EXPECTS(!__builtin_mul_overflow(total, d, &total), IoError, name,
-                   ": .npy element count overflows int64");
+  for (std::int64_t d : h.shape)
     if (d > 1) ++non_trivial;
-  }
   TOKEMB_EXPECTS(!h.fortran_order || non_trivial <= 1, IoError, name,
                  ": .npy array is in Fortran order with ", h.shape.size(),
                  " dimensions; save token ids in C order (np.ascontiguousarray) or as 1-D");
-  const std::size_t item = token_size(f.type);
-  std::uint64_t data_bytes = 0;
-  TOKEMB_EXPECTS(!__builtin_mul_overflow(static_cast<std::uint64_t>(total), item, &data_bytes),
-                 IoError, name, ": .npy data size overflows");
-  TOKEMB_EXPECTS(h.data_offset <= size && data_bytes <= size - h.data_offset, IoError, name,
-                 ": .npy file is truncated: ", total, " ids of ", item, " bytes need ", data_bytes,
-                 " bytes after the ", h.data_offset, "-byte header, but the file has ",
-                 size < h.data_offset ? 0 : size - h.data_offset);
-  f.total_tokens = total;
-  f.ids = decode(p + h.data_offset, f.type, decode_count(total, max_tokens));
+  // read_npy_header checked numel * item against the file size, so the count fits int64.
+  f.count = static_cast<std::int64_t>(h.data_bytes / token_size(f.type));
+  f.data_offset = h.data_offset;
   return f;
 }
 
-TokenFile parse_raw_tokens(const unsigned char* p, std::size_t size, std::int64_t max_tokens,
-                           const std::string& name) {
-  TOKEMB_EXPECTS(size % 2 == 0, IoError, name, ": raw uint16 token file has an odd size of ", size,
-                 " bytes; expected 2 bytes per token");
-  TokenFile f;
+Layout raw_layout(const detail::ByteSource& src, const std::string& name) {
+  TOKEMB_EXPECTS(src.size() % 2 == 0, IoError, name, ": raw uint16 token file has an odd size of ",
+                 src.size(), " bytes; expected 2 bytes per token");
+  Layout f;
   f.format = TokenFormat::raw_u16;
   f.type = TokenType::u16;
-  f.total_tokens = static_cast<std::int64_t>(size / 2);
-  f.ids = decode(p, f.type, decode_count(f.total_tokens, max_tokens));
+  f.count = static_cast<std::int64_t>(src.size() / 2);
   return f;
 }
 
-TokenFile parse_llmc_tokens(const unsigned char* p, std::size_t size, std::int64_t max_tokens,
-                            const std::string& name) {
-  TOKEMB_EXPECTS(size >= llmc_header_bytes, IoError, name, ": llm.c token shard is ", size,
-                 " bytes, shorter than its ", llmc_header_bytes, "-byte header (256 int32)");
-  const std::int32_t magic = load_i32(p);
-  const std::int32_t version = load_i32(p + 4);
-  const std::int32_t count = load_i32(p + 8);
-  TokenFile f;
+Layout llmc_layout(const detail::ByteSource& src, const std::string& name) {
+  TOKEMB_EXPECTS(src.size() >= llmc_header_bytes, IoError, name, ": llm.c token shard is ",
+                 src.size(), " bytes, shorter than its ", llmc_header_bytes,
+                 "-byte header (256 int32)");
+  unsigned char h[12];
+  src.read_at(0, h, sizeof h);
+  const std::int32_t magic = load_i32_le(h);
+  const std::int32_t version = load_i32_le(h + 4);
+  const std::int32_t count = load_i32_le(h + 8);
+  Layout f;
   f.format = TokenFormat::llmc;
   if (magic == llmc_magic_gpt2) {
     TOKEMB_EXPECTS(version == 1, IoError, name, ": llm.c shard with magic ", magic,
@@ -201,14 +145,82 @@ TokenFile parse_llmc_tokens(const unsigned char* p, std::size_t size, std::int64
   }
   TOKEMB_EXPECTS(count >= 0, IoError, name, ": llm.c shard header gives a negative token count ",
                  count);
-  const std::uint64_t expected =
-      llmc_header_bytes + static_cast<std::uint64_t>(count) * token_size(f.type);
-  TOKEMB_EXPECTS(expected == size, IoError, name, ": llm.c shard header says ", count, " ",
-                 token_type_name(f.type), " tokens, so the file should be ", expected,
-                 " bytes, but it is ", size, " bytes", size < expected ? " (truncated)" : "");
-  f.total_tokens = count;
-  f.ids = decode(p + llmc_header_bytes, f.type, decode_count(count, max_tokens));
+  // As llm.c's own loader requires, the file is exactly header + tokens.
+  detail::checked_data_bytes(static_cast<std::uint64_t>(count), token_size(f.type),
+                             llmc_header_bytes, src.size(), detail::Trailing::rejected,
+                             name + ": llm.c shard of " + std::to_string(count) + " " +
+                                 token_type_name(f.type) + " tokens (as its header says)");
+  f.count = count;
+  f.data_offset = llmc_header_bytes;
   return f;
+}
+
+Layout read_layout(const detail::ByteSource& src, TokenFormat format, const std::string& name) {
+  if (format == TokenFormat::automatic) {
+    // Detection needs at most the first 1024 bytes (an llm.c header).
+    unsigned char prefix[llmc_header_bytes];
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(src.size(), llmc_header_bytes));
+    src.read_at(0, prefix, n);
+    format = detect_token_format(prefix, n, name);
+  }
+  switch (format) {
+    case TokenFormat::npy:
+      return npy_layout(src, name);
+    case TokenFormat::raw_u16:
+      return raw_layout(src, name);
+    case TokenFormat::llmc:
+      return llmc_layout(src, name);
+    case TokenFormat::automatic:
+      break;
+  }
+  TOKEMB_FAIL(InvalidArgument, name, ": invalid TokenFormat value ", static_cast<int>(format));
+}
+
+// Decodes ids [first, first + count) of a checked layout into out, a chunk at a time.
+void decode(const detail::ByteSource& src, const Layout& f, std::int64_t first, std::int64_t count,
+            std::int64_t* out) {
+  const std::size_t item = token_size(f.type);
+  constexpr std::int64_t kChunkIds = 1 << 16;
+  std::vector<unsigned char> buf(static_cast<std::size_t>(std::min(count, kChunkIds)) * item);
+  for (std::int64_t done = 0; done < count;) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::int64_t>(count - done, kChunkIds));
+    src.read_at(f.data_offset + static_cast<std::uint64_t>(first + done) * item, buf.data(),
+                n * item);
+    std::int64_t* o = out + done;
+    switch (f.type) {
+      case TokenType::u16:
+        for (std::size_t i = 0; i < n; ++i) o[i] = detail::load_u16_le(buf.data() + 2 * i);
+        break;
+      case TokenType::u32:
+        for (std::size_t i = 0; i < n; ++i) o[i] = detail::load_u32_le(buf.data() + 4 * i);
+        break;
+      case TokenType::i32:
+        for (std::size_t i = 0; i < n; ++i) o[i] = load_i32_le(buf.data() + 4 * i);
+        break;
+      case TokenType::i64:
+        for (std::size_t i = 0; i < n; ++i) o[i] = detail::load_i64_le(buf.data() + 8 * i);
+        break;
+    }
+    done += static_cast<std::int64_t>(n);
+  }
+}
+
+// A TokenFile for a checked layout, with room for its first min(count, max_tokens) ids.
+TokenFile token_file_for(const Layout& f, std::int64_t max_tokens, const std::string& name) {
+  TokenFile t;
+  t.format = f.format;
+  t.type = f.type;
+  t.total_tokens = f.count;
+  const std::int64_t n = max_tokens < 0 ? f.count : std::min(f.count, max_tokens);
+  try {
+    t.ids.resize(static_cast<std::size_t>(n));
+  } catch (const std::exception&) {  // bad_alloc, or length_error beyond max_size()
+    TOKEMB_FAIL(OutOfMemory, name, ": cannot allocate memory for ", n,
+                " token ids widened to int64 (", static_cast<std::uint64_t>(n) * 8,
+                " bytes); read fewer (max_tokens), or stream them with TokenReader");
+  }
+  return t;
 }
 
 }  // namespace
@@ -254,7 +266,7 @@ TokenFormat detect_token_format(const void* bytes, std::size_t size, const std::
   TOKEMB_EXPECTS(bytes != nullptr || size == 0, InvalidArgument, name,
                  ": bytes is a null pointer but size is ", size);
   const auto* p = static_cast<const unsigned char*>(bytes);
-  if (has_npy_magic(p, size)) return TokenFormat::npy;
+  if (detail::has_magic(p, size, detail::npy_magic)) return TokenFormat::npy;
   if (has_llmc_magic(p, size)) return TokenFormat::llmc;
   if (ends_with(name, ".npy")) {
     TOKEMB_FAIL(IoError, name,
@@ -264,7 +276,7 @@ TokenFormat detect_token_format(const void* bytes, std::size_t size, const std::
     TOKEMB_FAIL(IoError, name,
                 ": looks like an llm.c token shard (1024-byte header) but has the "
                 "wrong magic ",
-                load_i32(p), "; expected ", llmc_magic_gpt2,
+                load_i32_le(p), "; expected ", llmc_magic_gpt2,
                 " (GPT-2, version 1) "
                 "or ",
                 llmc_magic_llama3,
@@ -282,76 +294,50 @@ TokenFile parse_token_file(const void* bytes, std::size_t size, TokenFormat form
                            std::int64_t max_tokens, const std::string& name) {
   TOKEMB_EXPECTS(bytes != nullptr || size == 0, InvalidArgument, name,
                  ": bytes is a null pointer but size is ", size);
-  static const unsigned char empty = 0;
-  const auto* p = bytes ? static_cast<const unsigned char*>(bytes) : &empty;
-  if (format == TokenFormat::automatic) format = detect_token_format(p, size, name);
-  switch (format) {
-    case TokenFormat::npy:
-      return parse_npy_tokens(p, size, max_tokens, name);
-    case TokenFormat::raw_u16:
-      return parse_raw_tokens(p, size, max_tokens, name);
-    case TokenFormat::llmc:
-      return parse_llmc_tokens(p, size, max_tokens, name);
-    case TokenFormat::automatic:
-      break;
-  }
-  TOKEMB_FAIL(InvalidArgument, name, ": invalid TokenFormat value ", static_cast<int>(format));
+  const detail::MemorySource src(bytes, size, name);
+  const Layout f = read_layout(src, format, name);
+  TokenFile t = token_file_for(f, max_tokens, name);
+  decode(src, f, 0, static_cast<std::int64_t>(t.ids.size()), t.ids.data());
+  return t;
 }
 
-#if TOKEMB_HAVE_MMAP
-namespace {
-
-std::string errno_text(int err) { return std::strerror(err); }
-
-// Closes a file descriptor and unmaps a mapping when the read is done (or throws).
-struct MappedFile {
-  int fd = -1;
-  void* map = MAP_FAILED;
-  std::size_t size = 0;
-  ~MappedFile() {
-    if (map != MAP_FAILED) ::munmap(map, size);
-    if (fd >= 0) ::close(fd);
-  }
+struct TokenReader::Impl {
+  detail::InputFile file;
+  Layout layout;
+  explicit Impl(const std::string& path) : file(path) {}
 };
 
-}  // namespace
+TokenReader::TokenReader(const std::string& path, TokenFormat format)
+    : impl_(std::make_unique<Impl>(path)) {
+  impl_->layout = read_layout(impl_->file, format, path);
+}
+
+TokenReader::~TokenReader() = default;
+TokenReader::TokenReader(TokenReader&&) noexcept = default;
+TokenReader& TokenReader::operator=(TokenReader&&) noexcept = default;
+
+const std::string& TokenReader::path() const noexcept { return impl_->file.path(); }
+TokenFormat TokenReader::format() const noexcept { return impl_->layout.format; }
+TokenType TokenReader::type() const noexcept { return impl_->layout.type; }
+std::int64_t TokenReader::size() const noexcept { return impl_->layout.count; }
+
+void TokenReader::read(std::int64_t first, std::int64_t count, std::int64_t* out) const {
+  const std::int64_t n = impl_->layout.count;
+  TOKEMB_EXPECTS(first >= 0 && count >= 0 && first <= n && count <= n - first, InvalidArgument,
+                 "TokenReader::read('", path(), "'): ids [", first, ", ", first, " + ", count,
+                 ") are outside the file's ", n, " ids");
+  TOKEMB_EXPECTS(out != nullptr || count == 0, InvalidArgument, "TokenReader::read('", path(),
+                 "'): out is a null pointer");
+  decode(impl_->file, impl_->layout, first, count, out);
+}
 
 TokenFile read_token_file(const std::string& path, TokenFormat format, std::int64_t max_tokens) {
-  MappedFile m;
-  m.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (m.fd < 0) {
-    const int err = errno;
-    TOKEMB_FAIL(IoError, path, ": cannot open token file: ", errno_text(err));
-  }
-  struct stat st {};
-  if (::fstat(m.fd, &st) != 0) {
-    const int err = errno;
-    TOKEMB_FAIL(IoError, path, ": cannot stat token file: ", errno_text(err));
-  }
-  TOKEMB_EXPECTS(S_ISREG(st.st_mode), IoError, path, ": not a regular file");
-  m.size = static_cast<std::size_t>(st.st_size);
-  if (m.size == 0) return parse_token_file(nullptr, 0, format, max_tokens, path);
-  m.map = ::mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, m.fd, 0);
-  if (m.map == MAP_FAILED) {
-    const int err = errno;
-    TOKEMB_FAIL(IoError, path, ": cannot map token file (", m.size, " bytes): ", errno_text(err));
-  }
-  ::madvise(m.map, m.size, MADV_SEQUENTIAL);
-  return parse_token_file(m.map, m.size, format, max_tokens, path);
+  const TokenReader reader(path, format);
+  TokenFile t =
+      token_file_for(Layout{reader.format(), reader.type(), reader.size(), 0}, max_tokens, path);
+  reader.read(0, static_cast<std::int64_t>(t.ids.size()), t.ids.data());
+  return t;
 }
-#else
-TokenFile read_token_file(const std::string& path, TokenFormat format, std::int64_t max_tokens) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  TOKEMB_EXPECTS(in.good(), IoError, path, ": cannot open token file");
-  const std::streamoff end = in.tellg();
-  TOKEMB_EXPECTS(end >= 0, IoError, path, ": cannot determine the file size");
-  std::vector<unsigned char> bytes(static_cast<std::size_t>(end));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  TOKEMB_EXPECTS(in.good() || bytes.empty(), IoError, path, ": read error");
-  return parse_token_file(bytes.data(), bytes.size(), format, max_tokens, path);
-}
-#endif
 
 void check_token_ids(const std::vector<std::int64_t>& ids, std::int64_t vocab_size,
                      const std::string& source) {

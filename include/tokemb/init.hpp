@@ -72,9 +72,10 @@ void init_table(const TensorView& table, std::uint64_t seed, std::uint64_t strea
 /// \endcode
 void init_module(Embedding& module, std::uint64_t seed, const InitSpec& spec);
 
-/// PyTorch's CPU generator: MT19937 seeded like torch.manual_seed, with PyTorch's normal_.
-/// Results agree with PyTorch to about 1e-6 relative, not bitwise (PyTorch may use vectorised
-/// log/sin/cos).
+/// PyTorch's CPU generator: MT19937 seeded like torch.manual_seed, with PyTorch's normal_ for
+/// float tensors of every size. Results agree with PyTorch to about 1e-6 relative, not always
+/// bitwise (PyTorch may use vectorised log/sin/cos); the scalar path (n < 16) was checked
+/// bitwise against PyTorch 1.13.
 class TorchGenerator {
  public:
   /// Standard MT19937 initialisation from the low 32 bits of \p seed (as torch.manual_seed
@@ -82,15 +83,22 @@ class TorchGenerator {
   explicit TorchGenerator(std::uint64_t seed);
   /// Next raw 32-bit output of the Mersenne Twister.
   std::uint32_t next_u32();
-  /// Fills out[0..n) like `torch.empty(n).normal_(mean, std)` on the CPU: n uniforms
-  /// (x & 0xFFFFFF) * 2^-24, Box-Muller in float over each chunk of 16 (element j pairs with
-  /// j + 8), and for n % 16 != 0 the last 16 elements redrawn and transformed again.
-  /// \throws InvalidArgument for n < 16 (PyTorch's scalar path there is not reproduced) or a null
-  ///         \p out.
+  /// Fills out[0..n) like `torch.empty(n).normal_(mean, std)` on the CPU. For n >= 16 (the
+  /// vectorised path): n uniforms (x & 0xFFFFFF) * 2^-24, Box-Muller in float over each chunk
+  /// of 16 (element j pairs with j + 8), and for n % 16 != 0 the last 16 elements redrawn and
+  /// transformed again. For n < 16 (the scalar path), element by element in double: the cached
+  /// second value of the previous Box-Muller pair if there is one, else u1, u2 from two 53-bit
+  /// uniforms (each from two 32-bit outputs), r = sqrt(-2 log(1 - u2)), theta = 2 pi u1, the
+  /// value r cos(theta) and r sin(theta) cached for the next element, even across calls, as
+  /// PyTorch's generator does.
+  /// \throws InvalidArgument for a null \p out with n > 0.
   void normal(float* out, std::size_t n, float mean, float stddev);
 
  private:
+  double next_double_uniform();
   std::mt19937 engine_;
+  bool has_cached_normal_ = false;  // PyTorch's next_double_normal_sample
+  double cached_normal_ = 0.0;
 };
 
 /// `torch.manual_seed(seed); tok = nn.Embedding(V, D); pos = nn.Embedding(P, D)`: fills the
@@ -100,7 +108,8 @@ class TorchGenerator {
 /// rounded to nearest even (what `.to(torch.bfloat16)` gives). Both tables are computed on the
 /// host before either is written. For example `init_module_pytorch(m, 123)` on a 6 x 3 token
 /// table gives the book's `torch.manual_seed(123); torch.nn.Embedding(6, 3).weight`.
-/// \throws InvalidArgument if a table has fewer than 16 elements (see TorchGenerator::normal).
+/// Tables of every size are drawn as PyTorch draws them (fewer than 16 elements take PyTorch's
+/// scalar path; see TorchGenerator::normal).
 void init_module_pytorch(Embedding& module, std::uint64_t seed);
 
 }  // namespace tokemb

@@ -21,6 +21,7 @@
 /// nearest even; how GPT-2's f32 checkpoint fills a bf16 module). Data is little-endian.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,18 @@ struct HostTensor {
   std::vector<unsigned char> data;  ///< shape.numel() * dtype_size(dtype) bytes, little-endian
   TensorView view() const { return TensorView(data.data(), dtype, shape, Device::cpu()); }
 };
+
+// ---- interruption -----------------------------------------------------------------------------
+
+/// A function that returns true once the program wants long writes to stop (e.g. it reads a flag
+/// that the program's SIGINT handler sets). It must be safe to call from any thread.
+using WriteInterruptCheck = bool (*)() noexcept;
+/// Installs \p check for every writer of this library (save_npy, save_safetensors,
+/// save_weights, NpyWriter): before each chunk of at most 16 MiB they write, and before they
+/// publish the file, they call it; when it returns true they remove their temporary file and
+/// throw IoError ("... was interrupted"), leaving \p path as it was. nullptr (the default)
+/// removes the check. Process-wide.
+void set_write_interrupt_check(WriteInterruptCheck check) noexcept;
 
 // ---- .npy --------------------------------------------------------------------------------------
 
@@ -66,8 +79,8 @@ void save_npy(const std::string& path, const TensorView& tensor, StreamView stre
 void load_npy(const std::string& path, const TensorView& dst, StreamView stream);
 
 /// Writes a large .npy of known dtype and shape chunk by chunk (the CLI's [N, T, D] output):
-/// data goes to "path.tmp"; commit() checks that every byte was written and renames it into
-/// place; destroying an uncommitted writer removes the temporary file.
+/// data goes to a temporary file (see above); commit() checks that every byte was written and
+/// renames it over \p path; destroying an uncommitted writer removes the temporary file.
 class NpyWriter {
  public:
   NpyWriter(const std::string& path, DType dtype, Shape shape);
@@ -80,7 +93,7 @@ class NpyWriter {
 
  private:
   struct Impl;
-  Impl* impl_;
+  std::unique_ptr<Impl> impl_;  // null once committed
 };
 
 // ---- safetensors -------------------------------------------------------------------------------

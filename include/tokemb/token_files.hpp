@@ -13,10 +13,15 @@
 ///
 /// The parsers take a whole file image and never read outside it; every malformed input raises
 /// tokemb::IoError (tokemb::InvalidArgument for bad arguments) before anything large is
-/// allocated — what is allocated is bounded by the size of the input.
+/// allocated — what is allocated is bounded by the size of the input. Files are read with
+/// pread, never memory-mapped: a file that shrinks while it is read raises IoError ("changed
+/// while reading") rather than crashing the process. TokenReader reads any range of ids, so a
+/// file of any size can be processed in memory bounded by the range. In every format the data
+/// must end exactly where the file does (trailing bytes are an error, as in parse_npy).
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -76,11 +81,39 @@ TokenFile parse_token_file(const void* bytes, std::size_t size,
                            TokenFormat format = TokenFormat::automatic,
                            std::int64_t max_tokens = -1, const std::string& name = "<memory>");
 
-/// Reads the token file at \p path (see parse_token_file). The file is memory-mapped where the
-/// platform allows, so only the header and the first \p max_tokens ids are read from disk.
-/// \throws IoError if the file is missing, unreadable or malformed.
+/// Reads the token file at \p path (see parse_token_file). Only the header and the first
+/// \p max_tokens ids are read from disk; the whole header and the file size are checked.
+/// \throws IoError if the file is missing, unreadable, malformed or changes while it is read;
+/// OutOfMemory (naming the count and bytes) if the ids do not fit in memory.
 TokenFile read_token_file(const std::string& path, TokenFormat format = TokenFormat::automatic,
                           std::int64_t max_tokens = -1);
+
+/// An open token file whose ids are read on demand, range by range: for files too large to
+/// decode at once (a 17 GB train.bin is 70 GB of int64). The constructor reads and checks the
+/// header and the file size exactly as read_token_file does.
+class TokenReader {
+ public:
+  /// \throws IoError if the file is missing, unreadable or malformed.
+  explicit TokenReader(const std::string& path, TokenFormat format = TokenFormat::automatic);
+  ~TokenReader();
+  TokenReader(TokenReader&&) noexcept;
+  TokenReader& operator=(TokenReader&&) noexcept;
+  TokenReader(const TokenReader&) = delete;
+  TokenReader& operator=(const TokenReader&) = delete;
+
+  const std::string& path() const noexcept;
+  TokenFormat format() const noexcept;  ///< the format actually read (never automatic)
+  TokenType type() const noexcept;      ///< element type stored in the file
+  std::int64_t size() const noexcept;   ///< number of ids the file holds
+  /// Decodes ids [first, first + count) into \p out (not range-checked against a vocabulary).
+  /// \throws InvalidArgument if the range is outside [0, size()) or out is null; IoError if
+  /// the read fails or the file has become shorter since it was opened.
+  void read(std::int64_t first, std::int64_t count, std::int64_t* out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 /// Throws IndexOutOfRange (kind token, time = the id's index in \p ids, batch 0) naming
 /// \p source, the first id outside [0, vocab_size), the valid range and how many ids are

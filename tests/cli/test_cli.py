@@ -582,7 +582,7 @@ class EmbedDataErrors(CliTest):
     def test_llmc_size_mismatch(self):
         f = self.path("shard.bin")
         write_llmc(f, LLMC_GPT2, 1, list(range(30)), "H", count=31)
-        self.assertFails(1, self.embed(f), "31 uint16 tokens", "(truncated)",
+        self.assertFails(1, self.embed(f), "31 uint16 tokens", "truncated file",
                          out=self.path("out.npy"))
         write_llmc(f, LLMC_GPT2, 1, list(range(30)), "H", count=-5)
         self.assertFails(1, self.embed(f), "negative token count -5", out=self.path("out.npy"))
@@ -689,7 +689,9 @@ class EmbedInterrupted(CliTest):
                               "--out", out, "--quiet"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while not os.path.exists(out + ".tmp") and p.poll() is None and time.monotonic() < deadline:
+        # The run writes its output to a temporary ".out.npy.tmp-XXXXXX" next to it.
+        while (not any(".tmp" in x for x in os.listdir(self.dir)) and p.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.002)
         p.send_signal(signal.SIGINT)
         so, se = p.communicate(timeout=60)
@@ -800,6 +802,269 @@ class HelpAndDemo(CliTest):
         self.assertEqual(rc, 0)
         self.assertIn("requested with --device cpu", so)
         self.assertIn("skipped", so)
+
+# ---- output safety (issue 13): never lose a user's file ----------------------------------------
+
+def file_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class OutputSafety(CliTest):
+    V, D, T = 64, 4, 4
+
+    def setUp(self):
+        super().setUp()
+        self.ids = self.path("ids.npy")
+        write_npy_ids(self.ids, "<i4", [(i * 7) % self.V for i in range(40)])
+
+    def embed(self, out, *extra, ids=None):
+        return ["embed", "--ids", ids or self.ids, "--vocab", self.V, "--dim", self.D,
+                "--context", self.T, "--out", out] + list(extra)
+
+    def assertUsageError(self, args, *fragments):
+        rc, so, se = run(*args)
+        self.assertEqual(rc, 2, "args %s\nstdout: %s\nstderr: %s" % (args, so, se))
+        for frag in fragments:
+            self.assertIn(frag, se)
+        self.assertEqual(so, "", "a usage error reads and writes nothing")
+
+    def test_output_that_is_an_input_is_refused(self):
+        """Item 1: files are compared, not spellings (./ and .., hard and symbolic links)."""
+        ids_before = file_bytes(self.ids)
+        w = self.path("w.safetensors")
+        self.assertEqual(run(*self.embed(self.path("first.npy"), "--save-weights", w))[0], 0)
+        w_before = file_bytes(w)
+        sub = self.path("sub")
+        os.makedirs(sub)
+        os.link(self.ids, self.path("hard.npy"))
+        os.symlink(self.ids, self.path("soft.npy"))
+        spellings = [self.ids, os.path.join(sub, "..", "ids.npy"),
+                     os.path.join(self.dir, ".", "ids.npy"), self.path("hard.npy"),
+                     self.path("soft.npy")]
+        for out in spellings:
+            with self.subTest(out=out):
+                self.assertUsageError(self.embed(out), "--out", "same file as --ids")
+                self.assertUsageError(self.embed(self.path("o.npy"), "--save-weights", out),
+                                      "--save-weights", "same file as --ids")
+        self.assertUsageError(self.embed(os.path.join(sub, "..", "w.safetensors"),
+                                         "--weights", w), "--out", "same file as --weights")
+        self.assertUsageError(self.embed(self.path("o.npy"), "--weights", w,
+                                         "--save-weights", w), "same file as --weights")
+        # The two outputs: the same new file, spelled two ways.
+        self.assertUsageError(self.embed(self.path("x.npy"), "--save-weights",
+                                         os.path.join(sub, "..", "x.npy")),
+                              "--save-weights", "same file as --out")
+        self.assertFalse(os.path.exists(self.path("x.npy")))
+        self.assertFalse(os.path.exists(self.path("o.npy")))
+        self.assertEqual(file_bytes(self.ids), ids_before)
+        self.assertEqual(file_bytes(w), w_before)
+        # An input named like the old temporary is just another file.
+        tmp_ids = self.path("data.npy.tmp")
+        shutil.copy(self.ids, tmp_ids)
+        self.assertEqual(run(*self.embed(self.path("data.npy"), ids=tmp_ids))[0], 0)
+        self.assertEqual(file_bytes(tmp_ids), ids_before)
+
+    def test_temporary_never_follows_a_link_nor_clobbers_a_file(self):
+        """Item 2."""
+        out = self.path("out.npy")
+        victim = self.path("victim.txt")
+        with open(victim, "wb") as f:
+            f.write(b"precious")
+        os.symlink(victim, out + ".tmp")
+        mine = self.path("w.st.tmp")
+        with open(mine, "wb") as f:
+            f.write(b"the user's own file")
+        rc, so, se = run(*self.embed(out, "--save-weights", self.path("w.st")))
+        self.assertEqual(rc, 0, se)
+        self.assertEqual(file_bytes(victim), b"precious")
+        self.assertTrue(os.path.islink(out + ".tmp"))
+        self.assertEqual(file_bytes(mine), b"the user's own file")
+        self.assertEqual(sorted(os.listdir(self.dir)),
+                         sorted(["ids.npy", "out.npy", "out.npy.tmp", "victim.txt", "w.st",
+                                 "w.st.tmp"]))
+
+    def test_concurrent_runs_each_publish_a_complete_output(self):
+        """Item 3: two runs writing one --out: the file is always one run's whole output."""
+        ids = self.path("many.bin")
+        write_raw_u16(ids, [(i * 7919) % 1000 for i in range(40000)])
+        args = ["embed", "--ids", ids, "--vocab", 1000, "--dim", 64, "--context", 32,
+                "--batch", 1, "--quiet"]
+        refs = {}
+        for seed in (1, 2):
+            ref = self.path("ref%d.npy" % seed)
+            rc, _, se = run(*(args + ["--seed", seed, "--out", ref]))
+            self.assertEqual(rc, 0, se)
+            refs[seed] = file_bytes(ref)
+        self.assertNotEqual(refs[1], refs[2])
+        out = self.path("out.npy")
+        for attempt in range(3):
+            procs = [subprocess.Popen([TOKEMB] + [str(a) for a in args] +
+                                      ["--seed", str(seed), "--out", out],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for seed in (1, 2)]
+            results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+            for so, se, rc in results:
+                self.assertEqual(rc, 0, se)
+            self.assertIn(file_bytes(out), (refs[1], refs[2]), "attempt %d" % attempt)
+            self.assertEqual([x for x in os.listdir(self.dir) if ".tmp" in x], [])
+
+    def test_later_failure_leaves_every_output_as_it_was(self):
+        """Item 4: a bad --save-weights location, or a failing stdout, keeps --out untouched."""
+        out = self.path("keep.npy")
+        with open(out, "wb") as f:
+            f.write(b"previous result")
+        rc, so, se = run(*self.embed(out, "--save-weights", self.path("nodir/w.st")))
+        self.assertEqual(rc, 1, se)
+        self.assertIn("--save-weights", se)
+        self.assertIn("nodir", se)
+        self.assertEqual(so, "", "the directory is checked before anything is read")
+        self.assertEqual(file_bytes(out), b"previous result")
+        w = self.path("w.st")
+        with open(w, "wb") as f:
+            f.write(b"previous weights")
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([TOKEMB] + [str(a) for a in self.embed(out, "--save-weights", w)],
+                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("standard output", p.stderr)
+        self.assertEqual(file_bytes(out), b"previous result")
+        self.assertEqual(file_bytes(w), b"previous weights")
+        self.assertEqual([x for x in os.listdir(self.dir) if ".tmp" in x], [])
+
+    def test_missing_out_directory_is_reported_before_anything_is_read(self):
+        """Item 11: not after the tables are initialised (nor after reading the ids)."""
+        rc, so, se = run(*self.embed(self.path("nodir/out.npy"),
+                                     ids=self.path("missing-ids.npy")))
+        self.assertEqual(rc, 1, se)
+        self.assertIn("--out", se)
+        self.assertIn("nodir", se)
+        self.assertNotIn("missing-ids", se)
+
+    @unittest.skipIf(os.name != "posix", "needs POSIX signals")
+    def test_sigint_while_saving_weights_exits_130_and_leaves_nothing(self):
+        """Item 5: the signal arrives when the weights are being saved (a test hook raises it
+        there, so that the test is deterministic); the save stops and nothing is published."""
+        out, w = self.path("out.npy"), self.path("w.st")
+        for path, old in ((out, b"old output"), (w, b"old weights")):
+            with open(path, "wb") as f:
+                f.write(old)
+        env = dict(os.environ, TOKEMB_TEST_SIGINT_AT="save-weights")
+        p = subprocess.run([TOKEMB] + [str(a) for a in self.embed(out, "--save-weights", w)],
+                           capture_output=True, text=True, timeout=120, env=env)
+        self.assertEqual(p.returncode, 130, p.stdout + p.stderr)
+        self.assertIn("interrupted by signal 2", p.stderr)
+        self.assertEqual(file_bytes(out), b"old output")
+        self.assertEqual(file_bytes(w), b"old weights")
+        self.assertEqual([x for x in os.listdir(self.dir) if ".tmp" in x], [])
+
+    @unittest.skipIf(os.name != "posix", "needs POSIX signals")
+    def test_inherited_ignored_sigint_stays_ignored(self):
+        """Item 11: a run started with SIGINT ignored (nohup, background jobs) keeps ignoring
+        it: SIGINT is sent every 20 ms while the run writes, and the run still completes."""
+        ids = self.path("big.bin")
+        write_raw_u16(ids, [(i * 7919) % 50257 for i in range(70000)])
+        out, w = self.path("out.npy"), self.path("w.st")
+        env = dict(os.environ, TOKEMB_TEST_SIGINT_AT="save-weights")  # and once more there
+        p = subprocess.Popen([TOKEMB, "embed", "--ids", ids, "--vocab", "50257", "--dim", "64",
+                              "--context", "256", "--batch", "1", "--max-windows", "256",
+                              "--out", out, "--save-weights", w, "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        deadline = time.monotonic() + 120
+        sent = 0
+        while p.poll() is None and time.monotonic() < deadline:
+            if any(".tmp" in x for x in os.listdir(self.dir)):
+                p.send_signal(signal.SIGINT)
+                sent += 1
+            time.sleep(0.02)
+        so, se = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, se)
+        self.assertGreater(sent, 0, "the run ended before a signal was sent")
+        self.assertEqual(read_npy(out)[2], (256, 256, 64))
+        self.assertTrue(os.path.exists(w))
+
+    def test_longest_valid_out_name_works(self):
+        """Item 11: a 255-byte name used to fail because of the temporary's suffix."""
+        name_max = os.pathconf(self.dir, "PC_NAME_MAX")
+        out = self.path("n" * (name_max - 4) + ".npy")
+        rc, so, se = run(*self.embed(out))
+        self.assertEqual(rc, 0, se)
+        self.assertEqual(read_npy(out)[2], (9, self.T, self.D))
+
+    def test_help_to_a_full_stdout_fails(self):
+        """Item 11: stdout errors are checked everywhere."""
+        for args in (["help"], ["--help"], ["embed", "--help"], ["version"]):
+            with open("/dev/full", "w") as full:
+                p = subprocess.run([TOKEMB] + args, stdout=full, stderr=subprocess.PIPE,
+                                   text=True, timeout=60)
+            with self.subTest(args=args):
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("standard output", p.stderr)
+
+    def test_huge_device_index_says_so(self):
+        """Item 11: not "expected N >= 0"."""
+        rc, so, se = run(*self.embed(self.path("o.npy"), "--device", "cuda:99999999999"))
+        self.assertEqual(rc, 2, se)
+        self.assertIn("99999999999 is too large", se)
+
+    def test_token_npy_with_trailing_bytes_is_rejected(self):
+        """Item 11: the token reader applies the rule parse_npy applies."""
+        with open(self.ids, "ab") as f:
+            f.write(b"\0\0\0\0\0")
+        self.assertFails(1, self.embed(self.path("o.npy")), "5 unexpected bytes",
+                         out=self.path("o.npy"))
+
+    def test_tiny_tables_are_initialised_like_pytorch(self):
+        """Item 8: --dim 4 --context 2 (8 elements) used to fail; the values are PyTorch's
+        (torch 1.13: torch.manual_seed(123); nn.Embedding(64, 4); nn.Embedding(2, 4))."""
+        out, w = self.path("o.npy"), self.path("w.st")
+        rc, so, se = run("embed", "--ids", self.ids, "--vocab", self.V, "--dim", 4,
+                         "--context", 2, "--out", out, "--save-weights", w)
+        self.assertEqual(rc, 0, se)
+        # Printed by: torch.manual_seed(123); torch.nn.Embedding(64, 4);
+        # torch.nn.Embedding(2, 4).weight.flatten().tolist() (PyTorch 1.13, CPU). The position
+        # table has 8 elements: PyTorch's scalar path, reproduced bitwise.
+        torch_wpe = [-0.7018435597419739, -1.312984585762024, 0.15740126371383667,
+                     2.0113959312438965, 0.10039356350898743, 0.8222411274909973,
+                     -0.01764637604355812, 1.2480806112289429]
+        tensors = read_safetensors(w)
+        wpe = tensors["wpe.weight"]
+        self.assertEqual(wpe[0], "F32")
+        self.assertEqual(list(wpe[1]), [2, 4])
+        self.assertEqual(wpe[2], torch_wpe)
+
+    def test_out_of_memory_says_what_and_how_large(self):
+        """Item 7: not a bare "out of host memory"."""
+        out = self.path("o.npy")
+        self.assertFails(1, ["embed", "--ids", self.ids, "--vocab", 10 ** 12, "--dim", 4096,
+                             "--context", 4, "--out", out],
+                         "out of memory allocating the tables ([1000000000000, 4096]",
+                         "TiB", out=out)
+
+    @unittest.skipIf(not sys.platform.startswith("linux"), "needs Linux's ru_maxrss")
+    def test_memory_does_not_grow_with_the_token_file(self):
+        """Item 7: a 100 MB raw file (50 M ids, 400 MB as int64) embedded with a huge stride:
+        the ids are streamed, so the run's peak memory stays far below the file's int64 size."""
+        ids = self.path("big.bin")
+        with open(ids, "wb") as f:
+            f.write(b"\x01\x00" * (50 * 1000 * 1000))
+        out = self.path("o.npy")
+        probe = ("import resource, subprocess, sys\n"
+                 "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
+                 "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+                 "sys.stderr.write(p.stderr.decode())\n")
+        args = ["embed", "--ids", ids, "--vocab", 8, "--dim", 4, "--context", 4,
+                "--stride", 1000000, "--out", out, "--quiet"]
+        p = subprocess.run([sys.executable, "-c", probe, TOKEMB] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=300)
+        rc, maxrss_kib = (int(x) for x in p.stdout.split())
+        self.assertEqual(rc, 0, p.stderr)
+        self.assertEqual(read_npy(out)[2], (50, 4, 4))
+        # The ids alone would take 400 MB as int64; a streamed run stays far below that, even
+        # under AddressSanitizer.
+        self.assertLess(maxrss_kib, 200 * 1024, "peak RSS %d KiB" % maxrss_kib)
+        os.remove(ids)
 
 
 def main():

@@ -212,7 +212,7 @@ and writes the embeddings as a NumPy .npy of shape [N, T, D] (N = number of wind
       ->required()
       ->group(req);
   app.add_option("--out", o.out,
-                 "output .npy; written to FILE.npy.tmp and renamed into place on success")
+                 "output .npy (via a new temporary file, renamed into place on success)")
       ->type_name("FILE.npy")
       ->required()
       ->check(any_value())
@@ -257,7 +257,7 @@ and writes the embeddings as a NumPy .npy of shape [N, T, D] (N = number of wind
                             "embed only the first N windows (reads only the ids they need)")
       ->group(opt);
   app.add_option("--save-weights", o.save_weights,
-                 "also save the tables used as safetensors (after the output is written)")
+                 "also save the tables used as safetensors (published with the output)")
       ->type_name("FILE")
       ->check(any_value())
       ->group(opt);
@@ -268,8 +268,10 @@ and writes the embeddings as a NumPy .npy of shape [N, T, D] (N = number of wind
       R"TXT(Exit codes: 0 success; 2 usage error (bad or missing option: nothing is read or written);
 1 data or runtime error (missing, unreadable or malformed file, wrong magic, an id >= V, too few
 ids for one window, no CUDA device for --device cuda, ...); 130 interrupted (SIGINT/SIGTERM).
-Whatever the error, no output file (nor its temporary FILE.npy.tmp) is left behind, and an
-existing FILE.npy is left as it was. Progress goes to stderr on runs longer than a second.)TXT");
+No output may be the same file as an input or as the other output (usage error). Outputs are
+published (renamed into place) only after every output was written and every line printed:
+whatever the error or interruption, no output file nor temporary file is left behind, and
+existing files are left as they were. Progress goes to stderr on runs longer than a second.)TXT");
 }
 
 // ---- CLI11's errors in tokemb's words -----------------------------------------------------------

@@ -2,6 +2,7 @@
 #include "tools/cli/common.hpp"
 
 #include <charconv>
+#include <climits>
 #include <cstdio>
 
 #include "tools/cli/errors.hpp"
@@ -27,6 +28,11 @@ DeviceChoice choose_device(const std::optional<std::string>& flag) {
     const char* begin = v.data() + 5;
     const char* end = v.data() + v.size();
     const auto [ptr, ec] = std::from_chars(begin, end, index);
+    if (ec == std::errc::result_out_of_range) {
+      throw UsageError("--device '" + v + "': device index " + std::string(begin, end) +
+                       " is too large (at most " + std::to_string(INT_MAX) +
+                       "; devices are numbered from cuda:0)");
+    }
     if (ec != std::errc() || ptr != end || begin == end || index < 0) {
       throw UsageError("--device '" + v + "': expected cuda:N with N a device index >= 0");
     }

@@ -1,9 +1,14 @@
 // `tokemb embed`: token file -> sliding windows -> forward pass -> [N, T, D] .npy.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +20,7 @@
 #include "tools/cli/commands.hpp"
 #include "tools/cli/common.hpp"
 #include "tools/cli/errors.hpp"
+#include "tools/cli/outputs.hpp"
 
 namespace tokemb::cli {
 
@@ -52,27 +58,127 @@ class Progress {
 
 volatile std::sig_atomic_t g_signal = 0;
 extern "C" void on_signal(int sig) { g_signal = sig; }
+bool interrupt_requested() noexcept { return g_signal != 0; }
 
-// While alive, SIGINT and SIGTERM only set g_signal, so that the batch loop can stop and the
-// NpyWriter remove its temporary file; the previous handlers are restored afterwards.
+// While alive, SIGINT and SIGTERM only set g_signal, so that the batch loop and the library's
+// writers (through set_write_interrupt_check) can stop and the staged outputs be removed; the
+// previous handlers are restored afterwards. A signal the parent set to be ignored (nohup, a
+// shell's background job) stays ignored.
 class SignalGuard {
  public:
   SignalGuard() {
     g_signal = 0;
-    int_ = std::signal(SIGINT, on_signal);
-    term_ = std::signal(SIGTERM, on_signal);
+    install(SIGINT, int_);
+    install(SIGTERM, term_);
+    set_write_interrupt_check(&interrupt_requested);
   }
   ~SignalGuard() {
-    std::signal(SIGINT, int_ == SIG_ERR ? SIG_DFL : int_);
-    std::signal(SIGTERM, term_ == SIG_ERR ? SIG_DFL : term_);
+    set_write_interrupt_check(nullptr);
+    ::sigaction(SIGINT, &int_, nullptr);
+    ::sigaction(SIGTERM, &term_, nullptr);
   }
   SignalGuard(const SignalGuard&) = delete;
   SignalGuard& operator=(const SignalGuard&) = delete;
 
  private:
-  void (*int_)(int);
-  void (*term_)(int);
+  static void install(int sig, struct sigaction& previous) {
+    ::sigaction(sig, nullptr, &previous);
+    if (previous.sa_handler == SIG_IGN) return;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;  // as std::signal: reads and writes are not cut short
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(sig, &sa, nullptr);
+  }
+  struct sigaction int_ = {};
+  struct sigaction term_ = {};
 };
+
+// Throws Interrupted when a signal has arrived, saying what was done and that nothing was left.
+void stop_if_interrupted(const std::string& where) {
+  if (g_signal != 0) {
+    throw Interrupted("interrupted by signal " + std::to_string(g_signal) + " " + where +
+                      "; no output was written and existing files were left as they were");
+  }
+}
+
+// Runs \p f (a library call that writes); an IoError raised because a signal arrived becomes
+// Interrupted (exit 130).
+template <class F>
+void interruptible(const std::string& where, F&& f) {
+  try {
+    f();
+  } catch (const IoError&) {
+    stop_if_interrupted(where);
+    throw;
+  }
+  stop_if_interrupted(where);
+}
+
+// A host vector of \p n elements; allocation failure says what it was for and how large.
+template <class T>
+std::vector<T> host_vector(std::size_t n, const std::string& what) {
+  try {
+    return std::vector<T>(n);
+  } catch (const std::exception&) {
+    throw OutOfMemory("out of host memory allocating " + what + ": " + std::to_string(n) +
+                      " elements of " + std::to_string(sizeof(T)) + " bytes (" +
+                      format_bytes(static_cast<double>(n) * sizeof(T)) + ")");
+  }
+}
+
+// Runs \p f; an allocation failure in it (the library's OutOfMemory, or std::bad_alloc) is
+// rethrown as OutOfMemory saying what the run was allocating, and how large that is.
+template <class F>
+decltype(auto) allocating(const std::string& what, F&& f) {
+  try {
+    return f();
+  } catch (const OutOfMemory& e) {
+    throw OutOfMemory("out of memory allocating " + what + ": " + e.what(), e.memory(), e.code());
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemory("out of host memory allocating " + what);
+  }
+}
+
+// Checks ids [0, count) of the file against the vocabulary, a chunk at a time (memory bounded
+// by the chunk, not the file), before anything long starts. Reports the first id outside
+// [0, V) by its index in the file, and how many there are.
+void check_ids_in_file(const TokenReader& reader, std::int64_t count, std::int64_t V) {
+  constexpr std::int64_t kChunk = 1 << 20;
+  std::vector<std::int64_t> buf =
+      host_vector<std::int64_t>(static_cast<std::size_t>(std::min(count, kChunk)),
+                                "a chunk of token ids for the vocabulary check");
+  std::uint64_t bad = 0;
+  std::int64_t first_index = 0, first_value = 0;
+  for (std::int64_t done = 0; done < count;) {
+    stop_if_interrupted("while checking the token ids");
+    const std::int64_t n = std::min(kChunk, count - done);
+    reader.read(done, n, buf.data());
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t id = buf[static_cast<std::size_t>(i)];
+      if (id < 0 || id >= V) {
+        if (bad++ == 0) {
+          first_index = done + i;
+          first_value = id;
+        }
+      }
+    }
+    done += n;
+  }
+  if (bad == 0) return;
+  throw IndexOutOfRange(reader.path() + ": token id " + std::to_string(first_value) + " at index " +
+                            std::to_string(first_index) + " is outside the vocabulary [0, " +
+                            std::to_string(V) + "); " + std::to_string(bad) + " of " +
+                            std::to_string(count) + " ids are out of range",
+                        IndexOutOfRange::Kind::token, first_value, 0, first_index, V, bad);
+}
+
+// For the tests of interruption: raise SIGINT at a named point, so that a test can interrupt
+// a given phase deterministically (TOKEMB_TEST_SIGINT_AT=save-weights).
+void test_hook_raise_sigint(const char* point) {
+  const char* at = std::getenv("TOKEMB_TEST_SIGINT_AT");
+  if (at != nullptr && std::strcmp(at, point) == 0) std::raise(SIGINT);
+}
 
 DType table_dtype(const std::string& name) {
   if (name == "f32") return DType::f32;
@@ -101,37 +207,48 @@ int run_embed(const EmbedOptions& options) {
   const auto say = [quiet](const std::string& line) {
     if (!quiet) std::printf("%s\n", line.c_str());
   };
-  if (out_path == ids_path) throw UsageError("--out must not be the --ids file");
+  const std::optional<std::string>& weights_path = options.weights;
+  const std::optional<std::string>& save_path = options.save_weights;
   const std::optional<std::string>& device_flag = options.device;
+  // No output may replace an input or the other output: compared as files, not spellings.
+  std::vector<NamedFile> inputs = {{"--ids", ids_path}};
+  if (weights_path) inputs.push_back({"--weights", *weights_path});
+  std::vector<NamedFile> outputs = {{"--out", out_path}};
+  if (save_path) outputs.push_back({"--save-weights", *save_path});
+  check_distinct_files(inputs, outputs);
 
   // ---- data (errors from here on: exit 1) -------------------------------------------------------
   const Stopwatch clock;
+  // From here on SIGINT / SIGTERM stop the run (exit 130); the staged outputs are removed.
+  const SignalGuard signals;
+  // Every output is staged in its directory first, so that a missing or unwritable directory
+  // is reported before anything is read; nothing is published until everything succeeded.
+  StagedOutput out_file({"--out", out_path});
+  std::optional<StagedOutput> weights_file;
+  if (save_path) weights_file.emplace(NamedFile{"--save-weights", *save_path});
+
   const DeviceChoice choice = choose_device(device_flag);
   const Device dev = choice.device;
   say("tokemb embed: running on " + describe(dev) + " (" + choice.reason + ")");
 
-  // Read only the prefix the requested windows need (all of the file without --max-windows).
-  std::int64_t limit = -1;
-  if (max_windows != kMax) {
-    std::int64_t span = 0;
-    if (!__builtin_mul_overflow(max_windows - 1, S, &span) &&
-        !__builtin_add_overflow(span, T + 1, &span)) {
-      limit = span;
-    }
-  }
-  const TokenFile file = read_token_file(ids_path, format, limit);
-  const std::int64_t n_read = static_cast<std::int64_t>(file.ids.size());
-  const std::int64_t N = std::min(window_count(n_read, T, S), max_windows);
+  // The ids are streamed window by window: memory is bounded by the batch, not the file.
+  const TokenReader reader(ids_path, format);
+  const std::int64_t total = reader.size();
+  const std::int64_t N = std::min(window_count(total, T, S), max_windows);
   if (N == 0) {
-    throw IoError(ids_path + ": too short: it holds " + std::to_string(file.total_tokens) +
+    throw IoError(ids_path + ": too short: it holds " + std::to_string(total) +
                   " token ids, but one window of --context " + std::to_string(T) +
                   " needs at least " + std::to_string(T + 1) +
                   " (the window and its next-token target, as in the book's data loader)");
   }
-  check_token_ids(file.ids, V, ids_path);
-  say("read " + std::to_string(file.total_tokens) + " token ids (" + token_type_name(file.type) +
-      ", format " + token_format_name(file.format) + ") from " + ids_path +
-      (n_read < file.total_tokens ? "; used the first " + std::to_string(n_read) : ""));
+  // Every id of the file is checked, or with --max-windows those the windows and their
+  // targets span.
+  const std::int64_t used =
+      max_windows == kMax ? total : std::min(total, tokens_for_windows(N, T, S));
+  check_ids_in_file(reader, used, V);
+  say("read " + std::to_string(total) + " token ids (" + token_type_name(reader.type()) +
+      ", format " + token_format_name(reader.format()) + ") from " + ids_path +
+      (used < total ? "; used the first " + std::to_string(used) : ""));
 
   const Shape out_shape{N, T, D};
   // NumPy has no bfloat16: NpyWriter stores bf16 values widened (exactly) to float32.
@@ -150,65 +267,87 @@ int run_embed(const EmbedOptions& options) {
   cfg.context_length = T;
   cfg.dtype = dtype;
   cfg.device = dev;
-  Embedding module(cfg, stream);
-  if (const auto& weights = options.weights) {
-    load_weights(module, *weights);
+  const std::string tables = "the tables (" + Shape{V, D}.str() + " + " + Shape{T, D}.str() + " " +
+                             dtype_name(dtype) + ", " +
+                             format_bytes(static_cast<double>((V + T) * D) * dtype_size(dtype)) +
+                             " on " + dev.str() + ")";
+  Embedding module = allocating(tables, [&] { return Embedding(cfg, stream); });
+  if (weights_path) {
+    allocating(tables + " from " + *weights_path, [&] { load_weights(module, *weights_path); });
     say("tables: loaded wte.weight " + Shape{V, D}.str() + " and wpe.weight " + Shape{T, D}.str() +
-        " from " + *weights);
+        " from " + *weights_path);
   } else {
-    init_module_pytorch(module, seed);
+    allocating(tables + " to initialise them", [&] { init_module_pytorch(module, seed); });
     say("tables: token " + Shape{V, D}.str() + " + position " + Shape{T, D}.str() + " " +
         dtype_name(dtype) + ", initialised like torch.manual_seed(" + std::to_string(seed) +
         "); nn.Embedding");
   }
+  stop_if_interrupted("while preparing the tables");
 
   const std::int64_t B = std::min(batch_arg, N);
-  std::vector<std::int64_t> host_ids(static_cast<std::size_t>(B * T));
+  std::vector<std::int64_t> host_ids = host_vector<std::int64_t>(
+      static_cast<std::size_t>(B * T), "the ids of one batch of " + std::to_string(B) + " windows");
   Buffer dev_ids, host_out;
   if (dev.is_cuda()) {
-    dev_ids = Buffer(DType::i64, Shape{B, T}, dev);
-    host_out = Buffer(dtype, Shape{B, T, D}, Device::cpu());
+    dev_ids = allocating("the ids of one batch on the device", [&] {
+      return Buffer(DType::i64, Shape{B, T}, dev);
+    });
+    host_out = allocating("the host copy of one batch's output", [&] {
+      return Buffer(dtype, Shape{B, T, D}, Device::cpu());
+    });
   }
-  Buffer out(dtype, Shape{B, T, D}, dev);
+  Buffer out = allocating("the output of one batch of " + std::to_string(B) + " windows", [&] {
+    return Buffer(dtype, Shape{B, T, D}, dev);
+  });
   const std::size_t row_bytes = static_cast<std::size_t>(T * D) * dtype_size(dtype);
 
-  const SignalGuard signals;
-  NpyWriter writer(out_path, dtype, out_shape);
-  Progress progress(N, !quiet);
-  for (std::int64_t w = 0; w < N; w += B) {
-    if (g_signal != 0) {
-      throw Interrupted("interrupted by signal " + std::to_string(g_signal) + " after " +
-                        std::to_string(w) + " of " + std::to_string(N) +
-                        " windows; nothing was written to " + out_path);
+  {
+    NpyWriter writer(out_file.staging_path(), dtype, out_shape);
+    Progress progress(N, !quiet);
+    for (std::int64_t w = 0; w < N; w += B) {
+      stop_if_interrupted("after " + std::to_string(w) + " of " + std::to_string(N) + " windows");
+      const std::int64_t b = std::min(B, N - w);
+      for (std::int64_t k = 0; k < b; ++k) reader.read((w + k) * S, T, host_ids.data() + k * T);
+      const TensorView ids_host(host_ids.data(), DType::i64, Shape{b, T}, Device::cpu());
+      const TensorView out_view(out.data(), dtype, Shape{b, T, D}, dev);
+      const void* result = out.data();
+      if (dev.is_cuda()) {
+        const TensorView ids_dev(dev_ids.data(), DType::i64, Shape{b, T}, dev);
+        copy(ids_dev, ids_host, stream);
+        module.forward(ids_dev, out_view);
+        copy(TensorView(host_out.data(), dtype, Shape{b, T, D}, Device::cpu()), out_view, stream);
+        result = host_out.data();
+      } else {
+        module.forward(ids_host, out_view);
+      }
+      module.synchronize();  // raises any out-of-range id recorded on the device
+      interruptible("while writing " + out_path,
+                    [&] { writer.write(result, static_cast<std::size_t>(b) * row_bytes); });
+      progress.update(w + b);
     }
-    const std::int64_t b = std::min(B, N - w);
-    cut_windows(file.ids.data(), file.ids.size(), T, S, w, b, host_ids.data());
-    const TensorView ids_host(host_ids.data(), DType::i64, Shape{b, T}, Device::cpu());
-    const TensorView out_view(out.data(), dtype, Shape{b, T, D}, dev);
-    const void* result = out.data();
-    if (dev.is_cuda()) {
-      const TensorView ids_dev(dev_ids.data(), DType::i64, Shape{b, T}, dev);
-      copy(ids_dev, ids_host, stream);
-      module.forward(ids_dev, out_view);
-      copy(TensorView(host_out.data(), dtype, Shape{b, T, D}, Device::cpu()), out_view, stream);
-      result = host_out.data();
-    } else {
-      module.forward(ids_host, out_view);
-    }
-    module.synchronize();  // raises any out-of-range id recorded on the device
-    writer.write(result, static_cast<std::size_t>(b) * row_bytes);
-    progress.update(w + b);
+    interruptible("while writing " + out_path, [&] { writer.commit(); });
   }
-  writer.commit();
   char took[32];
   std::snprintf(took, sizeof took, "%.2f s", clock.seconds());
   say("wrote " + out_path + ": " + out_shape.str() + " " + stored + " (" + format_bytes(out_bytes) +
       ") in " + took);
 
-  if (const auto& save = options.save_weights) {
-    save_weights(module, *save);
-    say("saved the tables to " + *save);
+  if (weights_file) {
+    test_hook_raise_sigint("save-weights");
+    interruptible("while saving the tables to " + *save_path, [&] {
+      allocating("the host copy of " + tables + " to save them",
+                 [&] { save_weights(module, weights_file->staging_path()); });
+    });
+    say("saved the tables to " + *save_path);
   }
+
+  // Publish last: only when every output is complete and stdout took every line, and in a fixed
+  // order (--out, then --save-weights).
+  stop_if_interrupted("before publishing the outputs");
+  flush_stdout();
+  stop_if_interrupted("before publishing the outputs");
+  out_file.publish();
+  if (weights_file) weights_file->publish();
   return 0;
 }
 

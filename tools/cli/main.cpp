@@ -12,6 +12,7 @@
 #include "tools/cli/command_line.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/errors.hpp"
+#include "tools/cli/outputs.hpp"
 
 namespace {
 
@@ -36,11 +37,8 @@ int main(int argc, char** argv) {
   const auto prefix = [&] { return command.empty() ? std::string("tokemb") : "tokemb " + command; };
   try {
     const int rc = dispatch(argc, argv, command);
-    if (std::fflush(stdout) != 0) {
-      std::fprintf(stderr, "%s: error: cannot write to standard output: %s\n", prefix().c_str(),
-                   std::strerror(errno));
-      return kDataError;
-    }
+    // A write that failed earlier (a full buffer flushed inside printf) only shows in ferror.
+    tokemb::cli::flush_stdout();
     return rc;
   } catch (const tokemb::cli::UsageError& e) {
     std::fflush(stdout);
