@@ -223,10 +223,19 @@ TEST(InitPhilox, MatchesTheDocumentedCuRandContract) {
 
 TEST(InitPhilox, TinyTablesAndModules) {
   SKIP_WITHOUT_CURAND_HOST();
-  const HostTable one = cpu_init(DType::f32, {1, 1}, 11, 0, InitSpec::normal(0.0f, 1.0f));
-  const HostTable two = cpu_init(DType::f32, {1, 2}, 11, 0, InitSpec::normal(0.0f, 1.0f));
-  EXPECT_EQ(one.at(0), two.at(0));  // a prefix of the same stream
-  EXPECT_TRUE(std::isfinite(one.at(0)));
+  // Tables of 1, 2, 3 and 7 elements (odd sizes: normals come in pairs, so a last odd element
+  // has its own path) are prefixes of one longer table of the same stream, with distinct values.
+  const HostTable longer = cpu_init(DType::f32, {1, 64}, 11, 0, InitSpec::normal(0.0f, 1.0f));
+  for (std::int64_t n : {1, 2, 3, 7}) {
+    const HostTable small = cpu_init(DType::f32, {1, n}, 11, 0, InitSpec::normal(0.0f, 1.0f));
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+      EXPECT_EQ(small.at(i), longer.at(i)) << n << " elements, element " << i;
+      EXPECT_TRUE(std::isfinite(small.at(i)));
+      if (i > 0) {
+        EXPECT_NE(small.at(i), small.at(i - 1)) << n << " elements, element " << i;
+      }
+    }
+  }
 
   EmbeddingConfig c;
   c.vocab_size = 50;
@@ -242,7 +251,16 @@ TEST(InitPhilox, TinyTablesAndModules) {
 
   c.context_length = 0;  // no position table
   Embedding m2(c, host_stream);
-  EXPECT_NO_THROW(init_module(m2, 99, InitSpec::uniform(0.0f, 1.0f)));
+  init_module(m2, 99, InitSpec::uniform(0.0f, 1.0f));
+  const HostTable tok2 = cpu_init(DType::f32, {50, 8}, 99, 0, InitSpec::uniform(0.0f, 1.0f));
+  const std::vector<float> mt2 = m2.token_table_to_host();
+  ASSERT_EQ(mt2.size(), 400u);
+  for (std::size_t i = 0; i < mt2.size(); ++i) {
+    ASSERT_EQ(mt2[i], tok2.at(i)) << "element " << i;
+    ASSERT_GE(mt2[i], 0.0f);
+    ASSERT_LT(mt2[i], 1.0f);
+  }
+  EXPECT_TRUE(m2.position_table().empty());
 }
 
 TEST(InitPhilox, InvalidArgumentsAreRefusedBeforeWriting) {
