@@ -246,14 +246,16 @@ TEST(CpuReference, BackwardSumsInDoubleInIncreasingRowOrder) {
   }
 }
 
-// The double sum is added to the existing gradient and rounded once: 2^24 + (1 + 1) = 2^24 + 2,
-// where adding each row to the f32 gradient in turn would give 2^24 + 1 + 1 = 2^24.
+// The double sum is added to the existing gradient and the result rounded once to f32:
+// 1 + (2^-24 + 2^-50) is just above the midpoint between 1 and the next float, so it rounds up
+// to 1 + 2^-23. Rounding the sum to f32 first (2^-24) or adding row by row lands exactly on the
+// midpoint, which rounds to even: 1.
 TEST(CpuReference, BackwardAddsTheWholeSumToTheGradientAndRoundsOnce) {
   std::vector<std::int64_t> ids = {0, 0};
-  std::vector<float> d = {1.0f, 1.0f}, gt = {16777216.0f};
+  std::vector<float> d = {std::ldexp(1.0f, -24), std::ldexp(1.0f, -50)}, gt = {1.0f};
   backward(host_view(ids, DType::i64, {1, 2}), host_view(d, DType::f32, {1, 2, 1}),
            host_view(gt, DType::f32, {1, 1}), TensorView{}, Options{}, Workspace{}, host_stream);
-  EXPECT_EQ(gt[0], 16777218.0f);
+  EXPECT_EQ(gt[0], 1.0f + std::ldexp(1.0f, -23));
 }
 
 TEST(CpuReference, OddWidthsWork) {

@@ -1,7 +1,13 @@
-// Deterministic backward (issue 6): bitwise-identical gradients run after run.
+// Deterministic backward (issue 6): bitwise-identical gradients run after run, and across
+// processes.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -55,6 +61,91 @@ TEST_F(GpuBadInput, DeterministicBackwardIsBitwiseIdenticalOver100Runs) {
     ASSERT_TRUE(same_bits(hp.data(), first_p.data(), first_p.size() * 4)) << "run " << run;
   }
   expect_cuda_healthy();
+}
+
+// ---- across processes ------------------------------------------------------------------------
+// "Bitwise identical run after run" holds across processes too: nothing in the result may depend
+// on addresses, on allocation history or on what ran before in the process. The parent computes
+// the gradients for a seed, then runs this test binary again (one test, the child below) with the
+// seed in the environment and compares the child's bytes with its own.
+
+constexpr const char* kChildOutEnv = "TOKEMB_TEST_DETERMINISM_OUT";
+constexpr const char* kChildSeedEnv = "TOKEMB_TEST_DETERMINISM_SEED";
+
+/// Both gradients (token, then position) of deterministic backward calls for the seed: a
+/// GPT-2-like Zipf batch accumulating, the same overwriting, and a decode-like batch (T = 1,
+/// B = 4096: the chunked positional sums).
+std::vector<unsigned char> deterministic_gradients(std::uint64_t seed, StreamView s) {
+  std::vector<unsigned char> bytes;
+  struct Shape5 {
+    std::int64_t V, D, P, B, T, offset;
+    bool accumulate;
+  };
+  const Shape5 shapes[] = {{50257, 768, 1024, 8, 1024, 0, true},
+                           {50257, 768, 1024, 8, 1024, 0, false},
+                           {50257, 768, 1024, 4096, 1, 1000, true}};
+  std::mt19937_64 rng(seed);
+  for (const Shape5& c : shapes) {
+    auto ids = random_ids<std::int64_t>(static_cast<std::size_t>(c.B * c.T), c.V,
+                                        IdDistribution::zipf, rng);
+    auto dout = random_values<float>(static_cast<std::size_t>(c.B * c.T * c.D), rng);
+    auto g0 = random_values<float>(static_cast<std::size_t>(c.V * c.D), rng);
+    Buffer d_ids = to_device(ids, DType::i64, {c.B, c.T}, s);
+    Buffer d_dout = to_device(dout, DType::f32, {c.B, c.T, c.D}, s);
+    Buffer gt = to_device(g0, DType::f32, {c.V, c.D}, s);
+    Buffer gp(DType::f32, Shape{c.P, c.D}, Device::cuda(0));
+    fill_zero(gp, s);
+    Options o;
+    o.backward_mode = BackwardMode::deterministic;
+    o.accumulate = c.accumulate;
+    o.position_offset = c.offset;
+    const std::size_t ws_bytes = backward_workspace_size(d_ids, d_dout, gt, gp, o);
+    Buffer ws(DType::i64, Shape{static_cast<std::int64_t>(ws_bytes / 8 + 1)}, Device::cuda(0));
+    backward(d_ids, d_dout, gt, gp, o, Workspace{ws.data(), ws.bytes()}, s);
+    for (const Buffer* g : {&gt, &gp}) {
+      const auto h = tokemb::test::to_host<float>(*g, s);
+      const auto* p = reinterpret_cast<const unsigned char*>(h.data());
+      bytes.insert(bytes.end(), p, p + h.size() * sizeof(float));
+    }
+  }
+  return bytes;
+}
+
+class GpuDeterminism : public GpuTest {};
+
+TEST_F(GpuDeterminism, BitwiseIdenticalAcrossProcesses) {
+  if (std::getenv(kChildOutEnv) != nullptr) GTEST_SKIP() << "this is the child process";
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::vector<unsigned char> mine = deterministic_gradients(seed, stream());
+  const std::string out =
+      (std::filesystem::temp_directory_path() / ("tokemb_det_" + std::to_string(seed) + ".bin"))
+          .string();
+  // The child: this binary, one test, the seed and the output path in its environment.
+  const std::string cmd = std::string(kChildOutEnv) + "='" + out + "' " + kChildSeedEnv + "=" +
+                          std::to_string(seed) +
+                          " /proc/self/exe --gtest_filter=GpuDeterminism.ChildProcessPart"
+                          " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream f(out, std::ios::binary);
+  const std::vector<unsigned char> theirs((std::istreambuf_iterator<char>(f)), {});
+  std::remove(out.c_str());
+  ASSERT_EQ(theirs.size(), mine.size()) << "the child wrote " << theirs.size() << " bytes";
+  EXPECT_TRUE(same_bits(theirs.data(), mine.data(), mine.size()));
+}
+
+/// Runs only as the child of BitwiseIdenticalAcrossProcesses (skips otherwise).
+TEST_F(GpuDeterminism, ChildProcessPart) {
+  const char* out = std::getenv(kChildOutEnv);
+  const char* seed = std::getenv(kChildSeedEnv);
+  if (out == nullptr || seed == nullptr)
+    GTEST_SKIP() << "runs as the child of GpuDeterminism.BitwiseIdenticalAcrossProcesses";
+  // Allocate and free something first, so the child's buffers land at other addresses.
+  { Buffer shift(DType::f32, Shape{12345}, Device::cuda(0)); }
+  const auto bytes = deterministic_gradients(std::stoull(seed), stream());
+  std::ofstream f(out, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(f.good());
 }
 
 }  // namespace
