@@ -75,9 +75,21 @@ std::int64_t pos_chunks(const BackwardParams& p) {
   return (p.B + kPosChunk - 1) / kPosChunk;
 }
 
+// Workspace rows (of D floats) for the chunk partials: chunks x T of them. With chunks =
+// ceil(B / kPosChunk) >= 2, B > kPosChunk, so T < B T / kPosChunk and chunks x T < B T /
+// kPosChunk + T < 2 B T / kPosChunk. The layout reserves that bound, which depends on B x T
+// only: Embedding::reserve(max_tokens) knows the number of rows but not B, and must cover every
+// split of them (no allocation may happen while a graph is captured).
+std::int64_t pos_partial_rows(const BackwardParams& p) {
+  if (p.mode != BackwardMode::deterministic || p.P == 0 || p.pos_ids != nullptr ||
+      p.rows() <= kPosChunk)
+    return 0;
+  return (2 * p.rows() + kPosChunk - 1) / kPosChunk;
+}
+
 struct Layout {
   std::size_t keys_in = 0, keys_out = 0, rows_in = 0, rows_out = 0, partial = 0, temp = 0;
-  std::size_t pos_partial = 0;  // chunks x T x D floats of pos_reduce partials, when chunks > 1
+  std::size_t pos_partial = 0;  // pos_reduce's chunk partials, when chunks > 1
   std::size_t temp_bytes = 0, total = 0;
   std::int64_t tiles = 0, pos_chunks = 0;
 };
@@ -109,9 +121,8 @@ Layout make_layout(const BackwardParams& p) {
   l.temp_bytes = align_up(temp_bytes);
   off += l.temp_bytes;
   l.pos_partial = off;
-  if (l.pos_chunks > 1)
-    off += align_up(static_cast<std::size_t>(l.pos_chunks) * static_cast<std::size_t>(p.T) *
-                    static_cast<std::size_t>(D) * sizeof(float));
+  off += align_up(static_cast<std::size_t>(pos_partial_rows(p)) * static_cast<std::size_t>(D) *
+                  sizeof(float));
   l.total = off + 256;  // slack: any caller pointer is rounded up to a 256-byte boundary
   return l;
 }
@@ -542,7 +553,7 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, int de
                   p, cb, nullptr);
           TOKEMB_CHECK_LAUNCH();
         } else {
-          // chunks x T <= B x T < 2^31 blocks in x.
+          // chunks x T <= B x T < 2^31 blocks in x; chunks x T <= pos_partial_rows(p) rows.
           auto* partial = reinterpret_cast<float*>(ws + l.pos_partial);
           pos_reduce<G, kN, kStore, true>
               <<<dim3(static_cast<unsigned>(l.pos_chunks * p.T), ceil_div(p.D, cb)), threads, 0,

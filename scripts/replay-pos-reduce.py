@@ -1,5 +1,7 @@
-# Host replay of the chunked pos_reduce / pos_combine index math (kernels/backward_sorted.cu):
-# for random shapes, simulate every block of both launches with the kernel's formulas and check
+#!/usr/bin/env python3
+# Host replay of the chunked pos_reduce / pos_combine index math (kernels/backward_sorted.cu),
+# written for issue 17 without a GPU; needs numpy; not run in CI (about a minute).
+# For random shapes, simulate every block of both launches with the kernel's formulas and check
 # (1) every valid row (b, t) lands in exactly one partial and in the right position row,
 # (2) the result equals float32 in-order chunk sums combined in chunk order,
 # (3) the result does not depend on launch geometry (cb / threads) -- only kPosChunk.
@@ -56,6 +58,12 @@ for it in range(300):
         g, touched = replay(B, T, D, P, offset, store, N, cb, dout, valid, grad0)
         res.append(g)
         assert (touched == valid.reshape(B, T)).all(), "row coverage"
+    # the workspace bound of make_layout (pos_partial_rows) covers chunks x T for every split
+    # of the same B x T rows
+    N = B * T
+    for b in range(1, N + 1):
+        if N % b == 0 and b > K:
+            assert ((b + K - 1) // K) * (N // b) <= (2 * N + K - 1) // K, (b, N)
     # expected: in-order chunk sums, combined in chunk order
     exp = grad0.copy() if not store else np.zeros_like(grad0)
     for t in range(T):
