@@ -705,6 +705,55 @@ TEST_F(GpuGraph, RawOpsCaptureWithAnErrorRecordReadAfterReplay) {
 #endif  // without the CUDA backend the fixture has already skipped
 }
 
+// reserve(max_tokens) covers every split of max_tokens rows into B x T, so a decode-like
+// deterministic backward (T = 1, B = 4096: chunked positional sums with a workspace of their
+// own) is captured without allocating, and the replay gives the direct call's bits.
+TEST_F(GpuGraph, ReservedModuleCapturesADecodeLikeDeterministicBackward) {
+#if TOKEMB_WITH_CUDA
+  constexpr std::int64_t B = 4096, Tn = 1, D = 64, V = 1000, P = 1024, offset = 1000;
+  std::mt19937_64 rng(fresh_seed());
+  const StreamView s = stream();
+  EmbeddingConfig cfg;
+  cfg.vocab_size = V;
+  cfg.dim = D;
+  cfg.context_length = P;
+  cfg.device = Device::cuda(0);
+  cfg.backward_mode = BackwardMode::deterministic;
+  Embedding direct(cfg, s), graphed(cfg, s);
+  graphed.reserve(B * Tn);
+  auto ids_h = random_ids<std::int64_t>(B * Tn, V, IdDistribution::zipf, rng);
+  auto dout_h = random_values<float>(B * Tn * D, rng);
+  Buffer ids = to_device(ids_h, DType::i64, Shape{B, Tn}, s);
+  Buffer dout = to_device(dout_h, DType::f32, Shape{B, Tn, D}, s);
+  for (bool overwrite : {false, true}) {
+    SCOPED_TRACE(overwrite ? "zero_grad_and_backward" : "backward");
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(s.value(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    if (overwrite) {
+      graphed.zero_grad_and_backward(ids, dout, offset);
+    } else {
+      graphed.backward(ids, dout, offset);
+    }
+    ASSERT_EQ(cudaStreamEndCapture(s.value(), &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, s.value()), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(s.value()), cudaSuccess);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    if (overwrite) {
+      direct.zero_grad_and_backward(ids, dout, offset);
+    } else {
+      direct.backward(ids, dout, offset);
+    }
+    const auto g1 = direct.token_grad_to_host(), g2 = graphed.token_grad_to_host();
+    const auto p1 = direct.position_grad_to_host(), p2 = graphed.position_grad_to_host();
+    EXPECT_TRUE(same_bits(g1.data(), g2.data(), g1.size() * 4));
+    EXPECT_TRUE(same_bits(p1.data(), p2.data(), p1.size() * 4));
+  }
+#endif  // without the CUDA backend the fixture has already skipped
+}
+
 class GpuSemantics : public GpuTest {};
 
 // Subnormal dout (README "Semantics"): the deterministic mode and the CPU reference keep them;
