@@ -282,6 +282,9 @@ TEST(InitPhilox, InvalidArgumentsAreRefusedBeforeWriting) {
                InvalidArgument);
 }
 
+// Runs where the build has no cuRAND host library: CI's CPU-only build on a machine without the
+// CUDA toolkit (scripts/install-deps.sh does not install it), where the cuRAND-dependent tests
+// above skip instead. On a machine with the toolkit it is the other way round.
 TEST(InitPhilox, CpuInitWithoutCuRandHostSaysSo) {
   if (TOKEMB_WITH_CURAND_HOST) GTEST_SKIP() << "this build has cuRAND's host generator";
   std::vector<float> data(4);

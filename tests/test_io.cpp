@@ -471,11 +471,18 @@ TEST_F(IoTest, SafetensorsRoundTripsNamedTensors) {
   EXPECT_NE(header.find("\"__metadata__\":{\"format\":\"pt\"}"), std::string::npos);
   EXPECT_EQ(s.size(), 8 + n + 24 + 10 + 16 + 12 + 16);
 
+  // Refused saves leave the existing file as it was (and no temporary file behind).
   EXPECT_THROW(save_safetensors(p, {{"x", in[0].second}, {"x", in[1].second}}, host_stream),
                InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
   EXPECT_THROW(save_safetensors(p, {{"", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
   EXPECT_THROW(save_safetensors(p, {{"__metadata__", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
   EXPECT_THROW(save_safetensors(p, {{"bad\xff", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
+  for (const auto& entry : fs::directory_iterator(dir_))
+    EXPECT_EQ(entry.path().string().find(".tmp"), std::string::npos) << entry.path();
 }
 
 TEST_F(IoTest, SafetensorsParsesAHandBuiltFile) {
@@ -809,7 +816,10 @@ TEST_F(GpuIo, NpyRoundTripOfDeviceTables) {
   const std::vector<bf16_t> h = to_host<bf16_t>(back, stream());
   EXPECT_TRUE(same_bits(h.data(), b.data(), b.size() * 2));
   Buffer wrong(DType::bf16, {16, 64}, Device::cuda(0));
+  poison_device(wrong, stream());
   EXPECT_THROW(load_npy(path("d.npy"), wrong, stream()), InvalidArgument);
+  for (const bf16_t x : to_host<bf16_t>(wrong, stream()))  // the refused load wrote nothing
+    ASSERT_EQ(x.bits, 0xffff);
 }
 
 TEST_F(GpuIo, WeightsRoundTripOnTheDeviceAndMismatchesLeaveTablesAlone) {
@@ -827,8 +837,11 @@ TEST_F(GpuIo, WeightsRoundTripOnTheDeviceAndMismatchesLeaveTablesAlone) {
   Embedding other =
       make_module(DType::f16, 300, 32, 41, Device::cpu(), StreamView::legacy_default());
   save_weights(other, path("other.safetensors"));
+  const std::string before = read_bytes(path("other.safetensors"));
   EXPECT_THROW(load_weights(gpu, path("other.safetensors")), InvalidArgument);
   EXPECT_EQ(gpu.token_table_to_host(), cpu.token_table_to_host());
+  EXPECT_EQ(gpu.position_table_to_host(), cpu.position_table_to_host());
+  EXPECT_EQ(read_bytes(path("other.safetensors")), before);
 }
 
 }  // namespace
