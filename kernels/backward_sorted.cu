@@ -437,9 +437,8 @@ __global__ void __launch_bounds__(kThreads)
 // The second pass of a chunked pos_reduce: position row q (chosen as in pos_reduce) gets the
 // chunk partials of its step added in chunk order, starting from 0 as the one-chunk sum does.
 template <int N, bool kStore>
-__global__ void __launch_bounds__(kThreads)
-    pos_combine(const BackwardParams p, std::int64_t cb, const float* partial,
-                std::int64_t chunks) {
+__global__ void __launch_bounds__(kThreads) pos_combine(const BackwardParams p, std::int64_t cb,
+                                                        const float* partial, std::int64_t chunks) {
   const std::int64_t D = p.D, T = p.T;
   const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) + (kStore ? 0 : p.offset);
   const std::int64_t t = q - p.offset;
@@ -555,7 +554,7 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream, int de
         } else {
           // chunks x T <= B x T < 2^31 blocks in x; chunks x T <= pos_partial_rows(p) rows.
           auto* partial = reinterpret_cast<float*>(ws + l.pos_partial);
-          pos_reduce<G, kN, kStore, true>
+          pos_reduce<G, kN, false, true>  // partials are stored either way
               <<<dim3(static_cast<unsigned>(l.pos_chunks * p.T), ceil_div(p.D, cb)), threads, 0,
                  stream>>>(p, cb, partial);
           TOKEMB_CHECK_LAUNCH();
