@@ -28,6 +28,9 @@ inline constexpr ShapeSpec kGpt2B64{"gpt2_b64", 50257, 768, 1024, 64, 1024, 0};
 inline constexpr ShapeSpec kLlama{"llama3_8b", 128256, 4096, 4096, 4, 4096, 0};
 // Decoding with a KV cache: 64 sequences, one new token each, at position 1000.
 inline constexpr ShapeSpec kDecode{"decode_b64", 50257, 768, 1024, 64, 1, 1000};
+// Decoding a wide batch: 4096 sequences of one token. The deterministic positional gradient has
+// 4096 rows for one position, summed in chunks of 64 (kernels/backward_sorted.cu, pos_reduce).
+inline constexpr ShapeSpec kDecodeWide{"decode_b4096", 50257, 768, 1024, 4096, 1, 1000};
 // The book's example: GPT-2 vocabulary, width 256, batch 8 of 4 tokens, context length 4.
 inline constexpr ShapeSpec kBook{"book", 50257, 256, 4, 8, 4, 0};
 
@@ -65,6 +68,7 @@ inline std::vector<Case> all_cases() {
   for (Dist d : {Dist::uniform, Dist::zipf}) cases.push_back({kLlama, DType::bf16, DType::i64, d});
   for (DType dt : {DType::f32, DType::bf16})
     cases.push_back({kDecode, dt, DType::i64, Dist::uniform});
+  cases.push_back({kDecodeWide, DType::f32, DType::i64, Dist::uniform});
   cases.push_back({kBook, DType::f32, DType::i64, Dist::uniform});
   return cases;
 }

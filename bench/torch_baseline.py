@@ -89,6 +89,7 @@ SHAPES = {  # name: (V, D, P, B, T, offset)
     "gpt2_b64": (50257, 768, 1024, 64, 1024, 0),
     "llama3_8b": (128256, 4096, 4096, 4, 4096, 0),
     "decode_b64": (50257, 768, 1024, 64, 1, 1000),
+    "decode_b4096": (50257, 768, 1024, 4096, 1, 1000),
     "book": (50257, 256, 4, 8, 4, 0),
 }
 
@@ -103,6 +104,7 @@ GROUPS = [
     ("gpt2_b64", "f16", ["uniform"]),
     ("decode_b64", "f32", ["uniform"]),
     ("decode_b64", "bf16", ["uniform"]),
+    ("decode_b4096", "f32", ["uniform"]),
     ("book", "f32", ["uniform"]),
 ]
 TARGET_GROUPS = 2

@@ -19,7 +19,12 @@
 // All-identical ids become one run spanning every tile: the work stays parallel (each tile sums
 // its 128 rows) and the fixup's partials are split across warps and narrow column blocks.
 // Deterministic positional gradient with positions offset + t: pos_reduce sums dout[b, t] over b
-// in order (a second pass over dout).
+// in order (a second pass over dout). One block walking all B rows of a step would serialise a
+// decode-like call (T = 1, B = 4096: ~1,000 dependent load rounds in one block), so B is cut
+// into fixed chunks of kPosChunk rows: one block per (chunk, step) sums its chunk in order into
+// a workspace partial, then pos_combine adds the partials in chunk order. The chunking is a
+// constant, not a function of the launch geometry or the device, so the bits are the same run
+// after run and machine after machine; with B <= kPosChunk there is one chunk and no workspace.
 //
 // Overwrite (accumulate == false) is where sorting pays twice: every gradient row has exactly one
 // writer, so steps 3 and 4 store the run sums instead of adding them, and zero_absent writes
@@ -57,14 +62,41 @@ constexpr std::uint32_t kNoKey = 0xffffffffu;  // beyond either end of the sorte
 
 constexpr std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255}; }
 
+// Batch rows per pos_reduce chunk (see the top of the file). 64 rows are 16 rounds of kBatch
+// loads per block; GPT-2 training shapes (B <= 64) stay one chunk.
+constexpr std::int64_t kPosChunk = 64;
+
+// pos_reduce chunks of this call: more than one only for the deterministic positional gradient
+// from the offset (no position ids) with B > kPosChunk; 0 when pos_reduce does not run.
+std::int64_t pos_chunks(const BackwardParams& p) {
+  if (p.mode != BackwardMode::deterministic || p.grad_pos == nullptr || p.scattered_positions())
+    return 0;
+  return (p.B + kPosChunk - 1) / kPosChunk;
+}
+
+// Workspace rows (of D floats) for the chunk partials: chunks x T of them. With chunks =
+// ceil(B / kPosChunk) >= 2, B > kPosChunk, so T < B T / kPosChunk and chunks x T < B T /
+// kPosChunk + T < 2 B T / kPosChunk. The layout reserves that bound, which depends on B x T
+// only: Embedding::reserve(max_tokens) knows the number of rows but not B, and must cover every
+// split of them (no allocation may happen while a graph is captured).
+std::int64_t pos_partial_rows(const BackwardParams& p) {
+  if (p.mode != BackwardMode::deterministic || p.P == 0 || p.scattered_positions() ||
+      p.rows() <= kPosChunk)
+    return 0;
+  return (2 * p.rows() + kPosChunk - 1) / kPosChunk;
+}
+
 struct Layout {
   std::size_t keys_in = 0, keys_out = 0, rows_in = 0, rows_out = 0, partial = 0, temp = 0;
+  std::size_t pos_partial = 0;  // pos_reduce's chunk partials, when chunks > 1
   std::size_t temp_bytes = 0, total = 0;
-  std::int64_t tiles = 0;
+  std::int64_t tiles = 0, pos_chunks = 0;
 };
 
-Layout make_layout(std::int64_t rows, std::int64_t D) {
+Layout make_layout(const BackwardParams& p) {
+  const std::int64_t rows = p.rows(), D = p.D;
   Layout l;
+  l.pos_chunks = pos_chunks(p);
   l.tiles = (rows + kSortedTile - 1) / kSortedTile;
   const std::size_t index_bytes = align_up(static_cast<std::size_t>(rows) * sizeof(std::uint32_t));
   std::size_t temp_bytes = 0;
@@ -87,6 +119,9 @@ Layout make_layout(std::int64_t rows, std::int64_t D) {
   l.temp = off;
   l.temp_bytes = align_up(temp_bytes);
   off += l.temp_bytes;
+  l.pos_partial = off;
+  off += align_up(static_cast<std::size_t>(pos_partial_rows(p)) * static_cast<std::size_t>(D) *
+                  sizeof(float));
   l.total = off + 256;  // slack: any caller pointer is rounded up to a 256-byte boundary
   return l;
 }
@@ -345,20 +380,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Positional gradient for positions offset + t. Block x covers position row q: offset + x when
-// accumulating (the T rows that receive gradient), x itself when overwriting (all P rows, so
-// the rows outside offset .. offset + T - 1 are zeroed too).
-template <class G, int N, bool kStore>
-__global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, std::int64_t cb) {
+// Positional gradient for positions offset + t. Without kToPartial, block x covers position row
+// q: offset + x when accumulating (the T rows that receive gradient), x itself when overwriting
+// (all P rows, so the rows outside offset .. offset + T - 1 are zeroed too), summing all B rows.
+// With kToPartial, block x = c * T + t sums the batch rows of chunk c ([c * kPosChunk,
+// (c + 1) * kPosChunk) clipped to B) of step t into partial row x; pos_combine finishes.
+template <class G, int N, bool kStore, bool kToPartial>
+__global__ void __launch_bounds__(kThreads)
+    pos_reduce(const BackwardParams p, std::int64_t cb, float* partial) {
   const std::int64_t D = p.D, T = p.T;
-  const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) + (kStore ? 0 : p.offset);
-  const std::int64_t t = q - p.offset;
+  const std::int64_t blk = blockIdx.x;
+  const std::int64_t q = kToPartial ? 0 : blk + (kStore ? 0 : p.offset);
+  const std::int64_t t = kToPartial ? blk % T : q - p.offset;
+  const std::int64_t b0 = kToPartial ? blk / T * kPosChunk : 0;
+  const std::int64_t b1 = kToPartial ? min(b0 + kPosChunk, p.B) : p.B;
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
   const int npk = static_cast<int>(min(cb, D - c0)) / N;
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
   std::uint64_t seed = 0, offset = 0;
   dropout_seed_offset(p.dropout, &seed, &offset);
-  if (kStore && (t < 0 || t >= T)) {
+  if (!kToPartial && kStore && (t < 0 || t >= T)) {
     const float zeros[N] = {};
     for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x))
       store_pack<N>(p.grad_pos + q * D + c0 + static_cast<std::int64_t>(pk) * N, zeros);
@@ -367,13 +408,13 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
   for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
     float acc[N] = {};
-    for (std::int64_t b = 0; b < p.B; b += kBatch) {
+    for (std::int64_t b = b0; b < b1; b += kBatch) {
       float x[kBatch][N];
       bool ok[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         ok[u] = false;
-        if (b + u < p.B) {
+        if (b + u < b1) {
           const std::int64_t r = (b + u) * T + t;
           ok[u] = resolve_row_any(p, r).ok();  // out-of-range rows give no gradient
           if (ok[u]) load_dout_pack<G, N>(dout, p.dropout, seed, offset, r, D, col, x[u]);
@@ -385,6 +426,38 @@ __global__ void __launch_bounds__(kThreads) pos_reduce(const BackwardParams p, s
 #pragma unroll
           for (int j = 0; j < N; ++j) acc[j] += x[u][j];
         }
+    }
+    if constexpr (kToPartial) {
+      // A plain store (no + 0): the partial keeps its sign bits for the combine.
+      float* dst = partial + blk * D + col;
+#pragma unroll
+      for (int j = 0; j < N; ++j) dst[j] = acc[j];
+    } else {
+      write_pack<kStore, N>(p.grad_pos + q * D + col, acc);
+    }
+  }
+}
+
+// The second pass of a chunked pos_reduce: position row q (chosen as in pos_reduce) gets the
+// chunk partials of its step added in chunk order, starting from 0 as the one-chunk sum does.
+template <int N, bool kStore>
+__global__ void __launch_bounds__(kThreads) pos_combine(const BackwardParams p, std::int64_t cb,
+                                                        const float* partial, std::int64_t chunks) {
+  const std::int64_t D = p.D, T = p.T;
+  const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) + (kStore ? 0 : p.offset);
+  const std::int64_t t = q - p.offset;
+  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
+  const int npk = static_cast<int>(min(cb, D - c0)) / N;
+  const bool outside = t < 0 || t >= T;  // only when storing: zero rows
+  for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
+    const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
+    float acc[N] = {};
+    if (!outside) {
+      for (std::int64_t c = 0; c < chunks; ++c) {
+        const float* src = partial + (c * T + t) * D + col;
+#pragma unroll
+        for (int j = 0; j < N; ++j) acc[j] += src[j];
+      }
     }
     write_pack<kStore, N>(p.grad_pos + q * D + col, acc);
   }
@@ -439,13 +512,11 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
 
 }  // namespace
 
-std::size_t sorted_workspace_size(const BackwardParams& p) {
-  return make_layout(p.rows(), p.D).total;
-}
+std::size_t sorted_workspace_size(const BackwardParams& p) { return make_layout(p).total; }
 
 void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
                             const DeviceInfo& device) {
-  const Layout l = make_layout(p.rows(), p.D);
+  const Layout l = make_layout(p);
   TOKEMB_EXPECTS(p.workspace != nullptr && p.workspace_bytes >= l.total, InvalidArgument,
                  "tokemb::backward: this call needs ", l.total, " bytes of workspace, got ",
                  p.workspace_bytes, " (ask backward_workspace_size)");
@@ -479,9 +550,24 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
       } else {
         const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;
         const std::int64_t pos_rows = kStore ? p.P : p.T;
-        pos_reduce<G, kN, kStore><<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)),
-                                    walker_threads(cb / kN), 0, stream>>>(p, cb);
-        TOKEMB_CHECK_LAUNCH();
+        const unsigned threads = walker_threads(cb / kN);
+        if (l.pos_chunks <= 1) {
+          pos_reduce<G, kN, kStore, false>
+              <<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)), threads, 0, stream>>>(
+                  p, cb, nullptr);
+          TOKEMB_CHECK_LAUNCH();
+        } else {
+          // chunks x T <= B x T < 2^31 blocks in x; chunks x T <= pos_partial_rows(p) rows.
+          auto* partial = reinterpret_cast<float*>(ws + l.pos_partial);
+          pos_reduce<G, kN, false, true>  // partials are stored either way
+              <<<dim3(static_cast<unsigned>(l.pos_chunks * p.T), ceil_div(p.D, cb)), threads, 0,
+                 stream>>>(p, cb, partial);
+          TOKEMB_CHECK_LAUNCH();
+          pos_combine<kN, kStore>
+              <<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)), threads, 0, stream>>>(
+                  p, cb, partial, l.pos_chunks);
+          TOKEMB_CHECK_LAUNCH();
+        }
       }
     };
     auto with_width = [&](auto n_tag) {

@@ -68,14 +68,34 @@ __device__ __forceinline__ void store_pack_streaming(T* p, const Pack<T, N>& v) 
   }
 }
 
-/// Records a bad row. Rare by construction, so it may be slow: the count is one atomic; the
-/// "first" row (smallest flat index) is kept under a spin lock so that its index, value and
+/// Records a bad row. Rare by construction, so it may be slow: the count is one atomic per warp;
+/// the "first" row (smallest flat index) is kept under a spin lock so that its index, value and
 /// kind stay consistent with each other. A relaxed pre-check keeps most writers off the lock.
 /// Never traps: a device assert would kill the caller's CUDA context.
+///
+/// The lanes of a warp that arrive here together first reduce among themselves (the smallest row
+/// wins) and only that lane goes for the lock: lanes of one warp spinning on a lock one of them
+/// holds make progress only under independent thread scheduling (sm_70+), and if that ever failed
+/// the kernel would hang instead of failing. Every caller gives each lane a distinct row
+/// (r < 2^31, checked on the host), so the 32-bit minimum names one lane.
 __device__ inline void record_bad_row(ErrorRecordData* rec, const RowParams& p, std::int64_t r,
                                       const Row& row) {
   if (rec == nullptr) return;
-  atomicAdd(&rec->count, 1ull);
+  // Lanes converged here see the same mask; lanes that arrive separately form their own group.
+  const unsigned mask = __activemask();
+  unsigned lane;
+  asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+  const auto key32 = static_cast<unsigned>(r);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned min_key = __reduce_min_sync(mask, key32);
+#else
+  unsigned min_key = key32;
+  for (unsigned m = mask; m != 0; m &= m - 1)
+    min_key = min(min_key, __shfl_sync(mask, key32, __ffs(static_cast<int>(m)) - 1));
+#endif
+  if (lane == static_cast<unsigned>(__ffs(static_cast<int>(mask)) - 1))
+    atomicAdd(&rec->count, static_cast<unsigned long long>(__popc(mask)));
+  if (key32 != min_key) return;
   const unsigned long long key = static_cast<unsigned long long>(r);
   if (key >= *reinterpret_cast<volatile unsigned long long*>(&rec->first_key)) return;
   while (atomicCAS(&rec->lock, 0, 1) != 0) __nanosleep(64);

@@ -13,9 +13,13 @@ namespace tokemb::detail::cuda {
 
 namespace {
 
+// src is not __restrict__: host/init.cpp's direct f32 path passes src == dst (cuRAND writes the
+// table, this kernel applies the affine map in place), and __restrict__ would let the compiler
+// read src through the non-coherent (read-only) cache, which is undefined for memory the kernel
+// itself writes.
 template <class T>
-__global__ void init_finish_kernel(const float* __restrict__ src, T* dst, std::int64_t n,
-                                   bool affine, float width, float low) {
+__global__ void init_finish_kernel(const float* src, T* dst, std::int64_t n, bool affine,
+                                   float width, float low) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {

@@ -49,7 +49,7 @@ if [ $failed -eq 0 ]; then
   # memcheck (the cheapest tool) sees the broad filter; racecheck, initcheck and synccheck, which
   # slow kernels far more, see every kernel once through a narrower one. Excluded everywhere: the
   # 100-run determinism loop, the 4 GB table and the deliberate out-of-memory test.
-  heavy='*Over100Runs:*TableOfMoreThan2e31Elements:*DeviceOutOfMemory*'
+  heavy='*Over100Runs:*TableOfMoreThan2e31Elements*:*DeviceOutOfMemory*:*AcrossProcesses*'
   broad="GpuOps/f32_i64.*:GpuOps/bf16_i32.*:GpuOverwrite.*:GpuModule.*:GpuGraph.*:GpuBadInput.*:GpuBadInputRows/*:GpuInit.Uniform*:GpuIo.*-$heavy"
   narrow="GpuOps/bf16_i32.*:GpuOverwrite.*:GpuModule.*:GpuGraph.*:GpuBadInput.ErrorRecordMatchesTheCpuRecord-$heavy"
   for tool in memcheck racecheck initcheck synccheck; do

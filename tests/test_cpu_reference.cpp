@@ -2,6 +2,8 @@
 // table dtypes x index types.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "tests/test_helpers.hpp"
 
 namespace tokemb::test {
@@ -46,10 +48,15 @@ TYPED_TEST(CpuOps, BatchOfEightSequencesOfFourTokensD256) {
   auto tok = random_values<T>(V * D, rng), pos = random_values<T>(P * D, rng);
   auto ids = random_ids<I>(B * T_, V, IdDistribution::uniform, rng);
   std::vector<T> out(B * T_ * D, from_f<T>(std::numeric_limits<float>::quiet_NaN()));
+  const auto tok_before = tok, pos_before = pos;
+  const auto ids_before = ids;
   TensorView out_v = host_view(out, TypeParam::dtype, {B, T_, D});
   forward(host_view(ids, TypeParam::index, {B, T_}), host_view(tok, TypeParam::dtype, {V, D}),
           host_view(pos, TypeParam::dtype, {P, D}), out_v, Options{}, host_stream);
-  EXPECT_EQ(out_v.shape, (Shape{8, 4, 256}));
+  // The inputs are read only (every output element is checked below).
+  EXPECT_TRUE(same_bits(tok.data(), tok_before.data(), tok.size() * sizeof(T)));
+  EXPECT_TRUE(same_bits(pos.data(), pos_before.data(), pos.size() * sizeof(T)));
+  EXPECT_EQ(ids, ids_before);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < T_; ++t)
       for (std::int64_t d = 0; d < D; ++d) {
@@ -197,6 +204,58 @@ TEST(CpuReference, BackwardWithPositionIdsScattersIntoPositions) {
            host_stream);
   EXPECT_EQ(gt[0], 111.0f);
   EXPECT_EQ(gp, (std::vector<float>{10, 0, 101}));
+}
+
+// The reference sums each gradient element in double, in increasing row order, and rounds once.
+// Cancellation makes both observable (multiples of 0.125, as elsewhere, are exact in any order):
+//  * dout {1e8, 1, -1e8} -> 1: in f32, 1e8 + 1 rounds back to 1e8 and the sum would be 0;
+//  * dout {2^60, -2^60, 1} -> 1 in increasing order; in decreasing order 1 + -2^60 rounds to
+//    -2^60 even in double and the sum would be 0.
+// Every row has the same token and (with position ids) the same position, in both gradients,
+// for every dtype of dout that holds the values exactly (f32 only: 1e8 + 1 is not a bf16).
+TEST(CpuReference, BackwardSumsInDoubleInIncreasingRowOrder) {
+  const std::vector<std::vector<float>> cases = {
+      {1e8f, 1.0f, -1e8f}, {std::ldexp(1.0f, 60), -std::ldexp(1.0f, 60), 1.0f}};
+  for (const auto& dout : cases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "dout {" << dout[0] << ", " << dout[1] << ", " << dout[2] << "}");
+    for (int positions = 0; positions < 3; ++positions) {  // offset, position ids, none
+      SCOPED_TRACE("positions variant " + std::to_string(positions));
+      for (bool accumulate : {true, false}) {
+        std::vector<std::int64_t> ids = {0, 0, 0}, pids = {1, 1, 1};
+        std::vector<float> d = dout, gt(2, 0.0f), gp(2, 0.0f);
+        Options o;
+        o.accumulate = accumulate;
+        // Batch of 3 sequences of one step: with positions from the offset, all rows are t = 0.
+        Shape ids_shape{3, 1};
+        if (positions == 1) o.position_ids = host_view(pids, DType::i64, ids_shape);
+        backward(host_view(ids, DType::i64, ids_shape), host_view(d, DType::f32, {3, 1, 1}),
+                 host_view(gt, DType::f32, {2, 1}),
+                 positions == 2 ? TensorView{} : host_view(gp, DType::f32, {2, 1}), o, Workspace{},
+                 host_stream);
+        EXPECT_EQ(gt[0], 1.0f) << "token gradient";
+        EXPECT_EQ(gt[1], 0.0f);
+        if (positions == 0) {
+          EXPECT_EQ(gp[0], 1.0f) << "position gradient (offset)";
+        }
+        if (positions == 1) {
+          EXPECT_EQ(gp[1], 1.0f) << "position gradient (position ids)";
+        }
+      }
+    }
+  }
+}
+
+// The double sum is added to the existing gradient and the result rounded once to f32:
+// 1 + (2^-24 + 2^-50) is just above the midpoint between 1 and the next float, so it rounds up
+// to 1 + 2^-23. Rounding the sum to f32 first (2^-24) or adding row by row lands exactly on the
+// midpoint, which rounds to even: 1.
+TEST(CpuReference, BackwardAddsTheWholeSumToTheGradientAndRoundsOnce) {
+  std::vector<std::int64_t> ids = {0, 0};
+  std::vector<float> d = {std::ldexp(1.0f, -24), std::ldexp(1.0f, -50)}, gt = {1.0f};
+  backward(host_view(ids, DType::i64, {1, 2}), host_view(d, DType::f32, {1, 2, 1}),
+           host_view(gt, DType::f32, {1, 1}), TensorView{}, Options{}, Workspace{}, host_stream);
+  EXPECT_EQ(gt[0], 1.0f + std::ldexp(1.0f, -23));
 }
 
 TEST(CpuReference, OddWidthsWork) {

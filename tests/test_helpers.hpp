@@ -171,6 +171,86 @@ inline bool same_bits(const void* a, const void* b, std::size_t bytes) {
   return std::memcmp(a, b, bytes) == 0;
 }
 
+// ---- backward tolerance ----------------------------------------------------------------------
+
+/// Relative bound of the backward comparison, in f32 epsilons of each element's own
+/// contributions. A GPU sums in f32 in an order of its own (atomics: any order); the CPU
+/// reference sums in double in row order and rounds once. For random-sign dout the f32 error of
+/// any order stays below ~1 eps x S (S = sum of |dout| over the rows reaching the element: 65536
+/// rows summed in random orders on the host give at most 0.7 eps x S), so 8 eps x S leaves a wide
+/// margin while one dropped row (|dout| ~ 100 eps x S at 65536 rows) is far outside it.
+inline constexpr float kBackwardEps = 8.0f * std::numeric_limits<float>::epsilon();
+
+/// |got - want| <= kBackwardEps * (S + |want|) + 1e-6 for every element, where abs_sum holds S per
+/// element (the CPU reference run on |dout|, from zero). The |want| term covers the rounding of
+/// the gradient's own starting value; 1e-6 covers elements nothing (or only tiny values) reach.
+inline ::testing::AssertionResult grad_matches(const std::vector<float>& got,
+                                               const std::vector<float>& want,
+                                               const std::vector<float>& abs_sum,
+                                               const char* what) {
+  if (got.size() != want.size() || abs_sum.size() != want.size())
+    return ::testing::AssertionFailure() << what << ": sizes differ";
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double tol = static_cast<double>(kBackwardEps) *
+                           (static_cast<double>(abs_sum[i]) + std::fabs(double{want[i]})) +
+                       1e-6;
+    const double err = std::fabs(static_cast<double>(got[i]) - static_cast<double>(want[i]));
+    if (!(err <= tol))  // NaN fails too
+      return ::testing::AssertionFailure()
+             << what << " element " << i << ": got " << got[i] << ", want " << want[i] << " (error "
+             << err << ", bound " << tol << ", sum of |dout| " << abs_sum[i] << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// ---- workspace with canaries -----------------------------------------------------------------
+
+/// A device workspace of exactly \p bytes (what backward_workspace_size asked for), \p shift
+/// bytes into an allocation with random canary bytes before and after it: a kernel that writes
+/// outside its workspace changes a canary.
+class GuardedWorkspace {
+ public:
+  static constexpr std::size_t kCanary = 4096;
+  GuardedWorkspace(std::size_t bytes, std::size_t shift, StreamView stream, std::uint64_t seed)
+      : bytes_(bytes), shift_(shift), stream_(stream) {
+    const std::size_t total = (kCanary + shift + bytes + kCanary + 7) / 8 * 8;
+    storage_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>(total / 8)}, Device::cuda(0));
+    canary_.resize(total);
+    std::mt19937_64 rng(seed);
+    for (auto& b : canary_) b = static_cast<unsigned char>(rng());
+    copy(storage_, TensorView(canary_.data(), DType::i64, storage_.shape(), Device::cpu()),
+         stream_);
+    synchronize(stream_);
+  }
+  Workspace get() const {
+    return Workspace{static_cast<unsigned char*>(storage_.data()) + kCanary + shift_, bytes_};
+  }
+  /// The bytes outside the workspace are as written at construction.
+  ::testing::AssertionResult canaries_intact() const {
+    std::vector<unsigned char> now(canary_.size());
+    copy(TensorView(now.data(), DType::i64, storage_.shape(), Device::cpu()), storage_, stream_);
+    synchronize(stream_);
+    const std::size_t begin = kCanary + shift_, end = begin + bytes_;
+    for (std::size_t i = 0; i < now.size(); ++i) {
+      if (i >= begin && i < end) continue;
+      if (now[i] != canary_[i])
+        return ::testing::AssertionFailure()
+               << "workspace canary byte " << (i < begin ? "before" : "after") << " the " << bytes_
+               << "-byte workspace, at offset "
+               << (i < begin ? static_cast<long long>(i) - static_cast<long long>(begin)
+                             : static_cast<long long>(i - end))
+               << ", was overwritten";
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  std::size_t bytes_, shift_;
+  StreamView stream_;
+  Buffer storage_;
+  std::vector<unsigned char> canary_;
+};
+
 // ---- fixtures --------------------------------------------------------------------------------
 
 /// Base fixture of GPU tests: skips with the reason when there is no usable CUDA device, and

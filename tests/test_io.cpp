@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -288,6 +289,51 @@ TEST_F(IoTest, NpyCorruptTruncatedAndUnsupportedFilesAreRefused) {
   EXPECT_THROW(read_npy(dir_.string()), IoError);  // a directory
 }
 
+// The three size checks of the .npy header, each on an input that only it refuses (audit
+// mutants: without one of them the parser returned offsets or sizes past its input).
+TEST_F(IoTest, NpyHeaderBoundsAreCheckedExactly) {
+  const std::vector<float> v = {1, 2, 3, 4, 5, 6};
+  const std::string good =
+      npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n", raw(v));
+  auto io_error = [](const std::string& bytes) -> std::string {
+    try {
+      const NpyHeader h = parse_npy_header(bytes.data(), bytes.size());
+      ADD_FAILURE() << "parsed: data at " << h.data_offset << ", " << h.data_bytes
+                    << " bytes, input of " << bytes.size();
+    } catch (const IoError& e) {
+      std::string hdr_msg = e.what();
+      try {  // parse_npy goes through the same header checks
+        (void)parse_npy(bytes.data(), bytes.size());
+        ADD_FAILURE() << "parse_npy accepted what parse_npy_header refused";
+      } catch (const IoError& e2) {
+        EXPECT_EQ(std::string(e2.what()), hdr_msg);
+      }
+      return hdr_msg;
+    }
+    return "";
+  };
+  auto has = [](const std::string& msg, const std::string& part) {
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' is not in: " << msg;
+  };
+  // Header length past the input: a 40-byte prefix of a file whose header is 64 - 10 bytes.
+  const std::size_t hlen = good.size() - 10 - 24;
+  std::string msg = io_error(good.substr(0, 40));
+  has(msg, "the header declares " + std::to_string(hlen) + " bytes but only 30 follow");
+  // Data size past the input: shape (10^9,) with 24 bytes of data.
+  msg = io_error(
+      npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,), }\n", raw(v)));
+  has(msg, "1000000000 elements of 4 bytes need 4000000000 bytes");
+  has(msg, "but only 24 follow");
+  // Element count overflow: 2^62 * 4 * 6 does not fit in 64 bits (no data at all).
+  msg = io_error(npy_file(
+      1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4, 6), }\n", ""));
+  has(msg, "the element count of the shape overflows");
+  // Data size overflow: 2^62 elements fit, 2^62 * 4 bytes do not.
+  msg = io_error(npy_file(
+      1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }\n", ""));
+  has(msg, "the data size (4611686018427387904 elements of 4 bytes) overflows");
+}
+
 TEST_F(IoTest, NpyRandomCorruptionNeverEscapesAsAnythingButTokembErrors) {
   const std::uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -296,8 +342,19 @@ TEST_F(IoTest, NpyRandomCorruptionNeverEscapesAsAnythingButTokembErrors) {
   const std::string good =
       npy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }\n", raw(v));
   const std::string interesting = "0123456789(),:'\"{} \n-LTF<>|fiu\x93\xff";
-  corrupt_and_parse(good, interesting, rng, "parse_npy",
-                    [](const std::string& b) { (void)parse_npy(b.data(), b.size()); });
+  // What a corrupted file that still parses gives must describe bytes inside it: the header's
+  // data range within the input, and the tensor holding exactly the declared elements.
+  corrupt_and_parse(good, interesting, rng, "parse_npy", [](const std::string& b) {
+    const NpyHeader h = parse_npy_header(b.data(), b.size());
+    ASSERT_LE(h.data_offset, b.size());
+    ASSERT_LE(h.data_bytes, b.size() - h.data_offset);
+    const HostTensor t = parse_npy(b.data(), b.size());
+    EXPECT_EQ(h.data_offset + h.data_bytes, b.size()) << "bytes after the data were accepted";
+    EXPECT_EQ(t.data.size(), static_cast<std::size_t>(t.shape.numel()) * dtype_size(t.dtype));
+    if (dtype_size(t.dtype) * static_cast<std::size_t>(t.shape.numel()) == h.data_bytes) {
+      EXPECT_EQ(0, std::memcmp(t.data.data(), b.data() + h.data_offset, h.data_bytes));
+    }
+  });
 }
 
 TEST_F(IoTest, LoadNpyRefusesMismatchesAndLeavesTheTableAsItWas) {
@@ -423,11 +480,18 @@ TEST_F(IoTest, SafetensorsRoundTripsNamedTensors) {
   EXPECT_NE(header.find("\"__metadata__\":{\"format\":\"pt\"}"), std::string::npos);
   EXPECT_EQ(s.size(), 8 + n + 24 + 10 + 16 + 12 + 16);
 
+  // Refused saves leave the existing file as it was (and no temporary file behind).
   EXPECT_THROW(save_safetensors(p, {{"x", in[0].second}, {"x", in[1].second}}, host_stream),
                InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
   EXPECT_THROW(save_safetensors(p, {{"", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
   EXPECT_THROW(save_safetensors(p, {{"__metadata__", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
   EXPECT_THROW(save_safetensors(p, {{"bad\xff", in[0].second}}, host_stream), InvalidArgument);
+  EXPECT_EQ(read_bytes(p), s);
+  for (const auto& entry : fs::directory_iterator(dir_))
+    EXPECT_EQ(entry.path().string().find(".tmp"), std::string::npos) << entry.path();
 }
 
 TEST_F(IoTest, SafetensorsParsesAHandBuiltFile) {
@@ -575,8 +639,35 @@ TEST_F(IoTest, SafetensorsRandomCorruptionNeverEscapesAsAnythingButTokembErrors)
       "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[16,24]}}",
       std::string(24, '\x3f'));
   const std::string interesting = "0123456789[]{},:\"\\u \n-eE.tfn\xc3\xa9\xff";
-  corrupt_and_parse(good, interesting, rng, "parse_safetensors",
-                    [](const std::string& b) { (void)parse_safetensors(b.data(), b.size()); });
+  // A corrupted file that still parses gives tensors whose bytes match their shapes and lie in
+  // the data buffer (all of them together no larger than it).
+  corrupt_and_parse(good, interesting, rng, "parse_safetensors", [](const std::string& b) {
+    const auto tensors = parse_safetensors(b.data(), b.size());
+    std::size_t total = 0;
+    for (const auto& [name, t] : tensors) {
+      EXPECT_EQ(t.data.size(), static_cast<std::size_t>(t.shape.numel()) * dtype_size(t.dtype))
+          << name;
+      total += t.data.size();
+    }
+    EXPECT_LE(total, b.size());
+  });
+}
+
+// The header-size limit (100,000,000 bytes) refuses a header declared over it even when the
+// input is long enough to hold it.
+TEST_F(IoTest, SafetensorsHeaderOverTheLimitIsRefused) {
+  constexpr std::uint64_t declared = 100'000'001;
+  std::string big = le(declared, 8);
+  big.resize(8 + declared + 16, ' ');
+  try {
+    (void)parse_safetensors(big.data(), big.size());
+    ADD_FAILURE() << "a 100,000,001-byte header was accepted";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("the header length 100000001 exceeds the limit of "
+                                         "100000000 bytes"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // ---- module weights
@@ -764,7 +855,10 @@ TEST_F(GpuIo, NpyRoundTripOfDeviceTables) {
   const std::vector<bf16_t> h = to_host<bf16_t>(back, stream());
   EXPECT_TRUE(same_bits(h.data(), b.data(), b.size() * 2));
   Buffer wrong(DType::bf16, {16, 64}, Device::cuda(0));
+  poison_device(wrong, stream());
   EXPECT_THROW(load_npy(path("d.npy"), wrong, stream()), InvalidArgument);
+  for (const bf16_t x : to_host<bf16_t>(wrong, stream()))  // the refused load wrote nothing
+    ASSERT_EQ(x.bits, 0xffff);
 }
 
 TEST_F(GpuIo, WeightsRoundTripOnTheDeviceAndMismatchesLeaveTablesAlone) {
@@ -782,8 +876,11 @@ TEST_F(GpuIo, WeightsRoundTripOnTheDeviceAndMismatchesLeaveTablesAlone) {
   Embedding other =
       make_module(DType::f16, 300, 32, 41, Device::cpu(), StreamView::legacy_default());
   save_weights(other, path("other.safetensors"));
+  const std::string before = read_bytes(path("other.safetensors"));
   EXPECT_THROW(load_weights(gpu, path("other.safetensors")), InvalidArgument);
   EXPECT_EQ(gpu.token_table_to_host(), cpu.token_table_to_host());
+  EXPECT_EQ(gpu.position_table_to_host(), cpu.position_table_to_host());
+  EXPECT_EQ(read_bytes(path("other.safetensors")), before);
 }
 
 }  // namespace

@@ -237,9 +237,21 @@ TEST(TokenFiles, TruncatedAndCorruptImagesOnlyRaiseTokembErrors) {
       const Bytes cut(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n));
       for (TokenFormat f :
            {TokenFormat::automatic, TokenFormat::npy, TokenFormat::raw_u16, TokenFormat::llmc}) {
+        // A prefix that parses (as a raw file: npy and llmc declare their sizes, so a cut one
+        // fails) must read as the first ids of the whole image read in that format.
         try {
           const TokenFile t = parse(cut, f, -1, "x.bin");
           EXPECT_LE(t.ids.size(), n);
+          if (n < full.size()) {
+            SCOPED_TRACE("image of " + std::to_string(full.size()) + " bytes cut to " +
+                         std::to_string(n) + ", format " + token_format_name(f));
+            TokenFile whole;
+            ASSERT_NO_THROW(whole = parse(full, t.format, -1, "x.bin"))
+                << "a cut image parsed where the whole one does not";
+            EXPECT_EQ(t.format, TokenFormat::raw_u16) << "only a raw file can be cut and parse";
+            ASSERT_LE(t.ids.size(), whole.ids.size());
+            EXPECT_TRUE(std::equal(t.ids.begin(), t.ids.end(), whole.ids.begin()));
+          }
         } catch (const Error&) {
         }
       }

@@ -344,7 +344,14 @@ class EmbedFormats(CliTest):
         rc, so, se = run("embed", "--ids", f, "--vocab", self.V, "--dim", self.D, "--context",
                          self.T, "--weights", self.weights, "--out", out, "--quiet")
         self.assertEqual((rc, so, se), (0, "", ""))
-        self.assertTrue(os.path.exists(out))
+        # The same run without --quiet talks, and writes the same bytes: --quiet only silences.
+        loud = self.path("loud.npy")
+        rc, so, se = run("embed", "--ids", f, "--vocab", self.V, "--dim", self.D, "--context",
+                         self.T, "--weights", self.weights, "--out", loud)
+        self.assertEqual(rc, 0, se)
+        self.assertIn("wrote " + loud, so)
+        with open(out, "rb") as a, open(loud, "rb") as b:
+            self.assertEqual(a.read(), b.read())
 
 
 class EmbedSeeded(CliTest):
@@ -680,23 +687,29 @@ class EmbedDataErrors(CliTest):
 class EmbedInterrupted(CliTest):
     @unittest.skipIf(os.name != "posix", "needs POSIX signals")
     def test_sigint_removes_the_temporary_file(self):
+        # Deterministic: the process is stopped (SIGSTOP) as soon as its temporary output exists,
+        # which is before its first window, so that SIGINT arrives with ~500000 windows (one
+        # write each, at least a second of work on any machine) still to go; SIGCONT lets it see
+        # the signal at its next window.
         f = self.path("big.bin")
-        write_raw_u16(f, [(i * 7919) % 50257 for i in range(70000)])
+        write_raw_u16(f, [(i * 7919) % 50257 for i in range(500001)])
         out = self.path("out.npy")
-        # 256 windows x 256 x 768 f32 = 192 MiB, written one window per batch.
-        p = subprocess.Popen([TOKEMB, "embed", "--ids", f, "--vocab", "50257", "--dim", "768",
-                              "--context", "256", "--batch", "1", "--max-windows", "256",
-                              "--out", out, "--quiet"],
+        p = subprocess.Popen([TOKEMB, "embed", "--ids", f, "--vocab", "50257", "--dim", "16",
+                              "--context", "1", "--stride", "1", "--batch", "1", "--out", out,
+                              "--quiet"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        # The run writes its output to a temporary ".out.npy.tmp-XXXXXX" next to it.
         while (not any(".tmp" in x for x in os.listdir(self.dir)) and p.poll() is None
                and time.monotonic() < deadline):
-            time.sleep(0.002)
-        p.send_signal(signal.SIGINT)
-        so, se = p.communicate(timeout=60)
-        if p.returncode == 0:
-            self.skipTest("the run finished before the signal arrived")
+            pass  # busy wait: the stop must land early in the run
+        p.send_signal(signal.SIGSTOP)
+        try:
+            self.assertIsNone(p.poll(), "the run ended before it could be stopped")
+            self.assertFalse(os.path.exists(out), "the run finished before it could be stopped")
+            p.send_signal(signal.SIGINT)
+        finally:
+            p.send_signal(signal.SIGCONT)
+        so, se = p.communicate(timeout=120)
         self.assertEqual(p.returncode, 130, se)
         self.assertIn("interrupted by signal", se)
         self.assertNoOutput(out)

@@ -1,0 +1,247 @@
+// The tensor-parallel embedding over NCCL (include/tokemb/nccl.hpp): the sharded lookup of the
+// core library, NCCL's collectives, and the row permutation / slice dropout kernels of
+// kernels/sequence_parallel.cu.
+#include <tokemb/nccl.hpp>
+
+#include <nccl.h>
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+
+#include "core/check.hpp"
+#include "core/cuda_check.hpp"
+#include "core/params.hpp"
+#include "host/backend.hpp"
+#include "host/cuda_device.hpp"
+#include "kernels/launch.hpp"
+
+#define TOKEMB_NCCL_TRY(call)                                                                \
+  do {                                                                                       \
+    const ncclResult_t tokemb_nccl_ = (call);                                                \
+    if (tokemb_nccl_ != ncclSuccess)                                                         \
+      TOKEMB_THROW(::tokemb::CudaError(::tokemb::detail::format_message(                    \
+                                           "NCCL call ", #call, " failed: ",                \
+                                           ncclGetErrorString(tokemb_nccl_), " (",          \
+                                           static_cast<int>(tokemb_nccl_), ")"),            \
+                                       static_cast<int>(tokemb_nccl_)));                     \
+  } while (0)
+
+namespace tokemb::nccl {
+
+namespace {
+
+ncclDataType_t nccl_type(DType t) {
+  switch (t) {
+    case DType::f32:
+      return ncclFloat32;
+    case DType::bf16:
+      return ncclBfloat16;
+    case DType::f16:
+      return ncclFloat16;
+    default:
+      break;
+  }
+  TOKEMB_FAIL(InvalidArgument, "tokemb::nccl: dtype ", dtype_name(t), " is not f32, bf16 or f16");
+}
+
+EmbeddingConfig local_config(const ParallelConfig& c, const Shard& s) {
+  EmbeddingConfig l = c.embedding;
+  l.vocab_size = s.rows;  // this rank's rows of the (padded) table
+  l.padding_idx.reset();  // a global id: handled through Options
+  l.dropout = 0.0f;       // applied after the collective, not by the local module
+  return l;
+}
+
+std::int64_t table_rows(const ParallelConfig& c) {
+  return c.padded_vocab > 0 ? c.padded_vocab : c.embedding.vocab_size;
+}
+
+int comm_rank(ncclComm* comm) {
+  int r = 0;
+  TOKEMB_EXPECTS(comm != nullptr, InvalidArgument, "tokemb::nccl: comm is a null communicator");
+  TOKEMB_NCCL_TRY(ncclCommUserRank(comm, &r));
+  return r;
+}
+int comm_size(ncclComm* comm) {
+  int n = 0;
+  TOKEMB_NCCL_TRY(ncclCommCount(comm, &n));
+  return n;
+}
+
+}  // namespace
+
+Shard vocab_shard(std::int64_t rows, int rank, int world) {
+  TOKEMB_EXPECTS(world >= 1 && rank >= 0 && rank < world, InvalidArgument,
+                 "tokemb::nccl::vocab_shard: rank ", rank, " is outside [0, ", world, ")");
+  TOKEMB_EXPECTS(rows >= world, InvalidArgument, "tokemb::nccl::vocab_shard: ", rows,
+                 " table rows cannot be split over ", world, " ranks");
+  const std::int64_t base = rows / world, extra = rows % world;
+  Shard s;
+  s.start = rank * base + std::min<std::int64_t>(rank, extra);
+  s.rows = base + (rank < extra ? 1 : 0);
+  return s;
+}
+
+TensorParallelEmbedding::TensorParallelEmbedding(const ParallelConfig& config, ncclComm* comm,
+                                                 StreamView stream)
+    : config_(config),
+      comm_(comm),
+      rank_(comm_rank(comm)),
+      world_(comm_size(comm)),
+      shard_(vocab_shard(table_rows(config), rank_, world_)),
+      local_(local_config(config, shard_), stream),
+      errors_(config.embedding.device, stream) {
+  TOKEMB_EXPECTS(config.embedding.device.is_cuda(), InvalidArgument,
+                 "tokemb::nccl::TensorParallelEmbedding: the device must be a CUDA device, not ",
+                 config.embedding.device.str());
+  TOKEMB_EXPECTS(config.padded_vocab == 0 || config.padded_vocab >= config.embedding.vocab_size,
+                 InvalidArgument, "tokemb::nccl::TensorParallelEmbedding: padded_vocab ",
+                 config.padded_vocab, " is below vocab_size ", config.embedding.vocab_size);
+  TOKEMB_EXPECTS(shard_.start < config.embedding.vocab_size, InvalidArgument,
+                 "tokemb::nccl::TensorParallelEmbedding: rank ", rank_, "'s shard starts at row ",
+                 shard_.start, ", past the ", config.embedding.vocab_size,
+                 " valid ids; use fewer ranks or less padding");
+}
+
+Options TensorParallelEmbedding::options(std::int64_t position_offset) const {
+  Options o;
+  o.position_offset = position_offset;
+  o.padding_idx = config_.embedding.padding_idx;
+  o.backward_mode = config_.embedding.backward_mode;
+  o.error_record = errors_.get();
+  o.vocab_start = shard_.start;
+  o.vocab_size = config_.embedding.vocab_size;
+  return o;
+}
+
+void TensorParallelEmbedding::ensure_scratch(std::int64_t bytes) {
+  const std::int64_t words = (bytes + 7) / 8;
+  for (Buffer* b : {&full_, &chunked_})
+    if (b->bytes() < static_cast<std::size_t>(words) * 8) {
+      *b = Buffer();
+      *b = Buffer(DType::i64, Shape{words}, config_.embedding.device);
+    }
+}
+
+void TensorParallelEmbedding::reserve(std::int64_t max_tokens) {
+  TOKEMB_EXPECTS(max_tokens >= 1, InvalidArgument,
+                 "tokemb::nccl::TensorParallelEmbedding::reserve: max_tokens is ", max_tokens);
+  ensure_scratch(max_tokens * config_.embedding.dim * 4);
+  local_.reserve(max_tokens);
+}
+
+void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& out,
+                                      std::int64_t position_offset) {
+  const char* op = "tokemb::nccl::TensorParallelEmbedding::forward";
+  TOKEMB_EXPECTS(ids.shape.rank() == 2, InvalidArgument, op, ": ids has shape ", ids.shape.str(),
+                 ", expected [B, T]");
+  const std::int64_t B = ids.shape[0], T = ids.shape[1], D = config_.embedding.dim;
+  const DType dt = config_.embedding.dtype;
+  detail::SliceLayout s{B, T, D, rank_, world_, config_.sequence_parallel,
+                        config_.layout == SequenceLayout::sequence_first};
+  Options o = options(position_offset);
+  const TensorView pos = rank_ == 0 ? local_.position_table() : TensorView{};
+  const StreamView st = local_.stream();
+  detail::DeviceGuard guard(config_.embedding.device.index);
+  const detail::DeviceInfo dev = detail::device_info(config_.embedding.device.index);
+  if (config_.sequence_parallel) {
+    TOKEMB_EXPECTS(T % world_ == 0, InvalidArgument, op, ": T = ", T,
+                   " is not a multiple of the ", world_, " ranks (sequence parallelism)");
+    const Shape slice = s.sequence_first ? Shape{T / world_, B, D} : Shape{B, T / world_, D};
+    TOKEMB_EXPECTS(out.shape == slice && out.dtype == dt, InvalidArgument, op, ": out is ",
+                   out.shape.str(), " of ", dtype_name(out.dtype), ", expected this rank's slice ",
+                   slice.str(), " of ", dtype_name(dt));
+    ensure_scratch(B * T * D * static_cast<std::int64_t>(dtype_size(dt)));
+    const TensorView full(full_.data(), dt, Shape{B, T, D}, config_.embedding.device);
+    tokemb::forward(ids, local_.token_table(), pos, full, o, st);
+    detail::cuda::permute_rows(full_.data(), chunked_.data(), dt, s, /*to_chunked=*/true, dev,
+                               st.value());
+    TOKEMB_NCCL_TRY(ncclReduceScatter(chunked_.data(), out.data,
+                                      static_cast<std::size_t>(B * (T / world_) * D),
+                                      nccl_type(dt), ncclSum, comm_, st.value()));
+  } else {
+    tokemb::forward(ids, local_.token_table(), pos, out, o, st);
+    TOKEMB_NCCL_TRY(ncclAllReduce(out.data, out.data, static_cast<std::size_t>(B * T * D),
+                                  nccl_type(dt), ncclSum, comm_, st.value()));
+  }
+  if (local_.training() && config_.embedding.dropout > 0.0f) {
+    Options d;
+    d.dropout.p = config_.embedding.dropout;
+    d.dropout.mode = config_.embedding.dropout_mode;
+    d.dropout.seed = config_.embedding.dropout_seed;
+    d.dropout.offset = next_offset_;
+    detail::DropoutParams dp;
+    const float p = d.dropout.p;
+    dp.threshold = static_cast<std::uint32_t>(
+        std::min(16777216.0, std::max(1.0, std::floor(static_cast<double>(p) * 16777216.0 + 0.5))));
+    dp.scale = p < 1.0f ? static_cast<float>(1.0 / (1.0 - static_cast<double>(p))) : 0.0f;
+    dp.per_token = d.dropout.mode == DropoutMode::token;
+    dp.seed = d.dropout.seed;
+    dp.offset = d.dropout.offset;
+    detail::cuda::slice_dropout(out.data, dt, s, dp, dev, st.value());
+    pending_.push_back(next_offset_++);
+  }
+}
+
+void TensorParallelEmbedding::zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
+                                                     std::int64_t position_offset) {
+  const char* op = "tokemb::nccl::TensorParallelEmbedding::zero_grad_and_backward";
+  TOKEMB_EXPECTS(ids.shape.rank() == 2, InvalidArgument, op, ": ids has shape ", ids.shape.str(),
+                 ", expected [B, T]");
+  const std::int64_t B = ids.shape[0], T = ids.shape[1], D = config_.embedding.dim;
+  detail::SliceLayout s{B, T, D, rank_, world_, config_.sequence_parallel,
+                        config_.layout == SequenceLayout::sequence_first};
+  Options o = options(position_offset);
+  o.accumulate = false;
+  const bool masked = !pending_.empty();
+  if (masked) {  // the oldest training forward's mask, as Embedding pairs them
+    o.dropout.p = config_.embedding.dropout;
+    o.dropout.mode = config_.embedding.dropout_mode;
+    o.dropout.seed = config_.embedding.dropout_seed;
+    o.dropout.offset = pending_.front();
+  }
+  const StreamView st = local_.stream();
+  detail::DeviceGuard guard(config_.embedding.device.index);
+  const detail::DeviceInfo dev = detail::device_info(config_.embedding.device.index);
+  TensorView full = dout;
+  if (config_.sequence_parallel) {
+    TOKEMB_EXPECTS(T % world_ == 0, InvalidArgument, op, ": T = ", T,
+                   " is not a multiple of the ", world_, " ranks (sequence parallelism)");
+    const Shape slice = s.sequence_first ? Shape{T / world_, B, D} : Shape{B, T / world_, D};
+    TOKEMB_EXPECTS(dout.shape == slice && is_floating(dout.dtype), InvalidArgument, op,
+                   ": dout is ", dout.shape.str(), " of ", dtype_name(dout.dtype),
+                   ", expected this rank's slice ", slice.str(), " of a float dtype");
+    ensure_scratch(B * T * D * static_cast<std::int64_t>(dtype_size(dout.dtype)));
+    TOKEMB_NCCL_TRY(ncclAllGather(dout.data, chunked_.data(),
+                                  static_cast<std::size_t>(B * (T / world_) * D),
+                                  nccl_type(dout.dtype), comm_, st.value()));
+    detail::cuda::permute_rows(chunked_.data(), full_.data(), dout.dtype, s,
+                               /*to_chunked=*/false, dev, st.value());
+    full = TensorView(full_.data(), dout.dtype, Shape{B, T, D}, config_.embedding.device);
+  }
+  const TensorView grad_pos = rank_ == 0 ? local_.position_grad() : TensorView{};
+  const std::size_t need =
+      backward_workspace_size(ids, full, local_.token_grad(), grad_pos, o);
+  if (need > workspace_.bytes()) {
+    workspace_ = Buffer();
+    workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)},
+                        config_.embedding.device);
+  }
+  tokemb::backward(ids, full, local_.token_grad(), grad_pos, o,
+                   Workspace{workspace_.data(), workspace_.bytes()}, st);
+  if (masked) pending_.pop_front();
+  const TensorView pg = local_.position_grad();
+  if (!pg.empty()) {
+    if (rank_ != 0) fill_zero(pg, st);  // rank 0 computed it; the sum is rank 0's bits
+    TOKEMB_NCCL_TRY(ncclAllReduce(pg.data, pg.data, static_cast<std::size_t>(pg.numel()),
+                                  ncclFloat32, ncclSum, comm_, st.value()));
+  }
+}
+
+void TensorParallelEmbedding::synchronize() {
+  tokemb::synchronize(local_.stream());
+  errors_.check(local_.stream());
+}
+
+}  // namespace tokemb::nccl
