@@ -11,7 +11,11 @@
 // An element is kept when (word >> 8) >= threshold, threshold = round(p * 2^24): kept with
 // probability 1 - threshold / 2^24 (within 2^-25 of 1 - p), and scaled by 1 / (1 - p).
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+
+#include <tokemb/ops.hpp>
 
 #include "core/params.hpp"
 
@@ -96,6 +100,23 @@ TOKEMB_HOST_DEVICE inline void dropout_factors(const DropoutParams& d, std::uint
     for (int j = 0; j < N; ++j)
       f[j] = dropout_factor_at(d, seed, offset, static_cast<std::uint64_t>(e0 + j));
   }
+}
+
+/// The kernels' form of a (validated: p in [0, 1]) Dropout: threshold round(p * 2^24), at least
+/// 1 so that any p > 0 drops something, at most 2^24 (p = 1 drops everything); the scale
+/// 1 / (1 - p) rounded to f32 once. p = 0 gives the disabled params.
+inline DropoutParams dropout_params(const Dropout& d) {
+  DropoutParams r;
+  if (!(d.p > 0.0f)) return r;
+  constexpr double two24 = 16777216.0;
+  r.threshold = static_cast<std::uint32_t>(
+      std::min(two24, std::max(1.0, std::floor(static_cast<double>(d.p) * two24 + 0.5))));
+  r.scale = d.p < 1.0f ? static_cast<float>(1.0 / (1.0 - static_cast<double>(d.p))) : 0.0f;
+  r.per_token = d.mode == DropoutMode::token;
+  r.seed = d.seed;
+  r.offset = d.offset;
+  r.seed_offset = d.seed_offset;
+  return r;
 }
 
 /// The (seed, offset) a call draws with: from memory when the caller passed a pointer (read

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/check.hpp"
+#include "core/dropout.hpp"
 #include "core/error_record.hpp"
 #include "host/backend.hpp"
 
@@ -63,21 +64,10 @@ DropoutParams validate_dropout(const char* op, const Dropout& d, Device dev) {
   TOKEMB_EXPECTS(d.mode == DropoutMode::element || d.mode == DropoutMode::token, InvalidArgument,
                  op, ": dropout.mode is ", static_cast<int>(d.mode),
                  ", expected DropoutMode::element (0) or DropoutMode::token (1)");
-  DropoutParams r;
   if (d.seed_offset != nullptr)
     expect_pointer(op, "dropout.seed_offset", d.seed_offset, alignof(std::uint64_t), dev);
-  if (d.p == 0.0f) return r;  // off: exactly the result without dropout, at the same speed
-  constexpr double two24 = 16777216.0;
-  // round(p * 2^24), at least 1 so that any p > 0 drops something, at most 2^24 (drop all).
-  const double t =
-      std::min(two24, std::max(1.0, std::floor(static_cast<double>(d.p) * two24 + 0.5)));
-  r.threshold = static_cast<std::uint32_t>(t);
-  r.scale = d.p < 1.0f ? static_cast<float>(1.0 / (1.0 - static_cast<double>(d.p))) : 0.0f;
-  r.per_token = d.mode == DropoutMode::token;
-  r.seed = d.seed;
-  r.offset = d.offset;
-  r.seed_offset = d.seed_offset;
-  return r;
+  // p = 0: off, exactly the result without dropout, at the same speed.
+  return dropout_params(d);
 }
 
 // A call must not write a tensor it also reads (or writes through another argument): the

@@ -16,12 +16,31 @@ if [ "${TOKEMB_WITH_FUZZ_DEPS:-0}" = 1 ]; then
   command -v clang++ >/dev/null || need+=(clang)
   ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need+=(libclang-rt-dev)
 fi
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+# The optional NCCL component (tokemb::tokemb_nccl) compiles where nvcc and NCCL are present.
+# Without a system NCCL, TOKEMB_WITH_NCCL_DEPS=1 unpacks NVIDIA's nvidia-nccl-cu13 wheel from
+# PyPI (headers and libnccl.so.2) into /usr/local/lib/tokemb-nccl, where cmake/TokembNccl.cmake
+# looks; nothing is pip-installed into any Python.
+nccl_dir=/usr/local/lib/tokemb-nccl
+want_nccl=0
+if [ "${TOKEMB_WITH_NCCL_DEPS:-0}" = 1 ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; } &&
+   ! [ -f /usr/include/nccl.h ] && ! [ -f /usr/local/include/nccl.h ] &&
+   ! [ -f "$nccl_dir/nvidia/nccl/include/nccl.h" ]; then
+  want_nccl=1
+  python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 fi
-echo "install-deps: installing ${need[*]}"
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ "$want_nccl" = 1 ]; then
+  echo "install-deps: unpacking the nvidia-nccl-cu13 wheel into $nccl_dir"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps -d "$tmp" nvidia-nccl-cu13
+  $sudo mkdir -p "$nccl_dir"
+  $sudo python3 -c "import sys, zipfile, glob; zipfile.ZipFile(glob.glob(sys.argv[1] + '/*.whl')[0]).extractall(sys.argv[2])" "$tmp" "$nccl_dir"
+  rm -rf "$tmp"
+fi

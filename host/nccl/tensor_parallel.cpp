@@ -11,6 +11,7 @@
 
 #include "core/check.hpp"
 #include "core/cuda_check.hpp"
+#include "core/dropout.hpp"
 #include "core/params.hpp"
 #include "host/backend.hpp"
 #include "host/cuda_device.hpp"
@@ -92,6 +93,9 @@ TensorParallelEmbedding::TensorParallelEmbedding(const ParallelConfig& config, n
       shard_(vocab_shard(table_rows(config), rank_, world_)),
       local_(local_config(config, shard_), stream),
       errors_(config.embedding.device, stream) {
+  TOKEMB_EXPECTS(config.embedding.dropout >= 0.0f && config.embedding.dropout <= 1.0f,
+                 InvalidArgument, "tokemb::nccl::TensorParallelEmbedding: dropout is ",
+                 config.embedding.dropout, ", must be in [0, 1]");
   TOKEMB_EXPECTS(config.embedding.device.is_cuda(), InvalidArgument,
                  "tokemb::nccl::TensorParallelEmbedding: the device must be a CUDA device, not ",
                  config.embedding.device.str());
@@ -166,20 +170,12 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
                                   nccl_type(dt), ncclSum, comm_, st.value()));
   }
   if (local_.training() && config_.embedding.dropout > 0.0f) {
-    Options d;
-    d.dropout.p = config_.embedding.dropout;
-    d.dropout.mode = config_.embedding.dropout_mode;
-    d.dropout.seed = config_.embedding.dropout_seed;
-    d.dropout.offset = next_offset_;
-    detail::DropoutParams dp;
-    const float p = d.dropout.p;
-    dp.threshold = static_cast<std::uint32_t>(
-        std::min(16777216.0, std::max(1.0, std::floor(static_cast<double>(p) * 16777216.0 + 0.5))));
-    dp.scale = p < 1.0f ? static_cast<float>(1.0 / (1.0 - static_cast<double>(p))) : 0.0f;
-    dp.per_token = d.dropout.mode == DropoutMode::token;
-    dp.seed = d.dropout.seed;
-    dp.offset = d.dropout.offset;
-    detail::cuda::slice_dropout(out.data, dt, s, dp, dev, st.value());
+    Dropout d;  // the config was validated when the local module was built
+    d.p = config_.embedding.dropout;
+    d.mode = config_.embedding.dropout_mode;
+    d.seed = config_.embedding.dropout_seed;
+    d.offset = next_offset_;
+    detail::cuda::slice_dropout(out.data, dt, s, detail::dropout_params(d), dev, st.value());
     pending_.push_back(next_offset_++);
   }
 }
