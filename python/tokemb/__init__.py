@@ -189,8 +189,10 @@ def _host_array(arr, dtype, framework_name):
     """A reader's NumPy array in the requested framework; bf16 arrives as uint16 bits."""
     if framework_name == "torch":
         import torch
-        t = torch.from_numpy(arr)
-        return t.view(torch.bfloat16) if dtype == "bf16" else t
+        if dtype == "bf16":  # older torch has no uint16: go through int16 bits
+            import numpy as np
+            return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(arr)
     if framework_name != "numpy":
         raise InvalidArgument(f"framework is {framework_name!r}; expected 'numpy' or 'torch'")
     if dtype == "bf16":
