@@ -44,9 +44,7 @@ struct Arg {
   nb::object keep;
 };
 
-std::string prefix(const char* fn, const char* name) {
-  return std::string(fn) + ": " + name;
-}
+std::string prefix(const char* fn, const char* name) { return std::string(fn) + ": " + name; }
 
 std::string dlpack_dtype_name(nb::dlpack::dtype dt) {
   const char* kind = "?";
@@ -90,8 +88,7 @@ Shape make_shape(const std::vector<std::int64_t>& d, const char* fn, const char*
       return Shape{d[0], d[1], d[2], d[3]};
     default:
       throw InvalidArgument(prefix(fn, name) + " has rank " + std::to_string(d.size()) +
-                            "; tokemb tensors have rank 0 to " +
-                            std::to_string(Shape::max_rank));
+                            "; tokemb tensors have rank 0 to " + std::to_string(Shape::max_rank));
   }
 }
 
@@ -199,9 +196,7 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
   return a;
 }
 
-StreamView stream_of(std::uintptr_t s) {
-  return StreamView(reinterpret_cast<CUstream_st*>(s));
-}
+StreamView stream_of(std::uintptr_t s) { return StreamView(reinterpret_cast<CUstream_st*>(s)); }
 
 // ---- per-device state for CUDA calls -----------------------------------------------------------
 
@@ -371,9 +366,7 @@ nb::object int64_numpy(std::vector<std::int64_t>&& v, std::vector<std::size_t> s
       .cast();
 }
 
-std::pair<const void*, std::size_t> bytes_of(const nb::bytes& b) {
-  return {b.c_str(), b.size()};
-}
+std::pair<const void*, std::size_t> bytes_of(const nb::bytes& b) { return {b.c_str(), b.size()}; }
 
 // ---- init --------------------------------------------------------------------------------------
 
@@ -475,8 +468,8 @@ tokemb::Buffer converted(const tokemb::HostTensor& src, const TensorView& dst,
         static_cast<tokemb::f16_t*>(h.data())[k] = tokemb::f16_t::from_float(f[k]);
     }
   } else {
-    throw InvalidArgument(what + " has dtype " + tokemb::dtype_name(src.dtype) +
-                          "; the table is " + tokemb::dtype_name(dst.dtype) +
+    throw InvalidArgument(what + " has dtype " + tokemb::dtype_name(src.dtype) + "; the table is " +
+                          tokemb::dtype_name(dst.dtype) +
                           " (only an equal dtype, or f32 into bf16/f16, loads)");
   }
   return h;
@@ -498,10 +491,10 @@ void py_load_tables(const std::string& path, const std::vector<nb::handle>& tabl
       for (const auto& [name, t] : tensors)
         if (name == names[i]) found = &t;
       if (found == nullptr)
-        throw InvalidArgument(std::string(fn) + ": " + path + " has no tensor named '" +
-                              names[i] + "'");
-      host[i] = converted(*found, args[i].view, std::string(fn) + ": " + path + ": '" +
-                                                    names[i] + "'");
+        throw InvalidArgument(std::string(fn) + ": " + path + " has no tensor named '" + names[i] +
+                              "'");
+      host[i] =
+          converted(*found, args[i].view, std::string(fn) + ": " + path + ": '" + names[i] + "'");
     }
     // Everything checked and converted: only now write the tables.
     for (std::size_t i = 0; i < args.size(); ++i)
@@ -530,9 +523,9 @@ void translate(const std::exception_ptr& p, void*) {
     try {
       nb::object cls = nb::module_::import_("tokemb._errors").attr("IndexOutOfRange");
       const char* kind = e.kind() == tokemb::IndexOutOfRange::Kind::position ? "position" : "token";
-      nb::object inst = cls(nb::str(e.what()), "kind"_a = kind, "value"_a = e.value(),
-                            "batch"_a = e.batch(), "time"_a = e.time(), "limit"_a = e.limit(),
-                            "count"_a = e.count());
+      nb::object inst =
+          cls(nb::str(e.what()), "kind"_a = kind, "value"_a = e.value(), "batch"_a = e.batch(),
+              "time"_a = e.time(), "limit"_a = e.limit(), "count"_a = e.count());
       PyErr_SetObject(cls.ptr(), inst.ptr());
     } catch (nb::python_error& pe) {
       pe.restore();
@@ -577,12 +570,12 @@ NB_MODULE(_core, m) {
 
   m.def("forward", &py_forward, "ids"_a, "token_table"_a, "pos_table"_a.none(), "out"_a,
         "position_offset"_a, "position_ids"_a.none(), "padding_idx"_a.none(), "stream"_a);
-  m.def("backward_workspace_size", &py_backward_workspace_size, "ids"_a, "dout"_a,
-        "grad_token"_a, "grad_pos"_a.none(), "position_offset"_a, "position_ids"_a.none(),
-        "padding_idx"_a.none(), "accumulate"_a, "deterministic"_a);
+  m.def("backward_workspace_size", &py_backward_workspace_size, "ids"_a, "dout"_a, "grad_token"_a,
+        "grad_pos"_a.none(), "position_offset"_a, "position_ids"_a.none(), "padding_idx"_a.none(),
+        "accumulate"_a, "deterministic"_a);
   m.def("backward", &py_backward, "ids"_a, "dout"_a, "grad_token"_a, "grad_pos"_a.none(),
-        "workspace"_a.none(), "position_offset"_a, "position_ids"_a.none(),
-        "padding_idx"_a.none(), "accumulate"_a, "deterministic"_a, "stream"_a);
+        "workspace"_a.none(), "position_offset"_a, "position_ids"_a.none(), "padding_idx"_a.none(),
+        "accumulate"_a, "deterministic"_a, "stream"_a);
   m.def("check_errors", &py_check_errors, "device_index"_a, "stream"_a, "clear"_a);
 
   // Fallback allocation for frameworks without an allocator the package knows (JAX): an
@@ -590,8 +583,8 @@ NB_MODULE(_core, m) {
   m.def("empty", [](const std::vector<std::int64_t>& shape, const std::string& dtype,
                     int device_type, int device_id) {
     const char* fn = "tokemb.empty";
-    const Device dev = device_type == nb::device::cuda::value ? Device::cuda(device_id)
-                                                              : Device::cpu();
+    const Device dev =
+        device_type == nb::device::cuda::value ? Device::cuda(device_id) : Device::cpu();
     const DType dt = tokemb::parse_dtype(dtype);
     auto* buf = new tokemb::Buffer(dt, make_shape(shape, fn, "shape"), dev);
     nb::capsule owner(buf, [](void* p) noexcept { delete static_cast<tokemb::Buffer*>(p); });
@@ -623,8 +616,7 @@ NB_MODULE(_core, m) {
   // init
   m.def("init_table", &py_init_table, "table"_a, "seed"_a, "stream_id"_a, "kind"_a, "a"_a, "b"_a,
         "stream"_a);
-  m.def("init_pytorch", &py_init_pytorch, "tables"_a, "seed"_a, "padding_idx"_a.none(),
-        "stream"_a);
+  m.def("init_pytorch", &py_init_pytorch, "tables"_a, "seed"_a, "padding_idx"_a.none(), "stream"_a);
   m.def("philox_key", &tokemb::philox_key, "seed"_a, "stream_id"_a);
 
   // io
@@ -670,20 +662,20 @@ NB_MODULE(_core, m) {
     auto [p, n] = bytes_of(b);
     return named(tokemb::parse_safetensors(p, n));
   });
-  m.def("save_safetensors", [](const std::string& path,
-                               const std::vector<std::pair<std::string, nb::handle>>& items,
-                               std::uintptr_t s) {
-    std::vector<Arg> keep;
-    std::vector<std::pair<std::string, TensorView>> views;
-    for (const auto& [name, h] : items) {
-      keep.push_back(to_view(h, "tokemb.save_safetensors", name.c_str(), false));
-      if (keep.back().view.empty())
-        throw InvalidArgument("tokemb.save_safetensors: tensor '" + name + "' is None");
-      views.emplace_back(name, keep.back().view);
-    }
-    nb::gil_scoped_release release;
-    tokemb::save_safetensors(path, views, stream_of(s));
-  });
+  m.def("save_safetensors",
+        [](const std::string& path, const std::vector<std::pair<std::string, nb::handle>>& items,
+           std::uintptr_t s) {
+          std::vector<Arg> keep;
+          std::vector<std::pair<std::string, TensorView>> views;
+          for (const auto& [name, h] : items) {
+            keep.push_back(to_view(h, "tokemb.save_safetensors", name.c_str(), false));
+            if (keep.back().view.empty())
+              throw InvalidArgument("tokemb.save_safetensors: tensor '" + name + "' is None");
+            views.emplace_back(name, keep.back().view);
+          }
+          nb::gil_scoped_release release;
+          tokemb::save_safetensors(path, views, stream_of(s));
+        });
   m.def("load_tables", &py_load_tables, "path"_a, "tables"_a, "names"_a, "stream"_a);
 
   // token files
@@ -693,16 +685,16 @@ NB_MODULE(_core, m) {
                            std::string(tokemb::token_type_name(f.type)), f.total_tokens,
                            int64_numpy(std::move(f.ids), {n}));
   };
-  m.def("read_token_file", [token_file](const std::string& path, const std::string& format,
-                                        std::int64_t max_tokens) {
-    const tokemb::TokenFormat fmt = tokemb::parse_token_format(format);
-    tokemb::TokenFile f;
-    {
-      nb::gil_scoped_release release;
-      f = tokemb::read_token_file(path, fmt, max_tokens);
-    }
-    return token_file(std::move(f));
-  });
+  m.def("read_token_file",
+        [token_file](const std::string& path, const std::string& format, std::int64_t max_tokens) {
+          const tokemb::TokenFormat fmt = tokemb::parse_token_format(format);
+          tokemb::TokenFile f;
+          {
+            nb::gil_scoped_release release;
+            f = tokemb::read_token_file(path, fmt, max_tokens);
+          }
+          return token_file(std::move(f));
+        });
   m.def("parse_token_file", [token_file](const nb::bytes& b, const std::string& format,
                                          std::int64_t max_tokens, const std::string& name) {
     auto [p, n] = bytes_of(b);
@@ -710,35 +702,35 @@ NB_MODULE(_core, m) {
         tokemb::parse_token_file(p, n, tokemb::parse_token_format(format), max_tokens, name));
   });
   m.def("window_count", &tokemb::window_count, "num_tokens"_a, "max_length"_a, "stride"_a);
-  m.def("tokens_for_windows", &tokemb::tokens_for_windows, "count"_a, "max_length"_a,
-        "stride"_a);
-  m.def("cut_windows",
-        [](nb::ndarray<const std::int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> ids,
-           std::int64_t max_length, std::int64_t stride, std::int64_t first, std::int64_t count) {
-          // window_count checks max_length and stride; the range is checked here so that the
-          // output is sized only for a valid request (cut_windows checks it again).
-          const std::int64_t have =
-              tokemb::window_count(static_cast<std::int64_t>(ids.shape(0)), max_length, stride);
-          if (first < 0 || count < 0 || first > have || count > have - first)
-            throw InvalidArgument("tokemb.cut_windows: windows [" + std::to_string(first) + ", " +
-                                  std::to_string(first + count) + ") requested; valid: [0, " +
-                                  std::to_string(have) + ") (ids: " +
-                                  std::to_string(ids.shape(0)) +
-                                  ", max_length: " + std::to_string(max_length) +
-                                  ", stride: " + std::to_string(stride) + ")");
-          std::vector<std::int64_t> out(static_cast<std::size_t>(count * max_length));
-          if (count > 0)
-            tokemb::cut_windows(ids.data(), ids.shape(0), max_length, stride, first, count,
-                                out.data());
-          return int64_numpy(std::move(out), {static_cast<std::size_t>(count),
-                                              static_cast<std::size_t>(max_length)});
-        },
-        "ids"_a, "max_length"_a, "stride"_a, "first"_a, "count"_a);
-  m.def("check_token_ids",
-        [](nb::ndarray<const std::int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> ids,
-           std::int64_t vocab_size, const std::string& source) {
-          std::vector<std::int64_t> v(ids.data(), ids.data() + ids.shape(0));
-          tokemb::check_token_ids(v, vocab_size, source);
-        },
-        "ids"_a, "vocab_size"_a, "source"_a);
+  m.def("tokens_for_windows", &tokemb::tokens_for_windows, "count"_a, "max_length"_a, "stride"_a);
+  m.def(
+      "cut_windows",
+      [](nb::ndarray<const std::int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> ids,
+         std::int64_t max_length, std::int64_t stride, std::int64_t first, std::int64_t count) {
+        // window_count checks max_length and stride; the range is checked here so that the
+        // output is sized only for a valid request (cut_windows checks it again).
+        const std::int64_t have =
+            tokemb::window_count(static_cast<std::int64_t>(ids.shape(0)), max_length, stride);
+        if (first < 0 || count < 0 || first > have || count > have - first)
+          throw InvalidArgument("tokemb.cut_windows: windows [" + std::to_string(first) + ", " +
+                                std::to_string(first + count) + ") requested; valid: [0, " +
+                                std::to_string(have) + ") (ids: " + std::to_string(ids.shape(0)) +
+                                ", max_length: " + std::to_string(max_length) +
+                                ", stride: " + std::to_string(stride) + ")");
+        std::vector<std::int64_t> out(static_cast<std::size_t>(count * max_length));
+        if (count > 0)
+          tokemb::cut_windows(ids.data(), ids.shape(0), max_length, stride, first, count,
+                              out.data());
+        return int64_numpy(std::move(out),
+                           {static_cast<std::size_t>(count), static_cast<std::size_t>(max_length)});
+      },
+      "ids"_a, "max_length"_a, "stride"_a, "first"_a, "count"_a);
+  m.def(
+      "check_token_ids",
+      [](nb::ndarray<const std::int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> ids,
+         std::int64_t vocab_size, const std::string& source) {
+        std::vector<std::int64_t> v(ids.data(), ids.data() + ids.shape(0));
+        tokemb::check_token_ids(v, vocab_size, source);
+      },
+      "ids"_a, "vocab_size"_a, "source"_a);
 }
