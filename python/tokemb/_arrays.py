@@ -92,10 +92,13 @@ class Call:
         if is_cuda(dev):
             # DLPack's stream handshake: the producer makes the data ready on the consumer's
             # stream. Only needed where the stream is not the producer's own current stream.
+            # DLPack forbids stream 0 for CUDA (ambiguous); 1 is the legacy default stream,
+            # which is what handle 0 means to tokemb.
+            dl_stream = self.stream if self.stream else 1
             if fw == "torch" and self.explicit_stream:
-                return x.__dlpack__(stream=self.stream)
+                return x.__dlpack__(stream=dl_stream)
             if fw not in ("torch", "cupy"):
-                return x.__dlpack__(stream=self.stream if self.stream else 1)
+                return x.__dlpack__(stream=dl_stream)
         return x
 
     def keep_on_stream(self, t):
