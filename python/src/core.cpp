@@ -41,7 +41,7 @@ using tokemb::TensorView;
 // A view plus the references that keep its memory alive for the duration of a call.
 struct Arg {
   TensorView view;
-  nb::object keep;
+  nb::ndarray<> keep;
 };
 
 std::string prefix(const char* fn, const char* name) { return std::string(fn) + ": " + name; }
@@ -186,7 +186,7 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
                             "; tokemb supports CPU (1) and CUDA (2) memory");
   }
   a.view = TensorView(arr.data(), dtype, make_shape(dims, fn, name), device);
-  a.keep = nb::cast(arr);
+  a.keep = arr;
   // An array with no elements may report a null pointer; tokemb reads null as "absent", so give
   // it a dummy address (nothing is ever read through it) and let shape checks speak.
   if (a.view.data == nullptr && !dims.empty()) {
