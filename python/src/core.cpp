@@ -579,7 +579,7 @@ NB_MODULE(_core, m) {
   m.def("check_errors", &py_check_errors, "device_index"_a, "stream"_a, "clear"_a);
 
   // Fallback allocation for frameworks without an allocator the package knows (JAX): an
-  // uninitialised tensor owned by a tokemb::Buffer, returned as a DLPack-capable nanobind array.
+  // uninitialised tensor owned by a tokemb::Buffer, returned as a nanobind array (__dlpack__).
   m.def("empty", [](const std::vector<std::int64_t>& shape, const std::string& dtype,
                     int device_type, int device_id) {
     const char* fn = "tokemb.empty";
@@ -608,9 +608,9 @@ NB_MODULE(_core, m) {
         ddt = {static_cast<std::uint8_t>(Code::Int), 64, 1};
         break;
     }
-    return nb::ndarray<>(buf->data(), s.size(), s.data(), owner, nullptr, ddt,
-                         dev.is_cuda() ? nb::device::cuda::value : nb::device::cpu::value,
-                         dev.index);
+    return nb::ndarray<nb::array_api>(
+        buf->data(), s.size(), s.data(), owner, nullptr, ddt,
+        dev.is_cuda() ? nb::device::cuda::value : nb::device::cpu::value, dev.index);
   });
 
   // init

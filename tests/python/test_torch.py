@@ -236,7 +236,7 @@ def test_state_dict_round_trip_with_the_books_keys(rng, tmp_path):
     model = GPTModel(cfg)
     path = tmp_path / "model.pth"
     torch.save(model.state_dict(), path)
-    sd = torch.load(path)
+    sd = torch.load(path, weights_only=True)
 
     # Build the fused layer from the book model's checkpoint, and from the model itself.
     emb = tt.TokenPositionEmbedding.from_state_dict(sd)
