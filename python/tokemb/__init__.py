@@ -103,15 +103,24 @@ def backward(ids, dout, grad_token, grad_pos=None, *, position_offset=0, positio
     """
     fn = "tokemb.backward"
     c = Call(fn, grad_token, "grad_token", stream)
-    a = (c.arg(ids, "ids"), c.arg(dout, "dout"), c.arg(grad_token, "grad_token", write=True),
-         c.arg(grad_pos, "grad_pos", write=True))
-    pids = c.arg(position_ids, "position_ids")
+
+    def args(handshake):
+        return (c.arg(ids, "ids", handshake=handshake), c.arg(dout, "dout", handshake=handshake),
+                c.arg(grad_token, "grad_token", write=True, handshake=handshake),
+                c.arg(grad_pos, "grad_pos", write=True, handshake=handshake),
+                c.arg(position_ids, "position_ids", handshake=handshake))
+
     pad = _index(padding_idx, fn, "padding_idx")
     ws = None
     if c.cuda:
-        ws = c.workspace(_core.backward_workspace_size(*a, int(position_offset), pids, pad,
-                                                       bool(accumulate), bool(deterministic)))
-    _core.backward(*a, ws, int(position_offset), pids, pad, bool(accumulate),
+        # The size depends only on metadata; the arrays are converted again below because a
+        # DLPack capsule (the stream handshake) can be consumed only once.
+        i, d, gt, gp, pids = args(False)
+        ws = c.workspace(_core.backward_workspace_size(i, d, gt, gp, int(position_offset), pids,
+                                                       pad, bool(accumulate),
+                                                       bool(deterministic)))
+    i, d, gt, gp, pids = args(True)
+    _core.backward(i, d, gt, gp, ws, int(position_offset), pids, pad, bool(accumulate),
                    bool(deterministic), c.stream)
 
 

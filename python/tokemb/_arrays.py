@@ -73,9 +73,11 @@ class Call:
         else:
             self.stream = current_stream(self.fw, self.dev)
 
-    def arg(self, x, name, *, write=False):
+    def arg(self, x, name, *, write=False, handshake=True):
         """What _core takes for argument `name`: None, the array, a DLPack capsule produced for
-        our stream, or (uint16 view, 'bf16') for NumPy bfloat16 (ml_dtypes) arrays."""
+        our stream, or (uint16 view, 'bf16') for NumPy bfloat16 (ml_dtypes) arrays. A capsule
+        can be consumed only once: pass handshake=False for calls that only read metadata
+        (sizes), and convert again for the call that runs."""
         if x is None:
             return None
         fw = framework(x)
@@ -89,7 +91,7 @@ class Call:
         if fw == "torch" and x.requires_grad:
             x = x.detach()  # the functional API is not differentiable: tokemb.torch is
         dev = device_of(x, self.fn, name)
-        if is_cuda(dev):
+        if is_cuda(dev) and handshake:
             # DLPack's stream handshake: the producer makes the data ready on the consumer's
             # stream. Only needed where the stream is not the producer's own current stream.
             # DLPack forbids stream 0 for CUDA (ambiguous); 1 is the legacy default stream,

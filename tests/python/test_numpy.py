@@ -208,14 +208,6 @@ def test_error_classes():
         assert issubclass(cls, tokemb.Error)
 
 
-def test_cuda_array_without_cuda_backend_is_unsupported_or_runs():
-    # A CPU-only build must refuse device memory with a typed error, never crash. Without any
-    # CUDA framework installed this is only checked through the build flag.
-    if tokemb._core.with_cuda:
-        pytest.skip("this build has the CUDA backend")
-    assert not tokemb.cuda_available()
-
-
 def test_jax_arrays_if_installed(rng):
     jnp = pytest.importorskip("jax.numpy", reason="JAX not installed")
     V, P, D, B, T = 30, 8, 5, 2, 4
