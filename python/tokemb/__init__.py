@@ -13,7 +13,7 @@ Errors are ``tokemb.Error`` subclasses carrying the C++ library's messages.
 import collections
 
 from . import _core
-from ._arrays import Call, device_of, framework, is_cuda
+from ._arrays import Call, device_of, framework
 from ._errors import (CudaError, Error, IndexOutOfRange, InvalidArgument, IoError, OutOfMemory,
                       Unsupported)
 
