@@ -221,6 +221,22 @@ def main():
             merged.append(r)
         md.append("")
 
+    # bench/torch_baseline.py's whole-step rows: forward + backward through autograd.
+    steps = sorted({k for (k, op, _v) in tres if op == "fwdbwd"})
+    if steps:
+        md.append("PyTorch training step of the input layer (forward, then backward through autograd into fresh "
+                  "`.grad` tensors), ms:")
+        md.append("")
+        md.append("| case | eager (F.embedding + add) | torch.compile | tokemb.torch module |")
+        md.append("|---|---|---|---|")
+        for key in steps:
+            cells = []
+            for variant in ("eager", "compiled", "tokemb"):
+                ms, note = torch_ms(tres, key, "fwdbwd", variant)
+                cells.append(fmt_ms(ms) if ms is not None else (note or "—")[:60])
+            md.append(f"| {key} | " + " | ".join(cells) + " |")
+        md.append("")
+
     if args.out_png:
         note = make_chart(args.out_png, rows, gpu_rows, cpu_rows, tres)
         if note:

@@ -7,6 +7,11 @@ For every case of bench/cases.hpp with int64 ids (PyTorch's id type) it times
   bwd eager     aten.embedding_dense_backward(dout, ids, V, -1, False) + dout.sum(0)
                 (returns a fresh zeroed gradient table: zeroing included, like our bwd rows)
   bwd compiled  the same function under torch.compile
+and, as whole training steps through autograd (forward, then backward into fresh .grad tensors):
+  fwdbwd eager     F.embedding(ids, wte) + wpe[off:off+T], .backward(dout)
+  fwdbwd compiled  the same forward under torch.compile (AOTAutograd compiles its backward)
+  fwdbwd tokemb    tokemb.torch.TokenPositionEmbedding (tokemb's kernels, autograd), when the
+                   tokemb package is importable
 with triton.testing.do_bench (median; CUDA events, 256 MiB of cache zeroed before every
 repetition) when Triton is importable, else an equivalent CUDA-event loop, and writes JSON that
 bench/report.py merges beside tokemb's numbers.
@@ -242,6 +247,23 @@ def main():
     def over_budget():
         return time.time() - t_start > args.budget_s
 
+    def step(forward, params):
+        """One training step's embedding work: forward, backward into fresh .grad tensors."""
+        for p in params:
+            p.grad = None
+        forward().backward(dout_ref[0])
+
+    try:
+        import tokemb.torch as tokemb_module
+
+        ctx["tokemb"] = tokemb_module._tk.__version__
+        tokemb_status = "ok"
+        if not tokemb_module._tk.cuda_available():
+            tokemb_module, tokemb_status = None, "tokemb has no CUDA backend or device"
+    except Exception as e:  # noqa: BLE001 - no tokemb package: its rows say so
+        tokemb_module, tokemb_status = None, f"tokemb not importable ({type(e).__name__}: {e})"
+    dout_ref = [None]
+
     gen = torch.Generator(device=dev)
     for shape, dtype, dists in groups:
         V, D, P, B, T, off = SHAPES[shape]
@@ -250,6 +272,20 @@ def main():
         wte = (torch.rand(V, D, device=dev, generator=gen) * 0.04 - 0.02).to(dt)
         wpe = (torch.rand(P, D, device=dev, generator=gen) * 0.04 - 0.02).to(dt)
         dout = (torch.rand(B, T, D, device=dev, generator=gen) * 2 - 1).to(dt)
+        dout_ref[0] = dout
+        # Leaf copies for the autograd rows; tokemb's module holds the same values.
+        wte_p = wte.detach().clone().requires_grad_()
+        wpe_p = wpe.detach().clone().requires_grad_()
+
+        def step_fwd(ids, off: int, T: int):
+            return F.embedding(ids, wte_p) + wpe_p[off:off + T]
+
+        emb = None
+        if tokemb_module is not None:
+            emb = tokemb_module.TokenPositionEmbedding(V, D, P, device=dev, dtype=dt)
+            with torch.no_grad():
+                emb.tok_emb.weight.copy_(wte)
+                emb.pos_emb.weight.copy_(wpe)
         compiled = {}
         if not args.no_compile:
             try:
@@ -261,11 +297,16 @@ def main():
             ids = torch.tensor(host_ids, dtype=torch.int64, device=dev).view(B, T)
             base = {"case": case_key(shape, dtype, dist), "shape": shape, "dtype": dtype, "ids": "i64",
                     "dist": dist, "distinct_tokens": len(set(host_ids))}
-            for op, variant in (("fwd", "eager"), ("fwd", "compiled"), ("bwd", "eager"), ("bwd", "compiled")):
+            for op, variant in (("fwd", "eager"), ("fwd", "compiled"), ("bwd", "eager"), ("bwd", "compiled"),
+                                ("fwdbwd", "eager"), ("fwdbwd", "compiled"), ("fwdbwd", "tokemb")):
                 r = dict(base, op=op, variant=variant, ms=None)
                 if op == "bwd":
                     r["grad_dtype"] = dtype
-                if variant == "compiled" and args.no_compile:
+                if op == "fwdbwd":
+                    r["grad_dtype"] = dtype
+                if variant == "tokemb" and tokemb_module is None:
+                    r["status"] = f"skipped: {tokemb_status}"
+                elif variant == "compiled" and args.no_compile:
                     r["status"] = "skipped: --no-compile"
                 elif variant == "compiled" and op in compiled and compiled[op] is None:
                     r["status"] = "failed: torch.compile failed earlier in this group"
@@ -273,8 +314,10 @@ def main():
                     r["status"] = f"skipped: time budget of {args.budget_s:.0f} s used"
                 else:
                     try:
-                        fn = fwd if op == "fwd" else bwd
-                        if variant == "compiled":
+                        fn = {"fwd": fwd, "bwd": bwd, "fwdbwd": step_fwd}[op]
+                        if variant == "tokemb":
+                            fn = emb
+                        elif variant == "compiled":
                             if op not in compiled:
                                 compiled[op] = None  # stays None if compilation raises
                                 t0 = time.time()
@@ -282,6 +325,8 @@ def main():
                                 # The first call compiles; keep it out of the measurement.
                                 if op == "fwd":
                                     cfn(ids, wte, wpe, off, T)
+                                elif op == "fwdbwd":
+                                    cfn(ids, off, T).backward(dout)
                                 else:
                                     cfn(dout, ids, V)
                                 torch.cuda.synchronize()
@@ -290,6 +335,10 @@ def main():
                             fn = compiled[op]
                         if op == "fwd":
                             call = (lambda f=fn: f(ids, wte, wpe, off, T))
+                        elif op == "fwdbwd" and variant == "tokemb":
+                            call = (lambda: step(lambda: emb(ids, position_offset=off), emb.parameters()))
+                        elif op == "fwdbwd":
+                            call = (lambda f=fn: step(lambda: f(ids, off, T), (wte_p, wpe_p)))
                         else:
                             call = (lambda f=fn: f(dout, ids, V))
                         r["ms"] = bench_ms(call)
@@ -300,7 +349,8 @@ def main():
                 doc["results"].append(r)
                 ms = f"{r['ms']:.4f} ms" if r["ms"] is not None else r["status"]
                 print(f"{r['case']:32s} {op} {variant:8s} {ms}", flush=True)
-        del wte, wpe, dout
+        del wte, wpe, dout, wte_p, wpe_p, emb
+        dout_ref[0] = None
         torch.cuda.empty_cache()
         write()  # partial results survive a timeout
 

@@ -4,7 +4,9 @@
 #   2. run the whole ctest suite (cpu tests in parallel, gpu tests one at a time);
 #   3. compute-sanitizer memcheck, racecheck, initcheck and synccheck over a reduced gpu test
 #      filter (TOKEMB_TEST_SMALL=1 drops the largest shapes: the sanitizers slow kernels 10-100x);
-#   4. the benchmarks, the PyTorch baseline and the report (scripts/bench.sh), if present.
+#   4. the Python package's tests on CUDA tensors (tests/python/test_gpu.py: bf16, streams, CUDA
+#      graph capture, torch.compile), when a CUDA-enabled PyTorch is importable;
+#   5. the benchmarks, the PyTorch baseline and the report (scripts/bench.sh), if present.
 # Logs go to RESULTS_DIR/*.log; a summary is printed last. Budget: under 6 minutes on a 16-core
 # H100 machine. Exit status: non-zero if any step failed.
 set -uo pipefail
@@ -63,14 +65,34 @@ if [ $failed -eq 0 ]; then
       --error-exitcode 1 "${extra[@]}" "$build/tests/tokemb_tests" --gtest_filter="$filter"
   done
 
+  # The Python package against this build (python3 on PATH: a GPU machine's PyTorch with CUDA,
+  # not Debian's CPU-only one). Skipped with a line in the summary where no such PyTorch exists.
+  gpy=${PYTHON:-python3}
+  if "$gpy" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    cmake --install "$build" --prefix "$build/prefix" >/dev/null 2>&1
+    pyenv_dir="$build/pyvenv"
+    step python-install 300 bash -c "[ -x '$pyenv_dir/bin/python' ] || '$gpy' -m venv --system-site-packages '$pyenv_dir'; \
+      '$pyenv_dir/bin/python' -m pip install -q 'scikit-build-core>=0.10' 'nanobind>=2.4' pytest && \
+      '$pyenv_dir/bin/python' -m pip install -q --no-build-isolation --no-deps \
+        --config-settings=build-dir='$build/python' \
+        --config-settings=cmake.define.TOKEMB_PYTHON_PREBUILT='$build/prefix' '$root'" &&
+      step pytest-gpu 300 bash -c "cd '$build' && '$pyenv_dir/bin/python' -m pytest -p no:cacheprovider -q -rs '$root/tests/python'"
+  else
+    summary+=("$(printf '%-22s %s' pytest-gpu "skipped: no CUDA-enabled PyTorch for $gpy")")
+  fi
+
   if [ -f "$root/scripts/bench.sh" ]; then
-    step bench 200 env TOKEMB_BUILD_DIR="$build" bash "$root/scripts/bench.sh" "$out/bench"
+    # The venv above (if built) also has tokemb: the PyTorch baseline then adds its module's row.
+    bench_py=$gpy
+    [ -x "$build/pyvenv/bin/python" ] && bench_py="$build/pyvenv/bin/python"
+    step bench 200 env TOKEMB_BUILD_DIR="$build" PYTHON="$bench_py" bash "$root/scripts/bench.sh" "$out/bench"
   fi
 fi
 
 echo
 echo "== tokemb gpu-check summary ($(head -3 "$out/environment.txt" | tail -1)) =="
 for line in "${summary[@]}"; do echo "  $line"; done
+[ -f "$out/pytest-gpu.log" ] && echo "  pytest: $(tail -1 "$out/pytest-gpu.log")"
 for f in ctest-cpu ctest-gpu; do
   [ -f "$out/$f.log" ] && echo "  $f: $(grep -E 'tests passed' "$out/$f.log" | tail -1)"
 done

@@ -1,0 +1,326 @@
+"""tokemb: the fused token + positional embedding of GPT-style models, from Python.
+
+Functional API on any DLPack array (NumPy, PyTorch, CuPy, JAX) -- CPU arrays run on tokemb's CPU
+backend, CUDA arrays on its kernels::
+
+    out = tokemb.forward(ids, token_table, pos_table)          # token_table[ids] + pos_table[t]
+    tokemb.backward(ids, dout, grad_token, grad_pos)            # accumulates f32 gradients
+
+and a PyTorch module with autograd in ``tokemb.torch`` (``TokenPositionEmbedding``).
+Errors are ``tokemb.Error`` subclasses carrying the C++ library's messages.
+"""
+
+import collections
+
+from . import _core
+from ._arrays import Call, device_of, framework
+from ._errors import (CudaError, Error, IndexOutOfRange, InvalidArgument, IoError, OutOfMemory,
+                      Unsupported)
+
+__version__ = _core.version
+
+__all__ = [
+    "forward", "backward", "check_errors", "cuda_available", "cuda_device_count",
+    "init_normal", "init_uniform", "init_gpt2", "init_pytorch",
+    "save_npy", "load_npy", "read_npy", "save_safetensors", "read_safetensors",
+    "save_weights", "load_weights",
+    "TokenFile", "read_token_file", "parse_token_file", "window_count", "tokens_for_windows",
+    "cut_windows", "sliding_windows", "check_token_ids",
+    "Error", "InvalidArgument", "IndexOutOfRange", "CudaError", "OutOfMemory", "Unsupported",
+    "IoError",
+]
+
+
+def cuda_available():
+    """True when this build has the CUDA backend and a CUDA device is visible."""
+    return bool(_core.with_cuda) and _core.cuda_device_count() > 0
+
+
+def cuda_device_count():
+    """CUDA devices visible to tokemb (0 without a GPU, a driver or the CUDA backend)."""
+    return _core.cuda_device_count()
+
+
+def _index(x, fn, name):
+    if x is None:
+        return None
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{fn}: {name} must be an int or None; got "
+                              f"{type(x).__name__}") from None
+
+
+def _shape(x):
+    return tuple(int(s) for s in x.shape)
+
+
+# ---- the ops -----------------------------------------------------------------------------------
+
+def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, position_ids=None,
+            padding_idx=None, stream=None):
+    """``out[b, t] = token_table[ids[b, t]] + pos_table[position_offset + t]`` (or
+    ``pos_table[position_ids[b, t]]``; no positional term when ``pos_table`` is None).
+
+    ids: [B, T] int32/int64. token_table [V, D] and pos_table [P, D]: float32, bfloat16 or
+    float16, one dtype. Returns ``out`` ([B, T, D], the tables' dtype), allocated by
+    token_table's framework on its device when not given. CUDA arrays run on ``stream`` (an int
+    cudaStream_t; None: the framework's current stream). An id outside [0, V) raises
+    IndexOutOfRange before anything is written on the CPU; on a CUDA device its row is written
+    as zeros and the error is raised by :func:`check_errors`.
+    """
+    fn = "tokemb.forward"
+    c = Call(fn, token_table, "token_table", stream)
+    device_of(ids, fn, "ids")  # an array, before its shape sizes the output
+    shape = _shape(token_table)
+    if len(shape) != 2:
+        raise InvalidArgument(f"{fn}: token_table has shape {list(shape)}; expected "
+                              "[vocab_size, dim]")
+    allocated = out is None
+    if allocated:
+        out = c.empty(token_table, _shape(ids) + (shape[1],))
+    _core.forward(c.arg(ids, "ids"), c.arg(token_table, "token_table"),
+                  c.arg(pos_table, "pos_table"), c.arg(out, "out", write=True),
+                  int(position_offset), c.arg(position_ids, "position_ids"),
+                  _index(padding_idx, fn, "padding_idx"), c.stream)
+    if allocated and framework(token_table) in ("jax", "other"):
+        return c.wrap(token_table, out)
+    return out
+
+
+def backward(ids, dout, grad_token, grad_pos=None, *, position_offset=0, position_ids=None,
+             padding_idx=None, accumulate=True, deterministic=False, stream=None):
+    """Gradients of :func:`forward`, written into float32 ``grad_token`` [V, D] and ``grad_pos``
+    [P, D] (may be None):
+
+        grad_token[ids[b, t]] += dout[b, t]   (not for padding_idx)
+        grad_pos[pos(b, t)]   += dout[b, t]
+
+    ``accumulate=False`` overwrites both instead (as zeroing them first would, without the
+    separate pass). ``deterministic=True`` gives bitwise-identical results run after run. The
+    workspace some modes need is allocated internally (PyTorch's or CuPy's allocator, else one
+    cached buffer per device and stream). Returns None.
+    """
+    fn = "tokemb.backward"
+    c = Call(fn, grad_token, "grad_token", stream)
+
+    def args(handshake):
+        return (c.arg(ids, "ids", handshake=handshake), c.arg(dout, "dout", handshake=handshake),
+                c.arg(grad_token, "grad_token", write=True, handshake=handshake),
+                c.arg(grad_pos, "grad_pos", write=True, handshake=handshake),
+                c.arg(position_ids, "position_ids", handshake=handshake))
+
+    pad = _index(padding_idx, fn, "padding_idx")
+    ws = None
+    if c.cuda:
+        # The size depends only on metadata; the arrays are converted again below because a
+        # DLPack capsule (the stream handshake) can be consumed only once.
+        i, d, gt, gp, pids = args(False)
+        ws = c.workspace(_core.backward_workspace_size(i, d, gt, gp, int(position_offset), pids,
+                                                       pad, bool(accumulate),
+                                                       bool(deterministic)))
+    i, d, gt, gp, pids = args(True)
+    _core.backward(i, d, gt, gp, ws, int(position_offset), pids, pad, bool(accumulate),
+                   bool(deterministic), c.stream)
+
+
+def check_errors(device=0, *, stream=None, clear=True):
+    """Raises IndexOutOfRange for the first out-of-range token id or position that a CUDA call
+    on ``device`` recorded since the last check (CUDA kernels cannot raise; they zero/skip the
+    row and record it). ``device``: a device index or an array on that device. Synchronises
+    ``stream`` (None: the current stream of the array's framework, else of PyTorch if it is
+    imported, else the legacy default stream). A no-op for CPU arrays, whose calls raise at once.
+    """
+    if hasattr(device, "__dlpack_device__"):
+        c = Call("tokemb.check_errors", device, "device", stream)
+        if not c.cuda:
+            return
+        index, s = c.dev[1], c.stream
+    else:
+        index = int(getattr(device, "index", device) or 0)
+        s = stream
+        if s is None:
+            import sys
+            torch = sys.modules.get("torch")
+            s = 0
+            if torch is not None and _core.with_cuda and torch.cuda.is_available():
+                s = int(torch.cuda.current_stream(index).cuda_stream)
+    _core.check_errors(index, int(s), bool(clear))
+
+
+# ---- seeded init -------------------------------------------------------------------------------
+
+def _stream_for(fn, x, name, stream):
+    c = Call(fn, x, name, stream)
+    return c, c.stream
+
+
+def init_normal(table, seed, mean=0.0, std=1.0, *, stream_id=0, stream=None):
+    """Fills ``table`` with N(mean, std) from Philox stream ``stream_id`` of ``seed`` (cuRAND's
+    Philox4x32-10: the same seed gives the same table on CPU and GPU, run after run)."""
+    c, s = _stream_for("tokemb.init_normal", table, "table", stream)
+    _core.init_table(c.arg(table, "table", write=True), int(seed), int(stream_id), "normal",
+                     float(mean), float(std), s)
+    return table
+
+
+def init_uniform(table, seed, low=0.0, high=1.0, *, stream_id=0, stream=None):
+    """Fills ``table`` with U[low, high] from Philox stream ``stream_id`` of ``seed``."""
+    c, s = _stream_for("tokemb.init_uniform", table, "table", stream)
+    _core.init_table(c.arg(table, "table", write=True), int(seed), int(stream_id), "uniform",
+                     float(low), float(high), s)
+    return table
+
+
+def init_gpt2(token_table, pos_table=None, *, seed, stream=None):
+    """GPT-2's embedding init, N(0, 0.02): token table from Philox stream 0, position table
+    from stream 1 (what the C++ ``init_module(emb, seed, InitSpec::gpt2())`` gives)."""
+    init_normal(token_table, seed, 0.0, 0.02, stream_id=0, stream=stream)
+    if pos_table is not None:
+        init_normal(pos_table, seed, 0.0, 0.02, stream_id=1, stream=stream)
+
+
+def init_pytorch(token_table, pos_table=None, *, seed, padding_idx=None, stream=None):
+    """What ``torch.manual_seed(seed); nn.Embedding(V, D, padding_idx=p); nn.Embedding(P, D)``
+    draws on the CPU (to ~1e-6 relative), without PyTorch: one generator, the token table first.
+    Tables need at least 16 elements."""
+    c, s = _stream_for("tokemb.init_pytorch", token_table, "token_table", stream)
+    tables = [c.arg(token_table, "token_table", write=True)]
+    if pos_table is not None:
+        tables.append(c.arg(pos_table, "pos_table", write=True))
+    _core.init_pytorch(tables, int(seed), _index(padding_idx, "tokemb.init_pytorch",
+                                                 "padding_idx"), s)
+
+
+# ---- files -------------------------------------------------------------------------------------
+
+def _host_array(arr, dtype, framework_name):
+    """A reader's NumPy array in the requested framework; bf16 arrives as uint16 bits."""
+    if framework_name == "torch":
+        import torch
+        if dtype == "bf16":  # older torch has no uint16: go through int16 bits
+            import numpy as np
+            return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(arr)
+    if framework_name != "numpy":
+        raise InvalidArgument(f"framework is {framework_name!r}; expected 'numpy' or 'torch'")
+    if dtype == "bf16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise Unsupported("a bfloat16 tensor needs ml_dtypes for NumPy "
+                              "(pip install ml_dtypes), or framework='torch'") from None
+        return arr.view(ml_dtypes.bfloat16)
+    return arr
+
+
+def save_npy(path, array, *, stream=None):
+    """Writes ``array`` (CPU or CUDA) as .npy; bfloat16 is widened to float32 (NumPy has no
+    bfloat16). Written to ``path.tmp`` and renamed into place."""
+    c, s = _stream_for("tokemb.save_npy", array, "tensor", stream)
+    _core.save_npy(str(path), c.arg(array, "tensor"), s)
+
+
+def load_npy(path, out, *, stream=None):
+    """Reads a .npy into ``out`` (same shape; same dtype, or float32 into bf16/f16). ``out`` is
+    untouched on any error. Returns ``out``."""
+    c, s = _stream_for("tokemb.load_npy", out, "out", stream)
+    _core.load_npy(str(path), c.arg(out, "out", write=True), s)
+    return out
+
+
+def read_npy(path, *, framework="numpy"):
+    """Reads a .npy file (float32/float16/int32/int64) into a new host array."""
+    arr, dt = _core.read_npy(str(path))
+    return _host_array(arr, dt, framework)
+
+
+def save_safetensors(path, tensors, *, stream=None):
+    """Writes a dict ``{name: array}`` (any devices) as safetensors, in the dict's order."""
+    items = list(tensors.items())
+    if not items:
+        raise InvalidArgument("tokemb.save_safetensors: tensors is empty")
+    c, s = _stream_for("tokemb.save_safetensors", items[0][1], items[0][0], stream)
+    _core.save_safetensors(str(path), [(str(k), c.arg(v, str(k))) for k, v in items], s)
+
+
+def read_safetensors(path, *, framework="numpy"):
+    """Reads every tensor of a safetensors file into a dict of new host arrays."""
+    return {name: _host_array(arr, dt, framework)
+            for name, arr, dt in _core.read_safetensors(str(path))}
+
+
+def save_weights(path, token_table, pos_table=None, *, names=("wte.weight", "wpe.weight"),
+                 stream=None):
+    """Saves the tables as safetensors under GPT-2's names (``wte.weight``, ``wpe.weight``)."""
+    t = {names[0]: token_table}
+    if pos_table is not None:
+        t[names[1]] = pos_table
+    save_safetensors(path, t, stream=stream)
+
+
+def load_weights(path, token_table, pos_table=None, *, names=("wte.weight", "wpe.weight"),
+                 stream=None):
+    """Loads the tables from safetensors (a whole GPT-2 checkpoint is fine). Each must be
+    present with the table's shape and an equal dtype, or float32 into a bf16/f16 table. Both
+    are read and checked before either is written."""
+    c, s = _stream_for("tokemb.load_weights", token_table, "token_table", stream)
+    tables = [c.arg(token_table, "token_table", write=True)]
+    nm = [names[0]]
+    if pos_table is not None:
+        tables.append(c.arg(pos_table, "pos_table", write=True))
+        nm.append(names[1])
+    _core.load_tables(str(path), tables, nm, s)
+
+
+# ---- token files -------------------------------------------------------------------------------
+
+TokenFile = collections.namedtuple("TokenFile", "format type total_tokens ids")
+TokenFile.__doc__ = ("Token ids read from a file: format ('npy', 'bin', 'llmc'), the stored "
+                     "type ('uint16', ...), total_tokens in the file, ids (int64 NumPy array).")
+
+
+def read_token_file(path, format="auto", max_tokens=-1):
+    """Reads token ids from .npy (int32/int64/uint16), nanoGPT's raw uint16 .bin or an llm.c
+    shard; at most ``max_tokens`` ids (negative: all), memory-mapped."""
+    return TokenFile(*_core.read_token_file(str(path), str(format), int(max_tokens)))
+
+
+def parse_token_file(data, format="auto", max_tokens=-1, name="<memory>"):
+    """Like :func:`read_token_file` on a file image held in ``data`` (bytes)."""
+    return TokenFile(*_core.parse_token_file(bytes(data), str(format), int(max_tokens),
+                                             str(name)))
+
+
+def window_count(num_tokens, max_length, stride):
+    """Windows the book's data loader cuts: starts i = 0, stride, ... with i + max_length <
+    num_tokens (each window keeps room for its next-token target)."""
+    return _core.window_count(int(num_tokens), int(max_length), int(stride))
+
+
+def tokens_for_windows(count, max_length, stride):
+    """Ids that windows [0, count) span, targets included."""
+    return _core.tokens_for_windows(int(count), int(max_length), int(stride))
+
+
+def _ids64(ids):
+    import numpy as np
+    return np.ascontiguousarray(np.asarray(ids).reshape(-1), dtype=np.int64)
+
+
+def cut_windows(ids, max_length, stride, first=0, count=None):
+    """Windows [first, first + count) of ``ids`` as an int64 array [count, max_length]."""
+    ids = _ids64(ids)
+    if count is None:
+        count = window_count(ids.shape[0], max_length, stride) - int(first)
+    return _core.cut_windows(ids, int(max_length), int(stride), int(first), int(count))
+
+
+def sliding_windows(ids, max_length, stride=None):
+    """All windows of ``ids`` ([N, max_length] int64); ``stride`` defaults to ``max_length``."""
+    return cut_windows(ids, max_length, max_length if stride is None else stride)
+
+
+def check_token_ids(ids, vocab_size, source="ids"):
+    """Raises IndexOutOfRange naming ``source`` and the first id outside [0, vocab_size)."""
+    _core.check_token_ids(_ids64(ids), int(vocab_size), str(source))
