@@ -19,6 +19,7 @@
 
 #include <tokemb/tokemb.hpp>
 
+#include "core/error_record.hpp"
 #include "host/io/tensor_bytes.hpp"
 #include "host/validate.hpp"
 
@@ -136,7 +137,7 @@ void check_rows(const tokemb::detail::RowParams& p, const TensorView& ids,
     const std::int64_t want = *o.padding_idx < 0 ? *o.padding_idx + p.V : *o.padding_idx;
     check(p.padding_idx == want, "padding_idx normalisation");
   }
-  check(p.error_record == o.error_record, "error record");
+  check(p.error_record == tokemb::detail::record_data(o.error_record), "error record");
 }
 
 bool is_float(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
@@ -169,6 +170,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     o.backward_mode = static_cast<tokemb::BackwardMode>(in.ConsumeIntegralInRange<int>(2, 255));
   o.accumulate = in.ConsumeBool();
   if (in.ConsumeBool()) o.error_record = &g_record;
+  // Dropout, packed sequences and vocabulary shards: any value must be validated or refused.
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    const float probs[] = {0.0f, 0.1f, 1.0f, -0.5f, 1.5f, std::numeric_limits<float>::quiet_NaN()};
+    o.dropout.p = probs[in.ConsumeIntegralInRange<int>(0, 5)];
+    o.dropout.seed = in.ConsumeIntegral<std::uint64_t>();
+    o.dropout.mode = static_cast<tokemb::DropoutMode>(in.ConsumeIntegralInRange<int>(0, 2));
+  }
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0)
+    o.cu_seqlens = pick_view(in, in.ConsumeBool() ? DType::i32 : DType::i64, 1, true);
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    o.vocab_start = in.ConsumeIntegralInRange<std::int64_t>(-2, 80);
+    o.vocab_size = in.ConsumeBool() ? in.ConsumeIntegralInRange<std::int64_t>(-2, 120)
+                                    : in.ConsumeIntegral<std::int64_t>();
+  }
+  const bool sharded = o.vocab_start != 0 || o.vocab_size != 0;
 
   const TensorView ids = pick_view(in, in.ConsumeBool() ? DType::i32 : DType::i64, 2, false);
   const DType table_type =
@@ -185,7 +201,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           tokemb::detail::validate_forward(ids, tok, pos, out, o);
       check_rows(p, ids, o);
       check(tok.device == ids.device && out.device == ids.device, "devices");
-      check(tok.shape == (Shape{p.V, p.D}), "token table shape");
+      // Shards: the rows a call touches are the table's rows below vocab_size.
+      check(sharded ? (p.V >= 1 && p.V <= tok.shape[0] && tok.shape[1] == p.D)
+                    : tok.shape == (Shape{p.V, p.D}),
+            "token table shape");
+      check(!p.dropout.enabled() || (o.dropout.p > 0.0f && o.dropout.p <= 1.0f), "dropout p");
+      check(p.cu_seqlens == nullptr || (o.cu_seqlens.dtype == DType::i32 && p.P > 0 &&
+                                        p.num_seqs + 1 == o.cu_seqlens.shape[0]),
+            "cu_seqlens");
       check(is_float(p.dtype) && tok.dtype == p.dtype && out.dtype == p.dtype, "forward dtypes");
       check(p.token_table == tok.data && p.out == out.data && p.pos_table == pos.data, "pointers");
       check(out.shape == (Shape{p.B, p.T, p.D}), "out shape");
@@ -201,7 +224,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           tokemb::detail::validate_backward(ids, out, tok, pos, o);
       check_rows(p, ids, o);
       check(tok.device == ids.device && out.device == ids.device, "devices");
-      check(tok.shape == (Shape{p.V, p.D}) && tok.dtype == DType::f32, "grad_token");
+      check((sharded ? (p.V >= 1 && p.V <= tok.shape[0] && tok.shape[1] == p.D)
+                     : tok.shape == (Shape{p.V, p.D})) &&
+                tok.dtype == DType::f32,
+            "grad_token");
       check(out.shape == (Shape{p.B, p.T, p.D}) && is_float(out.dtype), "dout");
       check(p.dout == out.data && p.grad_token == tok.data, "pointers");
       if (pos.empty()) {

@@ -21,7 +21,7 @@ flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-po
 echo "== ci-sanitize: configuring $build (${CXX:-c++}; $flags)"
 cmake -S "$root" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DTOKEMB_WITH_CUDA=OFF \
+  -DTOKEMB_WITH_CUDA=OFF -DTOKEMB_WITH_CURAND_HOST=OFF \
   -DTOKEMB_BUILD_BENCHMARKS=OFF \
   -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \

@@ -282,9 +282,9 @@ TEST(InitPhilox, InvalidArgumentsAreRefusedBeforeWriting) {
                InvalidArgument);
 }
 
-// Runs where the build has no cuRAND host library: CI's CPU-only build on a machine without the
-// CUDA toolkit (scripts/install-deps.sh does not install it), where the cuRAND-dependent tests
-// above skip instead. On a machine with the toolkit it is the other way round.
+// Runs where the build has no cuRAND host library: CI's sanitizer build (scripts/ci-sanitize.sh
+// configures -DTOKEMB_WITH_CURAND_HOST=OFF), or any CPU-only build without the CUDA toolkit; the
+// cuRAND-dependent tests above skip there and run in the other builds.
 TEST(InitPhilox, CpuInitWithoutCuRandHostSaysSo) {
   if (TOKEMB_WITH_CURAND_HOST) GTEST_SKIP() << "this build has cuRAND's host generator";
   std::vector<float> data(4);
