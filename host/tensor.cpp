@@ -25,10 +25,16 @@ constexpr std::size_t host_alignment = 64;
 Shape::Shape(std::initializer_list<std::int64_t> dims) {
   TOKEMB_EXPECTS(dims.size() <= static_cast<std::size_t>(max_rank), InvalidArgument, "Shape: rank ",
                  dims.size(), " exceeds the maximum rank ", max_rank);
-  for (std::int64_t d : dims) {
-    TOKEMB_EXPECTS(d >= 0, InvalidArgument, "Shape: dimension ", rank_, " is ", d,
+  *this = Shape(dims.begin(), static_cast<int>(dims.size()));
+}
+
+Shape::Shape(const std::int64_t* dims, int rank) {
+  TOKEMB_EXPECTS(rank >= 0 && rank <= max_rank, InvalidArgument, "Shape: rank ", rank,
+                 " is outside the supported range [0, ", max_rank, "]");
+  for (int i = 0; i < rank; ++i) {
+    TOKEMB_EXPECTS(dims[i] >= 0, InvalidArgument, "Shape: dimension ", i, " is ", dims[i],
                    ", must be >= 0");
-    dims_[static_cast<std::size_t>(rank_++)] = d;
+    dims_[static_cast<std::size_t>(rank_++)] = dims[i];
   }
 }
 

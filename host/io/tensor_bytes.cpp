@@ -1,6 +1,7 @@
 // Helpers shared by the .npy and safetensors code: shapes, host copies, load-time conversion.
 #include "host/io/tensor_bytes.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/check.hpp"
@@ -9,22 +10,9 @@
 namespace tokemb::detail {
 
 Shape make_shape(const std::vector<std::int64_t>& d) {
-  switch (d.size()) {
-    case 0:
-      return Shape{};
-    case 1:
-      return Shape{d[0]};
-    case 2:
-      return Shape{d[0], d[1]};
-    case 3:
-      return Shape{d[0], d[1], d[2]};
-    case 4:
-      return Shape{d[0], d[1], d[2], d[3]};
-    default:
-      break;
-  }
-  TOKEMB_FAIL(InvalidArgument, "shape of rank ", d.size(), " exceeds the maximum rank ",
-              Shape::max_rank);
+  TOKEMB_EXPECTS(d.size() <= static_cast<std::size_t>(Shape::max_rank), InvalidArgument,
+                 "shape of rank ", d.size(), " exceeds the maximum rank ", Shape::max_rank);
+  return Shape(d.data(), static_cast<int>(d.size()));
 }
 
 std::vector<std::int64_t> shape_dims(const Shape& shape) {

@@ -19,6 +19,10 @@ class Shape {
 
   Shape() = default;
   Shape(std::initializer_list<std::int64_t> dims);
+  /// The first \p rank entries of \p dims (a shape from a runtime dimension list, e.g. a file
+  /// header or a DLPack tensor). Throws InvalidArgument if rank is outside [0, max_rank] or a
+  /// dimension is negative.
+  Shape(const std::int64_t* dims, int rank);
 
   int rank() const noexcept { return rank_; }
   std::int64_t operator[](int i) const noexcept { return dims_[static_cast<std::size_t>(i)]; }
