@@ -73,7 +73,7 @@ TOKEMB_HOST_DEVICE inline std::int64_t load_index(const void* base, DType type, 
 /// Position of row r from cu_seqlens (c, S + 1 entries), or the index of a malformed entry
 /// (returned as -1 - index). Every entry pair is checked by some row, so a malformed cu_seqlens
 /// is always reported: row r checks the pair (r, r + 1), the last row also the pairs past it;
-/// each row checks the ends (0 and B * T) and the two entries that bracket it.
+/// each row checks the ends (0 and B * T).
 TOKEMB_HOST_DEVICE inline std::int64_t sequence_position(const RowParams& p, std::int64_t r) {
   const std::int32_t* c = p.cu_seqlens;
   const std::int64_t S = p.num_seqs, n = p.rows();
@@ -84,7 +84,10 @@ TOKEMB_HOST_DEVICE inline std::int64_t sequence_position(const RowParams& p, std
   if (r == n - 1)
     for (std::int64_t i = n; i < S; ++i)
       if (at(i) > at(i + 1)) return -1 - (i + 1);
-  // The last s in [0, S) with c[s] <= r (c[0] = 0 <= r): with empty sequences, the non-empty one.
+  // Binary search for s with c[s] <= r < c[s + 1]. Invariant: c[lo] <= r < c[hi] (true at the
+  // start: c[0] = 0 <= r < B * T = c[S]), so it holds for the s = lo it ends with even when
+  // cu_seqlens is malformed (that is reported by the pair checks). Monotone: s is r's sequence,
+  // the non-empty one among equal entries.
   std::int64_t lo = 0, hi = S;
   while (hi - lo > 1) {
     const std::int64_t mid = lo + (hi - lo) / 2;
@@ -94,10 +97,7 @@ TOKEMB_HOST_DEVICE inline std::int64_t sequence_position(const RowParams& p, std
       hi = mid;
     }
   }
-  const std::int64_t start = at(lo);
-  if (start > r) return -1 - lo;
-  if (r >= at(lo + 1)) return -1 - (lo + 1);
-  return p.offset + (r - start);
+  return p.offset + (r - at(lo));
 }
 
 /// The row rule. I is the type of p.ids (a template argument so that kernels specialise the
