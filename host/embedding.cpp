@@ -9,6 +9,7 @@
 #include "host/backend.hpp"
 
 #if TOKEMB_WITH_CUDA
+#include "host/cuda_device.hpp"
 #include "kernels/launch.hpp"
 #endif
 
@@ -82,9 +83,41 @@ void Embedding::forward(const TensorView& ids, const TensorView& out, const Posi
     o.dropout.mode = config_.dropout_mode;
     o.dropout.seed = config_.dropout_seed;
     o.dropout.offset = next_offset_;
+    if (graph_safe_dropout())
+      o.dropout.seed_offset = static_cast<const std::uint64_t*>(dropout_state_.data());
   }
   tokemb::forward(ids, token_table_, pos_table_, out, o, stream_);
-  if (drop) pending_.push_back(next_offset_++);  // only once the call was accepted
+  // Queued only once the call was accepted; the graph-safe mode reads its state instead.
+  if (drop && !graph_safe_dropout()) pending_.push_back(next_offset_++);
+}
+
+void Embedding::set_graph_safe_dropout(bool on) {
+  pending_.clear();
+  if (!on) {
+    dropout_state_ = Buffer();
+    return;
+  }
+  const std::uint64_t state[2] = {config_.dropout_seed, next_offset_};
+  Buffer b(DType::i64, Shape{2}, config_.device);
+  copy(b, TensorView(const_cast<std::uint64_t*>(state), DType::i64, Shape{2}, Device::cpu()),
+       stream_);
+  tokemb::synchronize(stream_);  // `state` lives on this stack frame
+  dropout_state_ = std::move(b);
+}
+
+void Embedding::advance_dropout_state(std::uint64_t by) {
+  TOKEMB_EXPECTS(graph_safe_dropout(), InvalidArgument,
+                 "tokemb::Embedding::advance_dropout_state: graph-safe dropout is off "
+                 "(set_graph_safe_dropout(true) first)");
+  auto* state = static_cast<std::uint64_t*>(dropout_state_.data());
+  if (config_.device.is_cpu()) {
+    state[1] += by;
+    return;
+  }
+#if TOKEMB_WITH_CUDA
+  detail::DeviceGuard guard(config_.device.index);
+  detail::cuda::advance_dropout_offset(state, by, stream_.value());
+#endif
 }
 
 void Embedding::backward(const TensorView& ids, const TensorView& dout,
@@ -114,16 +147,19 @@ void Embedding::set_dropout_state(std::uint64_t seed, std::uint64_t next_offset)
   config_.dropout_seed = seed;
   next_offset_ = next_offset;
   pending_.clear();
+  if (graph_safe_dropout()) set_graph_safe_dropout(true);  // the device copy starts there too
 }
 
 void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Options o) {
-  // The oldest training forward still waiting pairs with this backward: the same mask.
+  // The oldest training forward still waiting pairs with this backward: the same mask. In the
+  // graph-safe mode the state in memory says which mask (that of this step's forward).
   const bool masked = !pending_.empty();
-  if (masked) {
+  if (masked || (graph_safe_dropout() && training_ && config_.dropout > 0.0f)) {
     o.dropout.p = config_.dropout;
     o.dropout.mode = config_.dropout_mode;
     o.dropout.seed = config_.dropout_seed;
-    o.dropout.offset = pending_.front();
+    o.dropout.offset = masked ? pending_.front() : 0;
+    if (!masked) o.dropout.seed_offset = static_cast<const std::uint64_t*>(dropout_state_.data());
   }
   // Only the sort-based paths need scratch; the accumulating atomic mode skips the size query
   // (and the second validation it would cost).

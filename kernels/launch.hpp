@@ -31,6 +31,9 @@ void backward(const BackwardParams& p, const DeviceInfo& device, CUstream_st* st
 void init_finish(const float* src, void* dst, DType dtype, std::int64_t n, bool affine, float width,
                  float low, const DeviceInfo& device, CUstream_st* stream);
 
+/// kernels/dropout_state.cu: seed_offset[1] += by, on the stream (capturable).
+void advance_dropout_offset(std::uint64_t* seed_offset, std::uint64_t by, CUstream_st* stream);
+
 /// kernels/sequence_parallel.cu: [B, T, D] <-> the chunked buffer of the w ranks' slices
 /// (to_chunked: src is [B, T, D]); dtype f32, bf16 or f16.
 void permute_rows(const void* src, void* dst, DType dtype, const SliceLayout& s, bool to_chunked,

@@ -446,6 +446,41 @@ TEST(DropoutModule, TrainingForwardsDrawSuccessiveOffsetsAndBackwardsPairFirstIn
   EXPECT_EQ(m.pending_dropout_masks(), 1u);
 }
 
+// Graph-safe mode: the state lives in the module's memory (host memory for a CPU module), every
+// training forward and backward reads it, and advance_dropout_state moves to the next mask.
+TEST(DropoutModule, GraphSafeStateIsReadWhenTheCallRunsAndAdvancedOnTheStream) {
+  const auto seed = fresh_seed();
+  Problem pr(seed);
+  EmbeddingConfig c;
+  c.vocab_size = pr.V;
+  c.dim = pr.D;
+  c.context_length = pr.P;
+  c.dropout = 0.4f;
+  c.dropout_seed = seed;
+  Embedding m(c, host_stream);
+  m.load_token_table(pr.tok.data(), pr.tok.size() * 4);
+  m.load_position_table(pr.pos.data(), pr.pos.size() * 4);
+  m.set_dropout_state(seed, 5);
+  m.set_graph_safe_dropout(true);
+  EXPECT_TRUE(m.graph_safe_dropout());
+  auto ids = host_view(pr.ids, DType::i64, {pr.B, pr.T});
+  auto dout = host_view(pr.dout, DType::f32, {pr.B, pr.T, pr.D});
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D));
+  auto out_v = host_view(out, DType::f32, {pr.B, pr.T, pr.D});
+  for (std::uint64_t step = 5; step < 8; ++step) {
+    m.forward(ids, out_v);
+    EXPECT_TRUE(bits_equal(out, pr.forward(with_dropout(0.4f, seed, step)))) << step;
+    m.zero_grad_and_backward(ids, dout);
+    EXPECT_TRUE(
+        bits_equal(m.token_grad_to_host(), pr.backward(with_dropout(0.4f, seed, step)).first))
+        << step;
+    EXPECT_EQ(m.pending_dropout_masks(), 0u);  // no queue in this mode
+    m.advance_dropout_state();
+  }
+  m.set_graph_safe_dropout(false);
+  EXPECT_THROW(m.advance_dropout_state(), InvalidArgument);
+}
+
 TEST(DropoutModule, PackedSequencesThroughPositions) {
   Problem pr(fresh_seed());
   EmbeddingConfig c;
@@ -580,6 +615,51 @@ TEST_F(GpuDropout, GraphReplayDrawsTheMaskOfTheOffsetInDeviceMemory) {
     EXPECT_TRUE(bits_equal(g_replay, to_host<float>(gt, stream())));
   }
   EXPECT_FALSE(bits_equal(outs[0], outs[1]));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+#endif
+}
+
+// The module in graph-safe mode: forward, backward and advance captured once; each replay draws
+// the next mask (the same as direct calls at that offset).
+TEST_F(GpuDropout, ModuleGraphReplayAdvancesItsOwnMask) {
+#if TOKEMB_WITH_CUDA
+  const auto seed = fresh_seed();
+  Problem pr(seed);
+  EmbeddingConfig c;
+  c.vocab_size = pr.V;
+  c.dim = pr.D;
+  c.context_length = pr.P;
+  c.dropout = 0.3f;
+  c.dropout_seed = seed;
+  c.device = Device::cuda(0);
+  c.backward_mode = BackwardMode::deterministic;
+  Embedding m(c, stream());
+  m.load_token_table(pr.tok.data(), pr.tok.size() * 4);
+  m.load_position_table(pr.pos.data(), pr.pos.size() * 4);
+  m.reserve(pr.B * pr.T);
+  m.set_graph_safe_dropout(true);
+  Buffer ids = to_device(pr.ids, DType::i64, Shape{pr.B, pr.T}, stream());
+  Buffer dout = to_device(pr.dout, DType::f32, Shape{pr.B, pr.T, pr.D}, stream());
+  Buffer out(DType::f32, Shape{pr.B, pr.T, pr.D}, Device::cuda(0));
+  cudaStream_t s = stream().value();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  m.forward(ids, out);
+  m.zero_grad_and_backward(ids, dout);
+  m.advance_dropout_state();
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (std::uint64_t offset = 0; offset < 3; ++offset) {
+    ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+    Options o = with_dropout(0.3f, seed, offset);
+    EXPECT_TRUE(bits_equal(to_host<float>(out, stream()), pr.forward(o))) << offset;
+    const auto g = m.token_grad_to_host();
+    const auto want = pr.backward(o).first;
+    for (std::size_t i = 0; i < g.size(); ++i)
+      ASSERT_NEAR(g[i], want[i], 1e-5f * (1.0f + std::fabs(want[i]))) << offset << " " << i;
+  }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
 #endif

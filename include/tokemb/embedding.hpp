@@ -90,6 +90,18 @@ class Embedding {
   std::uint64_t next_dropout_offset() const noexcept { return next_offset_; }
   /// Masks of training forwards still waiting for their backward.
   std::size_t pending_dropout_masks() const noexcept { return pending_.size(); }
+
+  /// Graph-safe dropout (for CUDA graphs): the module keeps {seed, offset} in its device's memory
+  /// and every training forward and backward reads it when it runs (Dropout::seed_offset), so a
+  /// captured step uses whatever the state holds at replay. In this mode there is no queue: a
+  /// backward uses the mask of the state as it is, so the step is forward, backward, then
+  /// advance_dropout_state() (all stream-ordered and capturable: capture all three and each
+  /// replay draws the next mask). Turning it on starts at (config().dropout_seed,
+  /// next_dropout_offset()) and clears the queue.
+  void set_graph_safe_dropout(bool on);
+  bool graph_safe_dropout() const noexcept { return dropout_state_.data() != nullptr; }
+  /// Graph-safe mode: adds \p by to the offset in device memory, on the module's stream.
+  void advance_dropout_state(std::uint64_t by = 1);
   /// Zeroes both gradients (stream-ordered).
   void zero_grad();
   /// Sizes the backward workspace (deterministic mode, and zero_grad_and_backward in either
@@ -125,6 +137,7 @@ class Embedding {
   bool training_ = true;
   std::uint64_t next_offset_ = 0;
   std::deque<std::uint64_t> pending_;  // offsets of forwards whose backward has not run
+  Buffer dropout_state_;               // graph-safe mode: {seed, offset} on the module's device
 };
 
 }  // namespace tokemb
