@@ -22,25 +22,34 @@ from torch import nn
 
 import tokemb as _tk
 
-__all__ = ["TokenPositionEmbedding", "token_position_embedding", "USES_CUSTOM_OP"]
+__all__ = ["TokenPositionEmbedding", "token_position_embedding", "draw_seed_offset",
+           "USES_CUSTOM_OP"]
 
 # ---- the two ops, on plain (non-differentiable) tensors ----------------------------------------
+#
+# Dropout's (seed, offset) travel as a 2-element int64 tensor on the op's device (``seed_offset``),
+# drawn from PyTorch's generator for that device and read by the kernel when it runs: no host
+# synchronisation, graph-safe, and saved for backward so that it regenerates forward's mask.
 
 
-def _forward_impl(ids, token_weight, pos_weight, position_offset, position_ids, padding_idx):
+def _forward_impl(ids, token_weight, pos_weight, position_offset, position_ids, cu_seqlens,
+                  padding_idx, dropout_p, dropout_mode, seed_offset):
     return _tk.forward(ids, token_weight, pos_weight, position_offset=position_offset,
-                       position_ids=position_ids, padding_idx=padding_idx)
+                       position_ids=position_ids, cu_seqlens=cu_seqlens, padding_idx=padding_idx,
+                       dropout_p=dropout_p, dropout_mode=dropout_mode, seed_offset=seed_offset)
 
 
 def _backward_impl(ids, dout, vocab_size, context_length, position_offset, position_ids,
-                   padding_idx, deterministic):
+                   cu_seqlens, padding_idx, deterministic, dropout_p, dropout_mode, seed_offset):
     dim = dout.shape[-1]
     # accumulate=False overwrites every row, so uninitialised memory is fine.
     gt = torch.empty((vocab_size, dim), dtype=torch.float32, device=dout.device)
     gp = torch.empty((context_length, dim), dtype=torch.float32, device=dout.device)
     _tk.backward(ids, dout.contiguous(), gt, gp if context_length > 0 else None,
                  position_offset=position_offset, position_ids=position_ids,
-                 padding_idx=padding_idx, accumulate=False, deterministic=deterministic)
+                 cu_seqlens=cu_seqlens, padding_idx=padding_idx, dropout_p=dropout_p,
+                 dropout_mode=dropout_mode, seed_offset=seed_offset, accumulate=False,
+                 deterministic=deterministic)
     return gt, gp
 
 
@@ -48,12 +57,25 @@ def _use_deterministic(flag):
     return bool(flag) or torch.are_deterministic_algorithms_enabled()
 
 
+def draw_seed_offset(device, generator=None):
+    """A fresh dropout (seed, offset) as an int64 [2] tensor on ``device``, drawn from
+    ``generator`` (None: PyTorch's default generator for that device), so that
+    ``torch.manual_seed`` makes the masks reproducible and consecutive draws differ. A device
+    op: nothing synchronises."""
+    return torch.empty(2, dtype=torch.int64, device=device).random_(generator=generator)
+
+
+_OPTIONAL = ("position_ids", "cu_seqlens", "seed_offset")
+
+
 def _grads(ctx, grad_out):
-    ids, position_ids = ctx.saved_tensors[0], ctx.saved_tensors[1]
-    if ctx.position_ids_is_none:
-        position_ids = None
+    ids = ctx.saved_tensors[0]
+    opt = {name: (None if none else t) for name, none, t in
+           zip(_OPTIONAL, ctx.none, ctx.saved_tensors[1:])}
     gt, gp = _backward(ids, grad_out, ctx.vocab_size, ctx.context_length, ctx.position_offset,
-                       position_ids, ctx.padding_idx, _use_deterministic(ctx.deterministic))
+                       opt["position_ids"], opt["cu_seqlens"], ctx.padding_idx,
+                       _use_deterministic(ctx.deterministic), ctx.dropout_p, ctx.dropout_mode,
+                       opt["seed_offset"])
     # PyTorch wants gradients in the parameter's dtype; tokemb accumulates in f32.
     gt = gt if ctx.token_dtype == torch.float32 else gt.to(ctx.token_dtype)
     if ctx.context_length > 0:
@@ -63,18 +85,24 @@ def _grads(ctx, grad_out):
     return gt, gp
 
 
-def _save(ctx, ids, token_weight, pos_weight, position_offset, position_ids, padding_idx,
-          deterministic):
-    ctx.position_ids_is_none = position_ids is None
-    ctx.save_for_backward(ids, ids if position_ids is None else position_ids)
+def _save(ctx, ids, token_weight, pos_weight, position_offset, position_ids, cu_seqlens,
+          padding_idx, dropout_p, dropout_mode, seed_offset, deterministic):
+    optional = (position_ids, cu_seqlens, seed_offset)
+    ctx.none = tuple(t is None for t in optional)
+    # save_for_backward takes tensors only: ids stands in for the absent ones.
+    ctx.save_for_backward(ids, *(ids if t is None else t for t in optional))
     ctx.vocab_size = token_weight.shape[0]
     ctx.context_length = 0 if pos_weight is None else pos_weight.shape[0]
     ctx.position_offset = position_offset
     ctx.padding_idx = padding_idx
+    ctx.dropout_p = dropout_p
+    ctx.dropout_mode = dropout_mode
     ctx.deterministic = deterministic
     ctx.token_dtype = token_weight.dtype
     ctx.pos_dtype = None if pos_weight is None else pos_weight.dtype
 
+
+_NONE_GRADS = (None,) * 8  # position_offset ... deterministic: not differentiable
 
 USES_CUSTOM_OP = hasattr(torch, "library") and hasattr(torch.library, "custom_op")
 
@@ -83,27 +111,31 @@ if USES_CUSTOM_OP:  # torch >= 2.4: visible to torch.compile, no graph breaks
     @torch.library.custom_op("tokemb::forward", mutates_args=())
     def _forward_op(ids: torch.Tensor, token_weight: torch.Tensor,
                     pos_weight: Optional[torch.Tensor], position_offset: int,
-                    position_ids: Optional[torch.Tensor], padding_idx: Optional[int],
-                    deterministic: bool) -> torch.Tensor:
+                    position_ids: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor],
+                    padding_idx: Optional[int], dropout_p: float, dropout_mode: str,
+                    seed_offset: Optional[torch.Tensor], deterministic: bool) -> torch.Tensor:
         return _forward_impl(ids, token_weight, pos_weight, position_offset, position_ids,
-                             padding_idx)
+                             cu_seqlens, padding_idx, dropout_p, dropout_mode, seed_offset)
 
     @_forward_op.register_fake
-    def _(ids, token_weight, pos_weight, position_offset, position_ids, padding_idx,
-          deterministic):
+    def _(ids, token_weight, pos_weight, position_offset, position_ids, cu_seqlens, padding_idx,
+          dropout_p, dropout_mode, seed_offset, deterministic):
         return token_weight.new_empty((*ids.shape, token_weight.shape[1]))
 
     @torch.library.custom_op("tokemb::backward", mutates_args=())
     def _backward_op(ids: torch.Tensor, dout: torch.Tensor, vocab_size: int,
                      context_length: int, position_offset: int,
-                     position_ids: Optional[torch.Tensor], padding_idx: Optional[int],
-                     deterministic: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                     position_ids: Optional[torch.Tensor], cu_seqlens: Optional[torch.Tensor],
+                     padding_idx: Optional[int], deterministic: bool, dropout_p: float,
+                     dropout_mode: str,
+                     seed_offset: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         return _backward_impl(ids, dout, vocab_size, context_length, position_offset,
-                              position_ids, padding_idx, deterministic)
+                              position_ids, cu_seqlens, padding_idx, deterministic, dropout_p,
+                              dropout_mode, seed_offset)
 
     @_backward_op.register_fake
-    def _(ids, dout, vocab_size, context_length, position_offset, position_ids, padding_idx,
-          deterministic):
+    def _(ids, dout, vocab_size, context_length, position_offset, position_ids, cu_seqlens,
+          padding_idx, deterministic, dropout_p, dropout_mode, seed_offset):
         d = dout.shape[-1]
         return (dout.new_empty((vocab_size, d), dtype=torch.float32),
                 dout.new_empty((context_length, d), dtype=torch.float32))
@@ -113,15 +145,13 @@ if USES_CUSTOM_OP:  # torch >= 2.4: visible to torch.compile, no graph breaks
 
     def _autograd_backward(ctx, grad_out):
         gt, gp = _grads(ctx, grad_out)
-        return None, gt, gp, None, None, None, None
+        return (None, gt, gp) + _NONE_GRADS
 
     _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
     _backward = _backward_op
 
-    def _apply(ids, token_weight, pos_weight, position_offset, position_ids, padding_idx,
-               deterministic):
-        return _forward_op(ids, token_weight, pos_weight, position_offset, position_ids,
-                           padding_idx, deterministic)
+    def _apply(*args):
+        return _forward_op(*args)
 
 else:  # older torch: an autograd.Function (torch.compile, where present, breaks the graph here)
 
@@ -129,44 +159,49 @@ else:  # older torch: an autograd.Function (torch.compile, where present, breaks
 
     class _Function(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, ids, token_weight, pos_weight, position_offset, position_ids,
-                    padding_idx, deterministic):
-            _save(ctx, ids, token_weight, pos_weight, position_offset, position_ids,
-                  padding_idx, deterministic)
-            return _forward_impl(ids, token_weight, pos_weight, position_offset, position_ids,
-                                 padding_idx)
+        def forward(ctx, *args):
+            _save(ctx, *args)
+            return _forward_impl(*args[:-1])
 
         @staticmethod
         def backward(ctx, grad_out):
             gt, gp = _grads(ctx, grad_out)
-            return None, gt, gp, None, None, None, None
+            return (None, gt, gp) + _NONE_GRADS
 
-    def _apply(ids, token_weight, pos_weight, position_offset, position_ids, padding_idx,
-               deterministic):
-        return _Function.apply(ids, token_weight, pos_weight, position_offset, position_ids,
-                               padding_idx, deterministic)
+    def _apply(*args):
+        return _Function.apply(*args)
 
 
 # ---- public API --------------------------------------------------------------------------------
 
 
 def token_position_embedding(ids, token_weight, pos_weight=None, *, position_offset=0,
-                             position_ids=None, padding_idx=None, deterministic=False):
-    """``F.embedding(ids, token_weight, padding_idx) + pos_weight[position_offset + arange(T)]``
-    (or ``pos_weight[position_ids]``) in one fused call, differentiable in both weights.
+                             position_ids=None, cu_seqlens=None, padding_idx=None,
+                             deterministic=False, dropout_p=0.0, dropout_mode="element",
+                             generator=None):
+    """``F.dropout(F.embedding(ids, token_weight, padding_idx) + pos_weight[position_offset +
+    arange(T)], dropout_p)`` (or ``pos_weight[position_ids]``, or positions restarting at each
+    packed sequence of ``cu_seqlens``) in one fused call, differentiable in both weights.
 
     ids: [B, T] int32/int64 on the weights' device. Weights: float32, bfloat16 or float16 (one
     dtype). ``padding_idx`` as in ``nn.Embedding`` (negative counts from the end): that row's
-    forward value is the table row and it receives no gradient. On a CUDA device an
-    out-of-range id yields a zero row and is raised by :func:`tokemb.check_errors`; on the CPU it
-    raises IndexOutOfRange at once.
+    forward value is the table row and it receives no gradient. ``dropout_p > 0`` draws the
+    mask's seed from ``generator`` (None: PyTorch's default generator for the weights' device,
+    so ``torch.manual_seed`` makes it reproducible); the backward applies the same mask.
+    ``dropout_mode='token'`` drops whole token vectors. On a CUDA device an out-of-range id
+    yields a zero row and is raised by :func:`tokemb.check_errors`; on the CPU it raises
+    IndexOutOfRange at once.
     """
     if padding_idx is not None:
         padding_idx = int(padding_idx)
         if padding_idx < 0:
             padding_idx += token_weight.shape[0]
-    return _apply(ids, token_weight, pos_weight, int(position_offset), position_ids,
-                  padding_idx, bool(deterministic))
+    dropout_p = float(dropout_p)
+    seed_offset = None
+    if dropout_p > 0.0:
+        seed_offset = draw_seed_offset(token_weight.device, generator)
+    return _apply(ids, token_weight, pos_weight, int(position_offset), position_ids, cu_seqlens,
+                  padding_idx, dropout_p, str(dropout_mode), seed_offset, bool(deterministic))
 
 
 class TokenPositionEmbedding(nn.Module):
@@ -178,18 +213,38 @@ class TokenPositionEmbedding(nn.Module):
     book's (``tok_emb.weight``, ``pos_emb.weight``). ``context_length=0`` means no positional
     table. ``deterministic=True`` (or ``torch.use_deterministic_algorithms(True)``) selects
     tokemb's bitwise-reproducible backward.
+
+    ``dropout`` (the book's ``drop_emb``) is fused into the call in training mode
+    (``module.train()``, the default) and off after ``module.eval()``. Each training forward
+    draws a new mask seed from PyTorch's generator for the weights' device (``torch.manual_seed``
+    makes a run reproducible) and its backward applies the same mask. ``dropout_mode='token'``
+    drops whole token vectors instead of elements.
     """
 
     def __init__(self, vocab_size, dim, context_length, *, padding_idx=None,
-                 deterministic=False, device=None, dtype=None):
+                 deterministic=False, dropout=0.0, dropout_mode="element", device=None,
+                 dtype=None):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.tok_emb = nn.Embedding(vocab_size, dim, padding_idx=padding_idx, **factory)
         self.pos_emb = nn.Embedding(context_length, dim, **factory) if context_length else None
         self.deterministic = deterministic
+        self._set_dropout(dropout, dropout_mode)
+
+    def _set_dropout(self, p, mode):
+        p = float(p)
+        if not 0.0 <= p <= 1.0:
+            raise _tk.InvalidArgument(f"TokenPositionEmbedding: dropout is {p}; valid range "
+                                      "[0, 1]")
+        if mode not in ("element", "token"):
+            raise _tk.InvalidArgument(f"TokenPositionEmbedding: dropout_mode is {mode!r}; "
+                                      "expected 'element' or 'token'")
+        self.dropout = p
+        self.dropout_mode = mode
 
     @classmethod
-    def from_embeddings(cls, tok_emb, pos_emb=None, *, deterministic=False, copy=False):
+    def from_embeddings(cls, tok_emb, pos_emb=None, *, deterministic=False, dropout=0.0,
+                        dropout_mode="element", copy=False):
         """A module over existing ``nn.Embedding``s (e.g. a trained GPTModel's ``tok_emb`` and
         ``pos_emb``). By default it shares them -- the same Parameter objects, so nothing is
         copied or retrained; ``copy=True`` gives an independent module with equal weights."""
@@ -219,19 +274,22 @@ class TokenPositionEmbedding(nn.Module):
         m.tok_emb = tok_emb
         m.pos_emb = pos_emb
         m.deterministic = deterministic
+        m._set_dropout(dropout, dropout_mode)
         return m
 
     @classmethod
     def from_model(cls, model, *, tok="tok_emb", pos="pos_emb", deterministic=False,
-                   copy=False):
+                   dropout=0.0, dropout_mode="element", copy=False):
         """:meth:`from_embeddings` on ``model.tok_emb`` and ``model.pos_emb`` (the book's
-        GPTModel names; others via ``tok=``/``pos=``)."""
+        GPTModel names; others via ``tok=``/``pos=``). Pass ``dropout=model.drop_emb.p`` to
+        fuse the book's ``drop_emb`` too."""
         return cls.from_embeddings(getattr(model, tok), getattr(model, pos) if pos else None,
-                                   deterministic=deterministic, copy=copy)
+                                   deterministic=deterministic, dropout=dropout,
+                                   dropout_mode=dropout_mode, copy=copy)
 
     @classmethod
     def from_state_dict(cls, state_dict, *, prefix="", padding_idx=None, deterministic=False,
-                        device=None):
+                        dropout=0.0, dropout_mode="element", device=None):
         """A module built from (a model's) state_dict holding ``{prefix}tok_emb.weight`` and
         ``{prefix}pos_emb.weight`` -- e.g. a checkpoint of the book's GPTModel; other keys
         are ignored. Sizes and dtype come from the tensors."""
@@ -242,8 +300,8 @@ class TokenPositionEmbedding(nn.Module):
                                       "state_dict") from None
         pw = state_dict.get(prefix + "pos_emb.weight")
         m = cls(tw.shape[0], tw.shape[1], 0 if pw is None else pw.shape[0],
-                padding_idx=padding_idx, deterministic=deterministic,
-                device=device if device is not None else tw.device, dtype=tw.dtype)
+                padding_idx=padding_idx, deterministic=deterministic, dropout=dropout,
+                dropout_mode=dropout_mode, device=device if device is not None else tw.device, dtype=tw.dtype)
         sd = {"tok_emb.weight": tw}
         if pw is not None:
             sd["pos_emb.weight"] = pw
@@ -254,12 +312,15 @@ class TokenPositionEmbedding(nn.Module):
     def padding_idx(self):
         return self.tok_emb.padding_idx
 
-    def forward(self, ids, position_offset=0, position_ids=None):
-        """ids [B, T] -> [B, T, dim] in the weights' dtype."""
+    def forward(self, ids, position_offset=0, position_ids=None, cu_seqlens=None):
+        """ids [B, T] -> [B, T, dim] in the weights' dtype (dropout applied in training mode).
+        Positions: ``position_offset + t``, or ``position_ids`` [B, T], or packed sequences
+        (``cu_seqlens``, int32 [S + 1] over the B*T flattened rows)."""
         return token_position_embedding(
             ids, self.tok_emb.weight, None if self.pos_emb is None else self.pos_emb.weight,
-            position_offset=position_offset, position_ids=position_ids,
-            padding_idx=self.tok_emb.padding_idx, deterministic=self.deterministic)
+            position_offset=position_offset, position_ids=position_ids, cu_seqlens=cu_seqlens,
+            padding_idx=self.tok_emb.padding_idx, deterministic=self.deterministic,
+            dropout_p=self.dropout if self.training else 0.0, dropout_mode=self.dropout_mode)
 
     def check_errors(self):
         """Raises IndexOutOfRange for an out-of-range id or position that a CUDA call recorded
@@ -274,5 +335,9 @@ class TokenPositionEmbedding(nn.Module):
             s += f", padding_idx={self.padding_idx}"
         if self.deterministic:
             s += ", deterministic=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+            if self.dropout_mode != "element":
+                s += f", dropout_mode={self.dropout_mode!r}"
         return s
 
