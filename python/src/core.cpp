@@ -246,12 +246,13 @@ struct OpArgs {
   float dropout_p = 0.0f;
   std::uint64_t seed = 0, offset = 0;
   std::string dropout_mode = "element";
+  std::int64_t vocab_start = 0, vocab_size = 0;
 };
 
 OpArgs op_args(const char* fn, std::int64_t position_offset, nb::handle position_ids,
                nb::handle cu_seqlens, std::optional<std::int64_t> padding_idx, float dropout_p,
                std::uint64_t seed, std::uint64_t offset, const std::string& dropout_mode,
-               nb::handle seed_offset) {
+               nb::handle seed_offset, std::int64_t vocab_start, std::int64_t vocab_size) {
   OpArgs a;
   a.position_offset = position_offset;
   a.position_ids = to_view(position_ids, fn, "position_ids", false);
@@ -262,6 +263,8 @@ OpArgs op_args(const char* fn, std::int64_t position_offset, nb::handle position
   a.seed = seed;
   a.offset = offset;
   a.dropout_mode = dropout_mode;
+  a.vocab_start = vocab_start;
+  a.vocab_size = vocab_size;
   return a;
 }
 
@@ -278,6 +281,8 @@ tokemb::Options make_options(const char* fn, const OpArgs& a, const TensorView& 
   o.dropout.p = a.dropout_p;
   o.dropout.seed = a.seed;
   o.dropout.offset = a.offset;
+  o.vocab_start = a.vocab_start;
+  o.vocab_size = a.vocab_size;
   if (a.dropout_mode == "element") {
     o.dropout.mode = tokemb::DropoutMode::element;
   } else if (a.dropout_mode == "token") {
@@ -303,7 +308,9 @@ tokemb::Options make_options(const char* fn, const OpArgs& a, const TensorView& 
 
 // ---- ops ---------------------------------------------------------------------------------------
 
-// The keyword arguments the three op bindings share, after the op's own arrays.
+// The keyword arguments the three op bindings share, after the op's own arrays: spelled once, so
+// that forward, the workspace query and backward cannot drift apart (the workspace size depends
+// on the same options as the backward it is for).
 #define TOKEMB_OP_PARAMS                                                             \
   std::int64_t position_offset, nb::handle position_ids, nb::handle cu_seqlens,      \
       std::optional<std::int64_t> padding_idx, float dropout_p, std::uint64_t seed,  \
@@ -311,7 +318,7 @@ tokemb::Options make_options(const char* fn, const OpArgs& a, const TensorView& 
       std::int64_t vocab_start, std::int64_t vocab_size
 #define TOKEMB_OP_ARGS(fn)                                                                     \
   op_args(fn, position_offset, position_ids, cu_seqlens, padding_idx, dropout_p, seed, offset, \
-          dropout_mode, seed_offset)
+          dropout_mode, seed_offset, vocab_start, vocab_size)
 
 void py_forward(nb::handle ids, nb::handle token_table, nb::handle pos_table, nb::handle out,
                 TOKEMB_OP_PARAMS, std::uintptr_t stream) {
@@ -322,8 +329,6 @@ void py_forward(nb::handle ids, nb::handle token_table, nb::handle pos_table, nb
   Arg a_out = to_view(out, fn, "out", true);
   const OpArgs args = TOKEMB_OP_ARGS(fn);
   tokemb::Options o = make_options(fn, args, a_tok.view, true, false);
-  o.vocab_start = vocab_start;
-  o.vocab_size = vocab_size;
   const StreamView sv = stream_of(stream);
   if (a_ids.view.device.is_cuda() && a_out.view.device == a_ids.view.device)
     o.error_record = record_for(a_ids.view.device, sv);
@@ -341,8 +346,6 @@ std::size_t py_backward_workspace_size(nb::handle ids, nb::handle dout, nb::hand
   Arg a_gp = to_view(grad_pos, fn, "grad_pos", true);
   const OpArgs args = TOKEMB_OP_ARGS(fn);
   tokemb::Options o = make_options(fn, args, a_gt.view, accumulate, deterministic);
-  o.vocab_start = vocab_start;
-  o.vocab_size = vocab_size;
   return tokemb::backward_workspace_size(a_ids.view, a_dout.view, a_gt.view, a_gp.view, o);
 }
 
@@ -357,8 +360,6 @@ void py_backward(nb::handle ids, nb::handle dout, nb::handle grad_token, nb::han
   Arg a_ws = to_view(workspace, fn, "workspace", true);
   const OpArgs args = TOKEMB_OP_ARGS(fn);
   tokemb::Options o = make_options(fn, args, a_gt.view, accumulate, deterministic);
-  o.vocab_start = vocab_start;
-  o.vocab_size = vocab_size;
   const StreamView sv = stream_of(stream);
   const std::size_t need =
       tokemb::backward_workspace_size(a_ids.view, a_dout.view, a_gt.view, a_gp.view, o);
