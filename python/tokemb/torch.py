@@ -269,19 +269,22 @@ class _ParallelFunction(torch.autograd.Function):
             # gloo has no reduce_scatter (torch 1.13); with dropout the mask is applied to the
             # full sum (it is a function of the element's place in [B, T, D]) before slicing.
             if local.dtype != torch.float32 and par.backend() == "gloo":
-                # gloo cannot sum bf16 (torch 1.13); in f32 each element's nonzero partials
-                # (the token row on one rank, the positional row on rank 0) add exactly as the
-                # fused kernel adds them, and round once: the one-process bits.
+                # gloo cannot sum bf16 (torch 1.13). In f32 each element's nonzero partials
+                # (the token row on one rank, the positional row on rank 0) add as the fused
+                # kernel adds them and round once: without dropout, the one-process bits. With
+                # dropout, rank 0's own rows were already rounded once before the scaling, so
+                # those may differ from the fused kernel by one rounding (as over NCCL, which
+                # sums bf16 itself).
                 out = local.float()
                 dist.all_reduce(out, group=par.group)
-                out = out.to(local.dtype)
             else:
                 dist.all_reduce(local, group=par.group)
                 out = local
             if dropout_p > 0.0:
                 out = _dropout_rows(out, dropout_p, dropout_mode, seed_offset)
             if par.sequence_parallel:
-                out = out[:, par.rank * c:(par.rank + 1) * c].contiguous()
+                out = out[:, par.rank * c:(par.rank + 1) * c]
+            out = out.to(local.dtype).contiguous()
         ctx.par = par
         ctx.none = (position_ids is None, cu_seqlens is None, seed_offset is None)
         ctx.save_for_backward(ids, *(ids if t is None else t
