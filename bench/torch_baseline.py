@@ -12,6 +12,13 @@ and, as whole training steps through autograd (forward, then backward into fresh
   fwdbwd compiled  the same forward under torch.compile (AOTAutograd compiles its backward)
   fwdbwd tokemb    tokemb.torch.TokenPositionEmbedding (tokemb's kernels, autograd), when the
                    tokemb package is importable
+and, for the GPT-2 B=64 uniform cases (f32, bf16), dropout p = 0.1 beside tokemb_bench's fused
+dropout rows:
+  fwd_drop eager     F.dropout(F.embedding(ids, wte) + wpe[off:off+T], 0.1)
+  fwd_drop compiled  the same function under torch.compile
+  bwd_drop eager     dropout's backward with a stored mask (aten.native_dropout_backward), then
+                     the bwd row's embedding_dense_backward + dout.sum(0)
+  bwd_drop compiled  the same function under torch.compile
 with triton.testing.do_bench (median; CUDA events, 256 MiB of cache zeroed before every
 repetition) when Triton is importable, else an equivalent CUDA-event loop, and writes JSON that
 bench/report.py merges beside tokemb's numbers.
@@ -237,6 +244,18 @@ def main():
         gp = dout.sum(0)
         return gw, gp
 
+    drop_p = 0.1  # tokemb_bench's kDropoutP
+
+    def fwd_drop(ids, wte, wpe, off: int, T: int):
+        return F.dropout(F.embedding(ids, wte) + wpe[off:off + T], drop_p)
+
+    def bwd_drop(dout, mask, ids, V: int):
+        # What autograd runs for fwd_drop's backward: the stored mask, then the embedding's.
+        d = torch.ops.aten.native_dropout_backward(dout, mask, 1.0 / (1.0 - drop_p))
+        gw = torch.ops.aten.embedding_dense_backward(d, ids, V, -1, False)
+        gp = d.sum(0)
+        return gw, gp
+
     try:
         import torch._dynamo
 
@@ -297,10 +316,20 @@ def main():
             ids = torch.tensor(host_ids, dtype=torch.int64, device=dev).view(B, T)
             base = {"case": case_key(shape, dtype, dist), "shape": shape, "dtype": dtype, "ids": "i64",
                     "dist": dist, "distinct_tokens": len(set(host_ids))}
-            for op, variant in (("fwd", "eager"), ("fwd", "compiled"), ("bwd", "eager"), ("bwd", "compiled"),
-                                ("fwdbwd", "eager"), ("fwdbwd", "compiled"), ("fwdbwd", "tokemb")):
+            ops = [("fwd", "eager"), ("fwd", "compiled"), ("bwd", "eager"), ("bwd", "compiled"),
+                   ("fwdbwd", "eager"), ("fwdbwd", "compiled"), ("fwdbwd", "tokemb")]
+            mask = None
+            if shape == "gpt2_b64" and dtype in ("f32", "bf16") and dist == "uniform":
+                # The rows bench/report.py's dropout section reads (tokemb_bench: fwd_drop,
+                # bwd_drop on the same cases).
+                ops += [("fwd_drop", "eager"), ("fwd_drop", "compiled"), ("bwd_drop", "eager"),
+                        ("bwd_drop", "compiled")]
+                mask = torch.rand(B, T, wte.shape[1], device=dev, generator=gen) >= drop_p
+            for op, variant in ops:
                 r = dict(base, op=op, variant=variant, ms=None)
-                if op == "bwd":
+                if op in ("fwd_drop", "bwd_drop"):
+                    r["dropout_p"] = drop_p
+                if op in ("bwd", "bwd_drop"):
                     r["grad_dtype"] = dtype
                 if op == "fwdbwd":
                     r["grad_dtype"] = dtype
@@ -314,7 +343,8 @@ def main():
                     r["status"] = f"skipped: time budget of {args.budget_s:.0f} s used"
                 else:
                     try:
-                        fn = {"fwd": fwd, "bwd": bwd, "fwdbwd": step_fwd}[op]
+                        fn = {"fwd": fwd, "bwd": bwd, "fwdbwd": step_fwd, "fwd_drop": fwd_drop,
+                              "bwd_drop": bwd_drop}[op]
                         if variant == "tokemb":
                             fn = emb
                         elif variant == "compiled":
@@ -323,18 +353,22 @@ def main():
                                 t0 = time.time()
                                 cfn = torch.compile(fn, dynamic=False)
                                 # The first call compiles; keep it out of the measurement.
-                                if op == "fwd":
+                                if op in ("fwd", "fwd_drop"):
                                     cfn(ids, wte, wpe, off, T)
                                 elif op == "fwdbwd":
                                     cfn(ids, off, T).backward(dout)
+                                elif op == "bwd_drop":
+                                    cfn(dout, mask, ids, V)
                                 else:
                                     cfn(dout, ids, V)
                                 torch.cuda.synchronize()
                                 r["compile_s"] = round(time.time() - t0, 2)
                                 compiled[op] = cfn
                             fn = compiled[op]
-                        if op == "fwd":
+                        if op in ("fwd", "fwd_drop"):
                             call = (lambda f=fn: f(ids, wte, wpe, off, T))
+                        elif op == "bwd_drop":
+                            call = (lambda f=fn: f(dout, mask, ids, V))
                         elif op == "fwdbwd" and variant == "tokemb":
                             call = (lambda: step(lambda: emb(ids, position_offset=off), emb.parameters()))
                         elif op == "fwdbwd":
@@ -349,6 +383,7 @@ def main():
                 doc["results"].append(r)
                 ms = f"{r['ms']:.4f} ms" if r["ms"] is not None else r["status"]
                 print(f"{r['case']:32s} {op} {variant:8s} {ms}", flush=True)
+            del mask
         del wte, wpe, dout, wte_p, wpe_p, emb
         dout_ref[0] = None
         torch.cuda.empty_cache()

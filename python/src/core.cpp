@@ -238,31 +238,97 @@ tokemb::Workspace cached_workspace(Device device, std::uintptr_t stream, std::si
   return tokemb::Workspace{b->data(), b->bytes()};
 }
 
-tokemb::Options make_options(std::int64_t position_offset, const TensorView& position_ids,
-                             std::optional<std::int64_t> padding_idx, bool accumulate,
-                             bool deterministic) {
+// The options every op call shares, as the Python package passes them (already converted).
+struct OpArgs {
+  std::int64_t position_offset = 0;
+  Arg position_ids, cu_seqlens, seed_offset;
+  std::optional<std::int64_t> padding_idx;
+  float dropout_p = 0.0f;
+  std::uint64_t seed = 0, offset = 0;
+  std::string dropout_mode = "element";
+  std::int64_t vocab_start = 0, vocab_size = 0;
+};
+
+OpArgs op_args(const char* fn, std::int64_t position_offset, nb::handle position_ids,
+               nb::handle cu_seqlens, std::optional<std::int64_t> padding_idx, float dropout_p,
+               std::uint64_t seed, std::uint64_t offset, const std::string& dropout_mode,
+               nb::handle seed_offset, std::int64_t vocab_start, std::int64_t vocab_size) {
+  OpArgs a;
+  a.position_offset = position_offset;
+  a.position_ids = to_view(position_ids, fn, "position_ids", false);
+  a.cu_seqlens = to_view(cu_seqlens, fn, "cu_seqlens", false);
+  a.seed_offset = to_view(seed_offset, fn, "seed_offset", false);
+  a.padding_idx = padding_idx;
+  a.dropout_p = dropout_p;
+  a.seed = seed;
+  a.offset = offset;
+  a.dropout_mode = dropout_mode;
+  a.vocab_start = vocab_start;
+  a.vocab_size = vocab_size;
+  return a;
+}
+
+tokemb::Options make_options(const char* fn, const OpArgs& a, const TensorView& anchor,
+                             bool accumulate, bool deterministic) {
   tokemb::Options o;
-  o.position_offset = position_offset;
-  o.position_ids = position_ids;
-  o.padding_idx = padding_idx;
+  o.position_offset = a.position_offset;
+  o.position_ids = a.position_ids.view;
+  o.cu_seqlens = a.cu_seqlens.view;
+  o.padding_idx = a.padding_idx;
   o.accumulate = accumulate;
   o.backward_mode =
       deterministic ? tokemb::BackwardMode::deterministic : tokemb::BackwardMode::atomic;
+  o.dropout.p = a.dropout_p;
+  o.dropout.seed = a.seed;
+  o.dropout.offset = a.offset;
+  o.vocab_start = a.vocab_start;
+  o.vocab_size = a.vocab_size;
+  if (a.dropout_mode == "element") {
+    o.dropout.mode = tokemb::DropoutMode::element;
+  } else if (a.dropout_mode == "token") {
+    o.dropout.mode = tokemb::DropoutMode::token;
+  } else {
+    throw InvalidArgument(prefix(fn, "dropout_mode") + " is '" + a.dropout_mode +
+                          "'; expected 'element' or 'token'");
+  }
+  const TensorView& so = a.seed_offset.view;
+  if (!so.empty()) {
+    // Two uint64 {seed, offset} read by the call when it runs; int64 is how PyTorch holds them.
+    if (so.dtype != DType::i64 || so.numel() != 2)
+      throw InvalidArgument(prefix(fn, "seed_offset") + " has dtype " +
+                            tokemb::dtype_name(so.dtype) + " and shape " + so.shape.str() +
+                            "; expected 2 int64 {seed, offset}");
+    if (so.device != anchor.device)
+      throw InvalidArgument(prefix(fn, "seed_offset") + " is on " + so.device.str() +
+                            " but the call runs on " + anchor.device.str());
+    o.dropout.seed_offset = static_cast<const std::uint64_t*>(so.data);
+  }
   return o;
 }
 
 // ---- ops ---------------------------------------------------------------------------------------
 
+// The keyword arguments the three op bindings share, after the op's own arrays: spelled once, so
+// that forward, the workspace query and backward cannot drift apart (the workspace size depends
+// on the same options as the backward it is for).
+#define TOKEMB_OP_PARAMS                                                             \
+  std::int64_t position_offset, nb::handle position_ids, nb::handle cu_seqlens,      \
+      std::optional<std::int64_t> padding_idx, float dropout_p, std::uint64_t seed,  \
+      std::uint64_t offset, const std::string &dropout_mode, nb::handle seed_offset, \
+      std::int64_t vocab_start, std::int64_t vocab_size
+#define TOKEMB_OP_ARGS(fn)                                                                     \
+  op_args(fn, position_offset, position_ids, cu_seqlens, padding_idx, dropout_p, seed, offset, \
+          dropout_mode, seed_offset, vocab_start, vocab_size)
+
 void py_forward(nb::handle ids, nb::handle token_table, nb::handle pos_table, nb::handle out,
-                std::int64_t position_offset, nb::handle position_ids,
-                std::optional<std::int64_t> padding_idx, std::uintptr_t stream) {
+                TOKEMB_OP_PARAMS, std::uintptr_t stream) {
   const char* fn = "tokemb.forward";
   Arg a_ids = to_view(ids, fn, "ids", false);
   Arg a_tok = to_view(token_table, fn, "token_table", false);
   Arg a_pos = to_view(pos_table, fn, "pos_table", false);
   Arg a_out = to_view(out, fn, "out", true);
-  Arg a_pid = to_view(position_ids, fn, "position_ids", false);
-  tokemb::Options o = make_options(position_offset, a_pid.view, padding_idx, true, false);
+  const OpArgs args = TOKEMB_OP_ARGS(fn);
+  tokemb::Options o = make_options(fn, args, a_tok.view, true, false);
   const StreamView sv = stream_of(stream);
   if (a_ids.view.device.is_cuda() && a_out.view.device == a_ids.view.device)
     o.error_record = record_for(a_ids.view.device, sv);
@@ -271,34 +337,29 @@ void py_forward(nb::handle ids, nb::handle token_table, nb::handle pos_table, nb
 }
 
 std::size_t py_backward_workspace_size(nb::handle ids, nb::handle dout, nb::handle grad_token,
-                                       nb::handle grad_pos, std::int64_t position_offset,
-                                       nb::handle position_ids,
-                                       std::optional<std::int64_t> padding_idx, bool accumulate,
+                                       nb::handle grad_pos, TOKEMB_OP_PARAMS, bool accumulate,
                                        bool deterministic) {
   const char* fn = "tokemb.backward";
   Arg a_ids = to_view(ids, fn, "ids", false);
   Arg a_dout = to_view(dout, fn, "dout", false);
   Arg a_gt = to_view(grad_token, fn, "grad_token", true);
   Arg a_gp = to_view(grad_pos, fn, "grad_pos", true);
-  Arg a_pid = to_view(position_ids, fn, "position_ids", false);
-  const tokemb::Options o =
-      make_options(position_offset, a_pid.view, padding_idx, accumulate, deterministic);
+  const OpArgs args = TOKEMB_OP_ARGS(fn);
+  tokemb::Options o = make_options(fn, args, a_gt.view, accumulate, deterministic);
   return tokemb::backward_workspace_size(a_ids.view, a_dout.view, a_gt.view, a_gp.view, o);
 }
 
 void py_backward(nb::handle ids, nb::handle dout, nb::handle grad_token, nb::handle grad_pos,
-                 nb::handle workspace, std::int64_t position_offset, nb::handle position_ids,
-                 std::optional<std::int64_t> padding_idx, bool accumulate, bool deterministic,
+                 nb::handle workspace, TOKEMB_OP_PARAMS, bool accumulate, bool deterministic,
                  std::uintptr_t stream) {
   const char* fn = "tokemb.backward";
   Arg a_ids = to_view(ids, fn, "ids", false);
   Arg a_dout = to_view(dout, fn, "dout", false);
   Arg a_gt = to_view(grad_token, fn, "grad_token", true);
   Arg a_gp = to_view(grad_pos, fn, "grad_pos", true);
-  Arg a_pid = to_view(position_ids, fn, "position_ids", false);
   Arg a_ws = to_view(workspace, fn, "workspace", true);
-  tokemb::Options o =
-      make_options(position_offset, a_pid.view, padding_idx, accumulate, deterministic);
+  const OpArgs args = TOKEMB_OP_ARGS(fn);
+  tokemb::Options o = make_options(fn, args, a_gt.view, accumulate, deterministic);
   const StreamView sv = stream_of(stream);
   const std::size_t need =
       tokemb::backward_workspace_size(a_ids.view, a_dout.view, a_gt.view, a_gp.view, o);
@@ -522,7 +583,9 @@ void translate(const std::exception_ptr& p, void*) {
   } catch (const tokemb::IndexOutOfRange& e) {
     try {
       nb::object cls = nb::module_::import_("tokemb._errors").attr("IndexOutOfRange");
-      const char* kind = e.kind() == tokemb::IndexOutOfRange::Kind::position ? "position" : "token";
+      const char* kind = "token";
+      if (e.kind() == tokemb::IndexOutOfRange::Kind::position) kind = "position";
+      if (e.kind() == tokemb::IndexOutOfRange::Kind::sequence) kind = "sequence";
       nb::object inst =
           cls(nb::str(e.what()), "kind"_a = kind, "value"_a = e.value(), "batch"_a = e.batch(),
               "time"_a = e.time(), "limit"_a = e.limit(), "count"_a = e.count());
@@ -568,14 +631,17 @@ NB_MODULE(_core, m) {
     tokemb::synchronize(stream_of(s));
   });
 
+#define TOKEMB_OP_KW                                                                           \
+  "position_offset"_a, "position_ids"_a.none(), "cu_seqlens"_a.none(), "padding_idx"_a.none(), \
+      "dropout_p"_a, "seed"_a, "offset"_a, "dropout_mode"_a, "seed_offset"_a.none(),           \
+      "vocab_start"_a, "vocab_size"_a
   m.def("forward", &py_forward, "ids"_a, "token_table"_a, "pos_table"_a.none(), "out"_a,
-        "position_offset"_a, "position_ids"_a.none(), "padding_idx"_a.none(), "stream"_a);
+        TOKEMB_OP_KW, "stream"_a);
   m.def("backward_workspace_size", &py_backward_workspace_size, "ids"_a, "dout"_a, "grad_token"_a,
-        "grad_pos"_a.none(), "position_offset"_a, "position_ids"_a.none(), "padding_idx"_a.none(),
-        "accumulate"_a, "deterministic"_a);
+        "grad_pos"_a.none(), TOKEMB_OP_KW, "accumulate"_a, "deterministic"_a);
   m.def("backward", &py_backward, "ids"_a, "dout"_a, "grad_token"_a, "grad_pos"_a.none(),
-        "workspace"_a.none(), "position_offset"_a, "position_ids"_a.none(), "padding_idx"_a.none(),
-        "accumulate"_a, "deterministic"_a, "stream"_a);
+        "workspace"_a.none(), TOKEMB_OP_KW, "accumulate"_a, "deterministic"_a, "stream"_a);
+#undef TOKEMB_OP_KW
   m.def("check_errors", &py_check_errors, "device_index"_a, "stream"_a, "clear"_a);
 
   // Fallback allocation for frameworks without an allocator the package knows (JAX): an

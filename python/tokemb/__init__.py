@@ -57,10 +57,49 @@ def _shape(x):
 
 # ---- the ops -----------------------------------------------------------------------------------
 
+_U64 = 1 << 64
+
+
+def _u64(x, fn, name):
+    try:
+        v = int(x)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{fn}: {name} must be an int; got {type(x).__name__}") from None
+    if not 0 <= v < _U64:
+        raise InvalidArgument(f"{fn}: {name} is {v}; valid range [0, 2**64)")
+    return v
+
+
+def _dropout(fn, dropout_p, seed, offset, dropout_mode):
+    """(p, seed, offset, mode) checked for _core (p's range is checked by the library)."""
+    try:
+        p = float(dropout_p)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{fn}: dropout_p must be a float in [0, 1]; got "
+                              f"{type(dropout_p).__name__}") from None
+    if dropout_mode not in ("element", "token"):
+        raise InvalidArgument(f"{fn}: dropout_mode is {dropout_mode!r}; expected 'element' or "
+                              "'token'")
+    return p, _u64(seed, fn, "seed"), _u64(offset, fn, "offset"), dropout_mode
+
+
+def _vocab(fn, vocab_start, vocab_size):
+    """vocab_start and vocab_size for _core (0 there means vocab_start + the table's rows)."""
+    start = _index(vocab_start, fn, "vocab_start")
+    size = _index(vocab_size, fn, "vocab_size")
+    if size is not None and size <= 0:
+        raise InvalidArgument(f"{fn}: vocab_size is {size}; it must be positive (or None: "
+                              "vocab_start + the table's rows)")
+    return start, 0 if size is None else size
+
+
 def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, position_ids=None,
-            padding_idx=None, stream=None):
+            cu_seqlens=None, padding_idx=None, dropout_p=0.0, seed=0, offset=0,
+            dropout_mode="element", seed_offset=None, vocab_start=0, vocab_size=None,
+            stream=None):
     """``out[b, t] = token_table[ids[b, t]] + pos_table[position_offset + t]`` (or
-    ``pos_table[position_ids[b, t]]``; no positional term when ``pos_table`` is None).
+    ``pos_table[position_ids[b, t]]``, or positions restarting at each packed sequence of
+    ``cu_seqlens``; no positional term when ``pos_table`` is None), then dropout.
 
     ids: [B, T] int32/int64. token_table [V, D] and pos_table [P, D]: float32, bfloat16 or
     float16, one dtype. Returns ``out`` ([B, T, D], the tables' dtype), allocated by
@@ -68,6 +107,17 @@ def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, po
     cudaStream_t; None: the framework's current stream). An id outside [0, V) raises
     IndexOutOfRange before anything is written on the CPU; on a CUDA device its row is written
     as zeros and the error is raised by :func:`check_errors`.
+
+    cu_seqlens: int32 [S + 1], FlashAttention's packed sequences over the B*T flattened rows
+    (exclusive with position_ids; a malformed one raises IndexOutOfRange, kind 'sequence').
+    dropout_p: fused dropout (each element kept with probability 1 - p and scaled by 1/(1 - p));
+    the mask is a function of (``seed``, ``offset``, the element's flat index) only, so
+    :func:`backward` given the same values applies the same mask. ``dropout_mode='token'`` drops
+    whole token vectors. ``seed_offset``: an int64 array of 2 {seed, offset} on the call's
+    device, read when the call runs instead of ``seed`` and ``offset`` (a captured CUDA graph
+    then draws a new mask per replay when that memory changes). vocab_start / vocab_size:
+    token_table holds rows [vocab_start, vocab_start + V) of a vocabulary of vocab_size ids
+    (None: vocab_start + V); other valid ids give no token term, without an error.
     """
     fn = "tokemb.forward"
     c = Call(fn, token_table, "token_table", stream)
@@ -76,52 +126,61 @@ def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, po
     if len(shape) != 2:
         raise InvalidArgument(f"{fn}: token_table has shape {list(shape)}; expected "
                               "[vocab_size, dim]")
+    p, s, o, mode = _dropout(fn, dropout_p, seed, offset, dropout_mode)
+    vstart, vsize = _vocab(fn, vocab_start, vocab_size)
     allocated = out is None
     if allocated:
         out = c.empty(token_table, _shape(ids) + (shape[1],))
     _core.forward(c.arg(ids, "ids"), c.arg(token_table, "token_table"),
                   c.arg(pos_table, "pos_table"), c.arg(out, "out", write=True),
                   int(position_offset), c.arg(position_ids, "position_ids"),
-                  _index(padding_idx, fn, "padding_idx"), c.stream)
+                  c.arg(cu_seqlens, "cu_seqlens"), _index(padding_idx, fn, "padding_idx"), p, s,
+                  o, mode, c.arg(seed_offset, "seed_offset"), vstart, vsize, c.stream)
     if allocated and framework(token_table) in ("jax", "other"):
         return c.wrap(token_table, out)
     return out
 
 
 def backward(ids, dout, grad_token, grad_pos=None, *, position_offset=0, position_ids=None,
-             padding_idx=None, accumulate=True, deterministic=False, stream=None):
+             cu_seqlens=None, padding_idx=None, dropout_p=0.0, seed=0, offset=0,
+             dropout_mode="element", seed_offset=None, vocab_start=0, vocab_size=None,
+             accumulate=True, deterministic=False, stream=None):
     """Gradients of :func:`forward`, written into float32 ``grad_token`` [V, D] and ``grad_pos``
     [P, D] (may be None):
 
-        grad_token[ids[b, t]] += dout[b, t]   (not for padding_idx)
-        grad_pos[pos(b, t)]   += dout[b, t]
+        grad_token[ids[b, t]] += mask(dout)[b, t]   (not for padding_idx)
+        grad_pos[pos(b, t)]   += mask(dout)[b, t]
 
-    ``accumulate=False`` overwrites both instead (as zeroing them first would, without the
-    separate pass). ``deterministic=True`` gives bitwise-identical results run after run. The
-    workspace some modes need is allocated internally (PyTorch's or CuPy's allocator, else one
-    cached buffer per device and stream). Returns None.
+    Pass the same positions, dropout (``dropout_p``, ``seed``, ``offset``, ``dropout_mode`` or
+    ``seed_offset``) and shard (``vocab_start``, ``vocab_size``) as the forward: the dropout
+    mask is regenerated, not stored. ``accumulate=False`` overwrites both instead (as zeroing
+    them first would, without the separate pass). ``deterministic=True`` gives bitwise-identical
+    results run after run. The workspace some modes need is allocated internally (PyTorch's or
+    CuPy's allocator, else one cached buffer per device and stream). Returns None.
     """
     fn = "tokemb.backward"
     c = Call(fn, grad_token, "grad_token", stream)
+    p, s, o, mode = _dropout(fn, dropout_p, seed, offset, dropout_mode)
+    vstart, vsize = _vocab(fn, vocab_start, vocab_size)
+    pad = _index(padding_idx, fn, "padding_idx")
+    po = int(position_offset)
 
     def args(handshake):
-        return (c.arg(ids, "ids", handshake=handshake), c.arg(dout, "dout", handshake=handshake),
-                c.arg(grad_token, "grad_token", write=True, handshake=handshake),
-                c.arg(grad_pos, "grad_pos", write=True, handshake=handshake),
-                c.arg(position_ids, "position_ids", handshake=handshake))
+        h = {"handshake": handshake}
+        return (c.arg(ids, "ids", **h), c.arg(dout, "dout", **h),
+                c.arg(grad_token, "grad_token", write=True, **h),
+                c.arg(grad_pos, "grad_pos", write=True, **h),
+                po, c.arg(position_ids, "position_ids", **h), c.arg(cu_seqlens, "cu_seqlens", **h),
+                pad, p, s, o, mode, c.arg(seed_offset, "seed_offset", **h), vstart, vsize)
 
-    pad = _index(padding_idx, fn, "padding_idx")
     ws = None
     if c.cuda:
         # The size depends only on metadata; the arrays are converted again below because a
         # DLPack capsule (the stream handshake) can be consumed only once.
-        i, d, gt, gp, pids = args(False)
-        ws = c.workspace(_core.backward_workspace_size(i, d, gt, gp, int(position_offset), pids,
-                                                       pad, bool(accumulate),
+        ws = c.workspace(_core.backward_workspace_size(*args(False), bool(accumulate),
                                                        bool(deterministic)))
-    i, d, gt, gp, pids = args(True)
-    _core.backward(i, d, gt, gp, ws, int(position_offset), pids, pad, bool(accumulate),
-                   bool(deterministic), c.stream)
+    a = args(True)
+    _core.backward(*a[:4], ws, *a[4:], bool(accumulate), bool(deterministic), c.stream)
 
 
 def check_errors(device=0, *, stream=None, clear=True):

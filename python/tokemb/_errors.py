@@ -19,7 +19,8 @@ class InvalidArgument(Error, ValueError):
 class IndexOutOfRange(Error, IndexError):
     """A token id or position outside its table.
 
-    Attributes: ``kind`` ('token' or 'position'), ``value`` (the first offending id or position),
+    Attributes: ``kind`` ('token', 'position' or 'sequence': a malformed cu_seqlens, ``value`` the
+    index of its offending entry), ``value`` (the first offending id or position),
     ``batch`` and ``time`` (where it is), ``limit`` (the valid range is [0, limit)), ``count``
     (how many rows were out of range).
     """

@@ -144,3 +144,41 @@ def test_cupy_arrays_if_installed(rng):
     gt = cp.zeros((V, D), cp.float32)
     tokemb.backward(ids, cp.ones((B, T, D), cp.float32), gt, deterministic=True)
     assert float(gt.sum()) == B * T * D
+
+
+@pytest.mark.parametrize("mode", ["element", "token"])
+def test_dropout_and_cu_seqlens_on_cuda_match_cpu(rng, mode):
+    """The mask is a function of (seed, offset, index): the GPU draws the CPU's mask, also when
+    (seed, offset) is read from device memory (seed_offset)."""
+    V, D, P, B, T = 3000, 64, 96, 4, 48
+    tok = torch.randn(V, D)
+    pos = torch.randn(P, D)
+    ids = torch.from_numpy(rng.integers(0, V, (B, T)))
+    cu = torch.tensor([0, 10, 10, 70, B * T], dtype=torch.int32)
+    seed, offset = int(rng.integers(0, 2**63)), int(rng.integers(0, 2**63))
+    kw = dict(dropout_p=0.3, dropout_mode=mode, cu_seqlens=cu)
+    ref = tokemb.forward(ids, tok, pos, seed=seed, offset=offset, **kw)
+    so = torch.tensor([seed, offset], dtype=torch.int64, device="cuda")
+    kw["cu_seqlens"] = cu.cuda()
+    got = tokemb.forward(ids.cuda(), tok.cuda(), pos.cuda(), seed_offset=so, **kw)
+    tokemb.check_errors(got)
+    assert torch.equal(got.cpu(), ref)
+    dout = torch.randn(B, T, D)
+    gt, gp = torch.zeros(V, D), torch.zeros(P, D)
+    tokemb.backward(ids, dout, gt, gp, seed=seed, offset=offset, **{**kw, "cu_seqlens": cu})
+    gtg, gpg = torch.zeros(V, D, device="cuda"), torch.zeros(P, D, device="cuda")
+    tokemb.backward(ids.cuda(), dout.cuda(), gtg, gpg, seed_offset=so, **kw)
+    tokemb.check_errors(gtg)
+    torch.testing.assert_close(gtg.cpu(), gt, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gpg.cpu(), gp, rtol=1e-5, atol=1e-5)
+
+
+def test_module_dropout_on_cuda_reproducible_under_manual_seed(rng):
+    emb = tt.TokenPositionEmbedding(500, 64, 32, device="cuda", dropout=0.2)
+    ids = torch.from_numpy(rng.integers(0, 500, (4, 32))).cuda()
+    torch.manual_seed(5)
+    a, b = emb(ids), emb(ids)
+    torch.manual_seed(5)
+    assert torch.equal(emb(ids), a) and not torch.equal(a, b)
+    a.sum().backward()
+    emb.check_errors()

@@ -343,4 +343,33 @@ def test_custom_op_passes_opcheck(rng):
     ids = torch.from_numpy(rng.integers(0, V, (B, T)))
     tok = torch.randn(V, D, requires_grad=True)
     pos = torch.randn(P, D, requires_grad=True)
-    torch.library.opcheck(torch.ops.tokemb.forward.default, (ids, tok, pos, 0, None, None, False))
+    # (ids, token_weight, pos_weight, position_offset, position_ids, cu_seqlens, padding_idx,
+    #  dropout_p, dropout_mode, seed_offset, deterministic)
+    torch.library.opcheck(torch.ops.tokemb.forward.default,
+                          (ids, tok, pos, 0, None, None, None, 0.0, "element", None, False))
+    cu = torch.tensor([0, 2, 2, B * T], dtype=torch.int32)
+    so = tt.draw_seed_offset("cpu")
+    torch.library.opcheck(torch.ops.tokemb.forward.default,
+                          (ids, tok, pos, 0, None, cu, None, 0.3, "token", so, False))
+
+
+@pytest.mark.skipif(not tt.USES_CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
+def test_torch_compile_with_dropout_applies_the_forward_mask_in_backward(rng):
+    V, D, P, B, T = 40, 8, 8, 2, 6
+    emb = tt.TokenPositionEmbedding(V, D, P, dropout=0.5)
+    with torch.no_grad():  # tables in [1, 2]: an output is 0 exactly where it was dropped
+        emb.tok_emb.weight.uniform_(1.0, 2.0)
+        emb.pos_emb.weight.uniform_(1.0, 2.0)
+    compiled = torch.compile(emb, fullgraph=True)  # the seed draw traces too
+    ids = torch.from_numpy(rng.integers(0, V, (B, T)))
+    out = compiled(ids)
+    dout = torch.randn(B, T, D)
+    out.backward(dout)
+    keep = (out != 0).float() * 2.0  # 1 / (1 - 0.5)
+    ref = nn.Embedding(V, D)
+    with torch.no_grad():
+        ref.weight.copy_(emb.tok_emb.weight)
+    (ref(ids) * keep).backward(dout)
+    torch.testing.assert_close(emb.tok_emb.weight.grad, ref.weight.grad)
+    a, b = compiled(ids), compiled(ids)
+    assert not torch.equal(a == 0, b == 0), "consecutive compiled forwards drew the same mask"
