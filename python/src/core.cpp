@@ -75,21 +75,10 @@ std::string dlpack_dtype_name(nb::dlpack::dtype dt) {
 }
 
 Shape make_shape(const std::vector<std::int64_t>& d, const char* fn, const char* name) {
-  switch (d.size()) {
-    case 0:
-      return Shape{};
-    case 1:
-      return Shape{d[0]};
-    case 2:
-      return Shape{d[0], d[1]};
-    case 3:
-      return Shape{d[0], d[1], d[2]};
-    case 4:
-      return Shape{d[0], d[1], d[2], d[3]};
-    default:
-      throw InvalidArgument(prefix(fn, name) + " has rank " + std::to_string(d.size()) +
-                            "; tokemb tensors have rank 0 to " + std::to_string(Shape::max_rank));
-  }
+  if (d.size() > static_cast<std::size_t>(Shape::max_rank))
+    throw InvalidArgument(prefix(fn, name) + " has rank " + std::to_string(d.size()) +
+                          "; tokemb tensors have rank 0 to " + std::to_string(Shape::max_rank));
+  return Shape(d.data(), static_cast<int>(d.size()));
 }
 
 // Converts one argument. \p h is None (an absent tensor: empty view), an object with __dlpack__
