@@ -395,19 +395,28 @@ TEST(PackedSequences, ArgumentErrors) {
 // ---- the module
 // ----------------------------------------------------------------------------------
 
-TEST(DropoutModule, TrainingForwardsDrawSuccessiveOffsetsAndBackwardsPairFirstInFirstOut) {
-  const auto seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  Problem pr(seed);
+// A module holding the problem's tables, with dropout p drawn from seed.
+Embedding problem_module(const Problem& pr, float p, std::uint64_t seed, Device dev,
+                         StreamView stream, BackwardMode mode = BackwardMode::atomic) {
   EmbeddingConfig c;
   c.vocab_size = pr.V;
   c.dim = pr.D;
   c.context_length = pr.P;
-  c.dropout = 0.25f;
+  c.dropout = p;
   c.dropout_seed = seed;
-  Embedding m(c, host_stream);
+  c.device = dev;
+  c.backward_mode = mode;
+  Embedding m(c, stream);
   m.load_token_table(pr.tok.data(), pr.tok.size() * 4);
   m.load_position_table(pr.pos.data(), pr.pos.size() * 4);
+  return m;
+}
+
+TEST(DropoutModule, TrainingForwardsDrawSuccessiveOffsetsAndBackwardsPairFirstInFirstOut) {
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Problem pr(seed);
+  Embedding m = problem_module(pr, 0.25f, seed, Device::cpu(), host_stream);
   auto ids = host_view(pr.ids, DType::i64, {pr.B, pr.T});
   auto dout = host_view(pr.dout, DType::f32, {pr.B, pr.T, pr.D});
   std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D));
@@ -451,15 +460,7 @@ TEST(DropoutModule, TrainingForwardsDrawSuccessiveOffsetsAndBackwardsPairFirstIn
 TEST(DropoutModule, GraphSafeStateIsReadWhenTheCallRunsAndAdvancedOnTheStream) {
   const auto seed = fresh_seed();
   Problem pr(seed);
-  EmbeddingConfig c;
-  c.vocab_size = pr.V;
-  c.dim = pr.D;
-  c.context_length = pr.P;
-  c.dropout = 0.4f;
-  c.dropout_seed = seed;
-  Embedding m(c, host_stream);
-  m.load_token_table(pr.tok.data(), pr.tok.size() * 4);
-  m.load_position_table(pr.pos.data(), pr.pos.size() * 4);
+  Embedding m = problem_module(pr, 0.4f, seed, Device::cpu(), host_stream);
   m.set_dropout_state(seed, 5);
   m.set_graph_safe_dropout(true);
   EXPECT_TRUE(m.graph_safe_dropout());
@@ -626,17 +627,8 @@ TEST_F(GpuDropout, ModuleGraphReplayAdvancesItsOwnMask) {
 #if TOKEMB_WITH_CUDA
   const auto seed = fresh_seed();
   Problem pr(seed);
-  EmbeddingConfig c;
-  c.vocab_size = pr.V;
-  c.dim = pr.D;
-  c.context_length = pr.P;
-  c.dropout = 0.3f;
-  c.dropout_seed = seed;
-  c.device = Device::cuda(0);
-  c.backward_mode = BackwardMode::deterministic;
-  Embedding m(c, stream());
-  m.load_token_table(pr.tok.data(), pr.tok.size() * 4);
-  m.load_position_table(pr.pos.data(), pr.pos.size() * 4);
+  Embedding m =
+      problem_module(pr, 0.3f, seed, Device::cuda(0), stream(), BackwardMode::deterministic);
   m.reserve(pr.B * pr.T);
   m.set_graph_safe_dropout(true);
   Buffer ids = to_device(pr.ids, DType::i64, Shape{pr.B, pr.T}, stream());

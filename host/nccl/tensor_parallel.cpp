@@ -17,15 +17,15 @@
 #include "host/cuda_device.hpp"
 #include "kernels/launch.hpp"
 
-#define TOKEMB_NCCL_TRY(call)                                                                \
-  do {                                                                                       \
-    const ncclResult_t tokemb_nccl_ = (call);                                                \
-    if (tokemb_nccl_ != ncclSuccess)                                                         \
-      TOKEMB_THROW(::tokemb::CudaError(::tokemb::detail::format_message(                    \
-                                           "NCCL call ", #call, " failed: ",                \
-                                           ncclGetErrorString(tokemb_nccl_), " (",          \
-                                           static_cast<int>(tokemb_nccl_), ")"),            \
-                                       static_cast<int>(tokemb_nccl_)));                     \
+#define TOKEMB_NCCL_TRY(call)                                                                   \
+  do {                                                                                          \
+    const ncclResult_t tokemb_nccl_ = (call);                                                   \
+    if (tokemb_nccl_ != ncclSuccess)                                                            \
+      TOKEMB_THROW(::tokemb::CudaError(                                                         \
+          ::tokemb::detail::format_message("NCCL call ", #call,                                 \
+                                           " failed: ", ncclGetErrorString(tokemb_nccl_), " (", \
+                                           static_cast<int>(tokemb_nccl_), ")"),                \
+          static_cast<int>(tokemb_nccl_)));                                                     \
   } while (0)
 
 namespace tokemb::nccl {
@@ -108,6 +108,25 @@ TensorParallelEmbedding::TensorParallelEmbedding(const ParallelConfig& config, n
                  " valid ids; use fewer ranks or less padding");
 }
 
+detail::SliceLayout TensorParallelEmbedding::layout(const char* op, const TensorView& ids) const {
+  TOKEMB_EXPECTS(ids.shape.rank() == 2, InvalidArgument, op, ": ids has shape ", ids.shape.str(),
+                 ", expected [B, T]");
+  const detail::SliceLayout s{ids.shape[0],
+                              ids.shape[1],
+                              config_.embedding.dim,
+                              rank_,
+                              world_,
+                              config_.sequence_parallel,
+                              config_.layout == SequenceLayout::sequence_first};
+  TOKEMB_EXPECTS(!s.slice || s.T % world_ == 0, InvalidArgument, op, ": T = ", s.T,
+                 " is not a multiple of the ", world_, " ranks (sequence parallelism)");
+  return s;
+}
+
+Shape TensorParallelEmbedding::slice_shape(const detail::SliceLayout& s) {
+  return s.sequence_first ? Shape{s.T / s.world, s.B, s.D} : Shape{s.B, s.T / s.world, s.D};
+}
+
 Options TensorParallelEmbedding::options(std::int64_t position_offset) const {
   Options o;
   o.position_offset = position_offset;
@@ -138,21 +157,16 @@ void TensorParallelEmbedding::reserve(std::int64_t max_tokens) {
 void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& out,
                                       std::int64_t position_offset) {
   const char* op = "tokemb::nccl::TensorParallelEmbedding::forward";
-  TOKEMB_EXPECTS(ids.shape.rank() == 2, InvalidArgument, op, ": ids has shape ", ids.shape.str(),
-                 ", expected [B, T]");
-  const std::int64_t B = ids.shape[0], T = ids.shape[1], D = config_.embedding.dim;
+  const detail::SliceLayout s = layout(op, ids);
+  const std::int64_t B = s.B, T = s.T, D = s.D;
   const DType dt = config_.embedding.dtype;
-  detail::SliceLayout s{B, T, D, rank_, world_, config_.sequence_parallel,
-                        config_.layout == SequenceLayout::sequence_first};
   Options o = options(position_offset);
   const TensorView pos = rank_ == 0 ? local_.position_table() : TensorView{};
   const StreamView st = local_.stream();
   detail::DeviceGuard guard(config_.embedding.device.index);
   const detail::DeviceInfo dev = detail::device_info(config_.embedding.device.index);
   if (config_.sequence_parallel) {
-    TOKEMB_EXPECTS(T % world_ == 0, InvalidArgument, op, ": T = ", T,
-                   " is not a multiple of the ", world_, " ranks (sequence parallelism)");
-    const Shape slice = s.sequence_first ? Shape{T / world_, B, D} : Shape{B, T / world_, D};
+    const Shape slice = slice_shape(s);
     TOKEMB_EXPECTS(out.shape == slice && out.dtype == dt, InvalidArgument, op, ": out is ",
                    out.shape.str(), " of ", dtype_name(out.dtype), ", expected this rank's slice ",
                    slice.str(), " of ", dtype_name(dt));
@@ -162,8 +176,8 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
     detail::cuda::permute_rows(full_.data(), chunked_.data(), dt, s, /*to_chunked=*/true, dev,
                                st.value());
     TOKEMB_NCCL_TRY(ncclReduceScatter(chunked_.data(), out.data,
-                                      static_cast<std::size_t>(B * (T / world_) * D),
-                                      nccl_type(dt), ncclSum, comm_, st.value()));
+                                      static_cast<std::size_t>(B * (T / world_) * D), nccl_type(dt),
+                                      ncclSum, comm_, st.value()));
   } else {
     tokemb::forward(ids, local_.token_table(), pos, out, o, st);
     TOKEMB_NCCL_TRY(ncclAllReduce(out.data, out.data, static_cast<std::size_t>(B * T * D),
@@ -183,11 +197,8 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
 void TensorParallelEmbedding::zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
                                                      std::int64_t position_offset) {
   const char* op = "tokemb::nccl::TensorParallelEmbedding::zero_grad_and_backward";
-  TOKEMB_EXPECTS(ids.shape.rank() == 2, InvalidArgument, op, ": ids has shape ", ids.shape.str(),
-                 ", expected [B, T]");
-  const std::int64_t B = ids.shape[0], T = ids.shape[1], D = config_.embedding.dim;
-  detail::SliceLayout s{B, T, D, rank_, world_, config_.sequence_parallel,
-                        config_.layout == SequenceLayout::sequence_first};
+  const detail::SliceLayout s = layout(op, ids);
+  const std::int64_t B = s.B, T = s.T, D = s.D;
   Options o = options(position_offset);
   o.accumulate = false;
   const bool masked = !pending_.empty();
@@ -202,9 +213,7 @@ void TensorParallelEmbedding::zero_grad_and_backward(const TensorView& ids, cons
   const detail::DeviceInfo dev = detail::device_info(config_.embedding.device.index);
   TensorView full = dout;
   if (config_.sequence_parallel) {
-    TOKEMB_EXPECTS(T % world_ == 0, InvalidArgument, op, ": T = ", T,
-                   " is not a multiple of the ", world_, " ranks (sequence parallelism)");
-    const Shape slice = s.sequence_first ? Shape{T / world_, B, D} : Shape{B, T / world_, D};
+    const Shape slice = slice_shape(s);
     TOKEMB_EXPECTS(dout.shape == slice && is_floating(dout.dtype), InvalidArgument, op,
                    ": dout is ", dout.shape.str(), " of ", dtype_name(dout.dtype),
                    ", expected this rank's slice ", slice.str(), " of a float dtype");
@@ -217,8 +226,7 @@ void TensorParallelEmbedding::zero_grad_and_backward(const TensorView& ids, cons
     full = TensorView(full_.data(), dout.dtype, Shape{B, T, D}, config_.embedding.device);
   }
   const TensorView grad_pos = rank_ == 0 ? local_.position_grad() : TensorView{};
-  const std::size_t need =
-      backward_workspace_size(ids, full, local_.token_grad(), grad_pos, o);
+  const std::size_t need = backward_workspace_size(ids, full, local_.token_grad(), grad_pos, o);
   if (need > workspace_.bytes()) {
     workspace_ = Buffer();
     workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)},

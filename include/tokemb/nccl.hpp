@@ -32,6 +32,10 @@
 
 struct ncclComm;  // nccl.h: typedef struct ncclComm* ncclComm_t
 
+namespace tokemb::detail {
+struct SliceLayout;  // core/params.hpp
+}
+
 namespace tokemb::nccl {
 
 /// The rows of the token table that rank \p rank of \p world holds: an even split of
@@ -86,6 +90,8 @@ class TensorParallelEmbedding {
 
  private:
   Options options(std::int64_t position_offset) const;
+  detail::SliceLayout layout(const char* op, const TensorView& ids) const;
+  static Shape slice_shape(const detail::SliceLayout& s);
   void ensure_scratch(std::int64_t bytes);
 
   ParallelConfig config_;
