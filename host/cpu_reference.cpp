@@ -60,27 +60,22 @@ void forward(const ForwardParams& p) {
         for (std::int64_t d = 0; d < D; ++d) o[d] = from_float<T>(0.0f);
         continue;
       }
-      auto factor = [&](std::int64_t d) {
-        return dropout_factor_at(p.dropout, seed, offset,
-                                 static_cast<std::uint64_t>(p.dropout.per_token ? r : r * D + d));
-      };
-      if (!info.has_token()) {  // another shard's id: the positional term alone (or zeros)
+      const T* t_row = info.has_token() ? tok + info.token * D : nullptr;  // null: another shard
+      const T* p_row = info.position >= 0 ? pos + info.position * D : nullptr;
+      if (p.dropout.enabled() || t_row == nullptr) {
+        // The general path, as the kernel's: the f32 sum of the terms present, the mask, one
+        // rounding.
         for (std::int64_t d = 0; d < D; ++d) {
-          float x = info.position >= 0 ? to_float(pos[info.position * D + d]) : 0.0f;
-          if (p.dropout.enabled()) x = dropout_apply(x, factor(d));
+          float x = t_row != nullptr ? to_float(t_row[d]) : 0.0f;
+          if (p_row != nullptr) x = t_row != nullptr ? x + to_float(p_row[d]) : to_float(p_row[d]);
+          if (p.dropout.enabled())
+            x = dropout_apply(
+                x,
+                dropout_factor_at(p.dropout, seed, offset,
+                                  static_cast<std::uint64_t>(p.dropout.per_token ? r : r * D + d)));
           o[d] = from_float<T>(x);
         }
-        continue;
-      }
-      const T* t_row = tok + info.token * D;
-      if (p.dropout.enabled()) {  // (tok + pos) in f32, the mask applied, rounded once
-        for (std::int64_t d = 0; d < D; ++d) {
-          float x = to_float(t_row[d]);
-          if (info.position >= 0) x += to_float(pos[info.position * D + d]);
-          o[d] = from_float<T>(dropout_apply(x, factor(d)));
-        }
-      } else if (info.position >= 0) {
-        const T* p_row = pos + info.position * D;
+      } else if (p_row != nullptr) {
         for (std::int64_t d = 0; d < D; ++d)
           o[d] = from_float<T>(to_float(t_row[d]) + to_float(p_row[d]));
       } else {

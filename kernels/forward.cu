@@ -51,14 +51,24 @@ __global__ void __launch_bounds__(kForwardThreads)
         store_pack_streaming<T, N>(o + c * N, zero);
       continue;
     }
-    if (!row.has_token()) {  // another shard's id: the positional term alone (or zeros)
-      const T* p_row = row.position >= 0 ? pos + row.position * D : nullptr;
+    const T* t_row = row.has_token() ? tok + row.token * D : nullptr;  // null: another shard's id
+    const T* p_row = row.position >= 0 ? pos + row.position * D : nullptr;
+    if (p.dropout.enabled() || t_row == nullptr) {
+      // The general path (uniform per launch for dropout; per row for shards): the f32 sum of
+      // the terms present (no token term for another shard's id, which leaves the positional
+      // term alone, or zeros), the mask, one rounding. The fast paths below skip the mask.
       for (std::int64_t c = lane; c < packs; c += group_size) {
         float x[N] = {};
+        if (t_row != nullptr) {
+          const Pack<T, N> a = load_pack<T, N>(t_row + c * N);
+#pragma unroll
+          for (int j = 0; j < N; ++j) x[j] = to_float(a.v[j]);
+        }
         if (p_row != nullptr) {
           const Pack<T, N> b = load_pack<T, N>(p_row + c * N);
 #pragma unroll
-          for (int j = 0; j < N; ++j) x[j] = to_float(b.v[j]);
+          for (int j = 0; j < N; ++j)
+            x[j] = t_row != nullptr ? x[j] + to_float(b.v[j]) : to_float(b.v[j]);
         }
         if (p.dropout.enabled()) {
           float f[N];
@@ -71,29 +81,7 @@ __global__ void __launch_bounds__(kForwardThreads)
         for (int j = 0; j < N; ++j) a.v[j] = from_float<T>(x[j]);
         store_pack_streaming<T, N>(o + c * N, a);
       }
-      continue;
-    }
-    const T* t_row = tok + row.token * D;
-    if (p.dropout.enabled()) {  // uniform branch: (tok + pos) in f32, mask applied, one rounding
-      const T* p_row = row.position >= 0 ? pos + row.position * D : nullptr;
-      for (std::int64_t c = lane; c < packs; c += group_size) {
-        Pack<T, N> a = load_pack<T, N>(t_row + c * N);
-        float x[N];
-#pragma unroll
-        for (int j = 0; j < N; ++j) x[j] = to_float(a.v[j]);
-        if (p_row != nullptr) {
-          const Pack<T, N> b = load_pack<T, N>(p_row + c * N);
-#pragma unroll
-          for (int j = 0; j < N; ++j) x[j] += to_float(b.v[j]);
-        }
-        float f[N];
-        dropout_factors<N>(p.dropout, seed, offset, r, r * D + c * N, f);
-#pragma unroll
-        for (int j = 0; j < N; ++j) a.v[j] = from_float<T>(dropout_apply(x[j], f[j]));
-        store_pack_streaming<T, N>(o + c * N, a);
-      }
-    } else if (row.position >= 0) {
-      const T* p_row = pos + row.position * D;
+    } else if (p_row != nullptr) {
 #pragma unroll 4
       for (std::int64_t c = lane; c < packs; c += group_size) {
         Pack<T, N> a = load_pack<T, N>(t_row + c * N);
