@@ -3,7 +3,9 @@
 // arguments ("forward: ids has rank 3, expected 2 ([B, T])"); the source location that raised
 // the error travels as data (tokemb::Error::file() / line()), never inside the message.
 
+#include <new>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -46,3 +48,21 @@ struct ErrorLocation {
 /// Throws ExcType(message) unconditionally.
 #define TOKEMB_FAIL(ExcType, ...) \
   TOKEMB_THROW(ExcType(::tokemb::detail::format_message(__VA_ARGS__)))
+
+namespace tokemb::detail {
+
+/// Runs \p f, turning the standard library's allocation failures into tokemb::OutOfMemory (host
+/// memory) naming \p what, so that the library throws only tokemb exceptions (file parsers of
+/// untrusted sizes, the CPU backend's scratch vectors).
+template <class F>
+decltype(auto) with_tokemb_alloc_errors(const char* what, F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    TOKEMB_FAIL(OutOfMemory, what, ": host allocation failed");
+  } catch (const std::length_error&) {
+    TOKEMB_FAIL(OutOfMemory, what, ": host allocation failed (length error)");
+  }
+}
+
+}  // namespace tokemb::detail

@@ -37,7 +37,7 @@ void forward(const TensorView& ids, const TensorView& token_table, const TensorV
       detail::validate_forward(ids, token_table, pos_table, out, options);
   if (ids.device.is_cpu()) {
     scan_cpu_rows(p, "tokemb::forward");
-    detail::cpu::forward(p);
+    detail::with_tokemb_alloc_errors("tokemb::forward (CPU)", [&] { detail::cpu::forward(p); });
     return;
   }
 #if TOKEMB_WITH_CUDA
@@ -69,7 +69,8 @@ void backward(const TensorView& ids, const TensorView& dout, const TensorView& g
   detail::BackwardParams p = detail::validate_backward(ids, dout, grad_token, grad_pos, options);
   if (ids.device.is_cpu()) {
     scan_cpu_rows(p, "tokemb::backward");
-    detail::cpu::backward(p);
+    // The CPU reference sorts the rows and keeps scratch of B * T (and, with dropout, B * T * D).
+    detail::with_tokemb_alloc_errors("tokemb::backward (CPU)", [&] { detail::cpu::backward(p); });
     return;
   }
 #if TOKEMB_WITH_CUDA

@@ -80,17 +80,4 @@ inline std::vector<unsigned char> make_bytes(std::size_t n, const char* what) {
   }
 }
 
-/// Runs \p f, turning the standard library's allocation failures into tokemb::OutOfMemory so
-/// that parsers of untrusted bytes throw only tokemb exceptions.
-template <class F>
-decltype(auto) with_tokemb_alloc_errors(const char* what, F&& f) {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    TOKEMB_FAIL(OutOfMemory, what, ": host allocation failed");
-  } catch (const std::length_error&) {
-    TOKEMB_FAIL(OutOfMemory, what, ": host allocation failed (length error)");
-  }
-}
-
 }  // namespace tokemb::detail
