@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
+#include <utility>
 
 #include "core/check.hpp"
 #include "core/dropout.hpp"
@@ -83,6 +85,16 @@ void expect_disjoint(const char* op, const char* written, const TensorView& a, c
   TOKEMB_EXPECTS(a1 <= b0 || b1 <= a0, InvalidArgument, op, ": ", written, " [", a.data, ", +",
                  a.bytes(), " bytes) overlaps ", other, " [", b.data, ", +", b.bytes(),
                  " bytes); the tensor a call writes must not share memory with another argument");
+}
+
+// A written tensor against every tensor the call reads: the op's inputs, and the row options'
+// tensors (position_ids, cu_seqlens).
+void expect_disjoint_from_inputs(
+    const char* op, const char* written, const TensorView& w, const Options& o,
+    std::initializer_list<std::pair<const char*, const TensorView*>> inputs) {
+  for (const auto& [name, v] : inputs) expect_disjoint(op, written, w, name, *v);
+  expect_disjoint(op, written, w, "position_ids", o.position_ids);
+  expect_disjoint(op, written, w, "cu_seqlens", o.cu_seqlens);
 }
 
 // What forward and backward share: ids, positions, padding, device.
@@ -214,10 +226,9 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   expect_shape(op, "out", out, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(out.dtype == token_table.dtype, InvalidArgument, op, ": out has dtype ",
                  dtype_name(out.dtype), " but the tables have ", dtype_name(token_table.dtype));
-  expect_disjoint(op, "out", out, "token_table", token_table);
-  expect_disjoint(op, "out", out, "pos_table", pos_table);
-  expect_disjoint(op, "out", out, "ids", ids);
-  expect_disjoint(op, "out", out, "position_ids", options.position_ids);
+  expect_disjoint_from_inputs(
+      op, "out", out, options,
+      {{"token_table", &token_table}, {"pos_table", &pos_table}, {"ids", &ids}});
   p.token_table = token_table.data;
   p.pos_table = pos_table.data;
   p.out = out.data;
@@ -252,12 +263,9 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   TOKEMB_EXPECTS(is_floating(dout.dtype), InvalidArgument, op, ": dout has dtype ",
                  dtype_name(dout.dtype), ", expected f32, bf16 or f16");
   expect_disjoint(op, "grad_token", grad_token, "grad_pos", grad_pos);
-  expect_disjoint(op, "grad_token", grad_token, "dout", dout);
-  expect_disjoint(op, "grad_pos", grad_pos, "dout", dout);
-  expect_disjoint(op, "grad_token", grad_token, "ids", ids);
-  expect_disjoint(op, "grad_pos", grad_pos, "ids", ids);
-  expect_disjoint(op, "grad_token", grad_token, "position_ids", options.position_ids);
-  expect_disjoint(op, "grad_pos", grad_pos, "position_ids", options.position_ids);
+  expect_disjoint_from_inputs(op, "grad_token", grad_token, options,
+                              {{"dout", &dout}, {"ids", &ids}});
+  expect_disjoint_from_inputs(op, "grad_pos", grad_pos, options, {{"dout", &dout}, {"ids", &ids}});
   p.dout = dout.data;
   p.dout_type = dout.dtype;
   p.grad_token = static_cast<float*>(grad_token.data);

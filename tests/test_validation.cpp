@@ -2,9 +2,10 @@
 // is written; out-of-range ids on the CPU.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
-#include <type_traits>
 #include <random>
+#include <type_traits>
 
 #include "tests/test_helpers.hpp"
 
@@ -266,6 +267,39 @@ TEST(Validation, OverlappingOutputsAreRejectedNamingBothArguments) {
       },
       {"grad_pos", "overlaps", "dout"});
   EXPECT_EQ(shared, before);
+  EXPECT_TRUE(s.untouched());
+  // Every tensor a call reads counts: the ids and cu_seqlens too.
+  std::vector<float> both(64, 0.0f);
+  const TensorView ids_in_both(both.data(), DType::i64, {Small::B, Small::T}, Device::cpu());
+  std::vector<std::int64_t> zero_ids(6, 0);
+  std::memcpy(both.data(), zero_ids.data(), 6 * sizeof(std::int64_t));
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        s.fwd(
+            ids_in_both, s.tok_v(), s.pos_v(),
+            TensorView(both.data() + 2, DType::f32, {Small::B, Small::T, Small::D}, Device::cpu()));
+      },
+      {"out", "overlaps", "ids"});
+  std::vector<float> cu_and_out(64, 0.0f);
+  const std::int32_t cu[2] = {0, 6};
+  std::memcpy(cu_and_out.data(), cu, sizeof cu);
+  Options with_cu;
+  with_cu.cu_seqlens = TensorView(cu_and_out.data(), DType::i32, {2}, Device::cpu());
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        s.fwd(s.ids_v(), s.tok_v(), s.pos_v(),
+              TensorView(cu_and_out.data(), DType::f32, {Small::B, Small::T, Small::D},
+                         Device::cpu()),
+              with_cu);
+      },
+      {"out", "overlaps", "cu_seqlens"});
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        backward(s.ids_v(), s.out_v(),
+                 TensorView(cu_and_out.data(), DType::f32, {Small::V, Small::D}, Device::cpu()),
+                 s.gp_v(), with_cu, Workspace{}, host_stream);
+      },
+      {"grad_token", "overlaps", "cu_seqlens"});
   EXPECT_TRUE(s.untouched());
 }
 
