@@ -7,6 +7,7 @@
 #include "core/dispatch.hpp"
 #include "core/params.hpp"
 #include "host/backend.hpp"
+#include "host/module_dropout.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include "host/cuda_device.hpp"
@@ -78,14 +79,7 @@ void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64
 void Embedding::forward(const TensorView& ids, const TensorView& out, const Positions& positions) {
   Options o = options(positions);
   const bool drop = training_ && config_.dropout > 0.0f;
-  if (drop) {
-    o.dropout.p = config_.dropout;
-    o.dropout.mode = config_.dropout_mode;
-    o.dropout.seed = config_.dropout_seed;
-    o.dropout.offset = next_offset_;
-    if (graph_safe_dropout())
-      o.dropout.seed_offset = static_cast<const std::uint64_t*>(dropout_state_.data());
-  }
+  if (drop) o.dropout = detail::module_dropout(config_, next_offset_, dropout_state());
   tokemb::forward(ids, token_table_, pos_table_, out, o, stream_);
   // Queued only once the call was accepted; the graph-safe mode reads its state instead.
   if (drop && !graph_safe_dropout()) pending_.push_back(next_offset_++);
@@ -154,12 +148,10 @@ void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Opti
   // The oldest training forward still waiting pairs with this backward: the same mask. In the
   // graph-safe mode the state in memory says which mask (that of this step's forward).
   const bool masked = !pending_.empty();
-  if (masked || (graph_safe_dropout() && training_ && config_.dropout > 0.0f)) {
-    o.dropout.p = config_.dropout;
-    o.dropout.mode = config_.dropout_mode;
-    o.dropout.seed = config_.dropout_seed;
-    o.dropout.offset = masked ? pending_.front() : 0;
-    if (!masked) o.dropout.seed_offset = static_cast<const std::uint64_t*>(dropout_state_.data());
+  if (masked) {
+    o.dropout = detail::module_dropout(config_, pending_.front());
+  } else if (graph_safe_dropout() && training_ && config_.dropout > 0.0f) {
+    o.dropout = detail::module_dropout(config_, 0, dropout_state());
   }
   // Only the sort-based paths need scratch; the accumulating atomic mode skips the size query
   // (and the second validation it would cost).

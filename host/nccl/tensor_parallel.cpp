@@ -15,6 +15,7 @@
 #include "core/params.hpp"
 #include "host/backend.hpp"
 #include "host/cuda_device.hpp"
+#include "host/module_dropout.hpp"
 #include "kernels/launch.hpp"
 
 #define TOKEMB_NCCL_TRY(call)                                                                   \
@@ -184,12 +185,11 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
                                   nccl_type(dt), ncclSum, comm_, st.value()));
   }
   if (local_.training() && config_.embedding.dropout > 0.0f) {
-    Dropout d;  // the config was validated when the local module was built
-    d.p = config_.embedding.dropout;
-    d.mode = config_.embedding.dropout_mode;
-    d.seed = config_.embedding.dropout_seed;
-    d.offset = next_offset_;
-    detail::cuda::slice_dropout(out.data, dt, s, detail::dropout_params(d), dev, st.value());
+    // The config's dropout was validated by the constructor.
+    detail::cuda::slice_dropout(
+        out.data, dt, s,
+        detail::dropout_params(detail::module_dropout(config_.embedding, next_offset_)), dev,
+        st.value());
     pending_.push_back(next_offset_++);
   }
 }
@@ -202,12 +202,8 @@ void TensorParallelEmbedding::zero_grad_and_backward(const TensorView& ids, cons
   Options o = options(position_offset);
   o.accumulate = false;
   const bool masked = !pending_.empty();
-  if (masked) {  // the oldest training forward's mask, as Embedding pairs them
-    o.dropout.p = config_.embedding.dropout;
-    o.dropout.mode = config_.embedding.dropout_mode;
-    o.dropout.seed = config_.embedding.dropout_seed;
-    o.dropout.offset = pending_.front();
-  }
+  // The oldest training forward's mask, as Embedding pairs them.
+  if (masked) o.dropout = detail::module_dropout(config_.embedding, pending_.front());
   const StreamView st = local_.stream();
   detail::DeviceGuard guard(config_.embedding.device.index);
   const detail::DeviceInfo dev = detail::device_info(config_.embedding.device.index);

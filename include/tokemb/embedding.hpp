@@ -127,6 +127,10 @@ class Embedding {
   std::vector<float> to_host(const TensorView& view);
   void load(const TensorView& dst, const void* host_data, std::size_t bytes, const char* what);
   Options options(const Positions& positions) const;
+  /// The graph-safe mode's {seed, offset} in memory, or null.
+  const std::uint64_t* dropout_state() const noexcept {
+    return static_cast<const std::uint64_t*>(dropout_state_.data());
+  }
   void run_backward(const TensorView& ids, const TensorView& dout, Options o);
 
   EmbeddingConfig config_;
