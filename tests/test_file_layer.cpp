@@ -2,6 +2,7 @@
 // little-endian loads and stores, the one data-size rule, and the writers' temporary files
 // (unique, exclusive, never through a link), concurrent writers and interruption.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -169,6 +170,33 @@ TEST_F(FileLayer, TemporaryNeverFollowsALinkNorClobbersAFile) {
 }
 
 // Issue 13 item 11: any valid output name works, however long (the temporary's name is cut).
+// The output rule (tokemb::output_target) in every writer: a symbolic link is written through
+// (the link stays), a replaced file keeps its permissions, and a directory or FIFO is never
+// replaced. (A read-only file is refused too, which a test running as root cannot see.)
+TEST_F(FileLayer, OutputsGoThroughLinksKeepPermissionsAndNeverReplaceSpecialFiles) {
+  const std::vector<float> v = {1, 2, 3, 4, 5, 6};
+  const TensorView t = host_view(const_cast<std::vector<float>&>(v), DType::f32, {2, 3});
+  const StreamView s = StreamView::legacy_default();
+  const std::string target = path("target.npy"), link = path("link.npy");
+  write(target, "old");
+  fs::permissions(target, fs::perms::owner_read | fs::perms::owner_write);
+  fs::create_symlink(target, link);
+  save_npy(link, t, s);
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_EQ(read_npy(target).data.size(), 24u);
+  EXPECT_EQ(fs::status(target).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  const std::string fifo = path("fifo.npy");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  EXPECT_THROW(save_npy(fifo, t, s), IoError);
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  fs::create_directory(path("dir.npy"));
+  EXPECT_THROW(save_npy(path("dir.npy"), t, s), IoError);
+  fs::create_symlink(path("nowhere"), path("dangling.npy"));
+  EXPECT_THROW(save_npy(path("dangling.npy"), t, s), IoError);
+  EXPECT_FALSE(fs::exists(path("nowhere")));
+}
+
 TEST_F(FileLayer, LongestValidOutputNameWorks) {
   std::mt19937_64 rng(fresh_seed());
   std::vector<float> v = random_values<float>(6, rng);

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -24,6 +25,31 @@ std::atomic<WriteInterruptCheck> g_interrupt_check{nullptr};
 }  // namespace
 
 void set_write_interrupt_check(WriteInterruptCheck check) noexcept { g_interrupt_check = check; }
+
+std::string output_target(const std::string& path, int* existing_mode) {
+  if (existing_mode != nullptr) *existing_mode = -1;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return path;  // a new file (a missing directory fails later)
+  std::string target = path;
+  if (S_ISLNK(st.st_mode)) {
+    char* resolved = ::realpath(path.c_str(), nullptr);
+    if (resolved == nullptr) {
+      const int err = errno;
+      TOKEMB_FAIL(IoError, "'", path, "' is a symbolic link that points to no file (",
+                  detail::errno_text(err), "); refusing to replace the link");
+    }
+    target = resolved;
+    std::free(resolved);
+    if (::stat(target.c_str(), &st) != 0) return target;
+  }
+  TOKEMB_EXPECTS(S_ISREG(st.st_mode), IoError, "'", path,
+                 "' exists and is not a regular file (a directory, device or FIFO); tokemb "
+                 "writes regular files only and will not replace it");
+  TOKEMB_EXPECTS(::access(target.c_str(), W_OK) == 0, IoError, "'", path,
+                 "' exists and is not writable; tokemb does not replace a read-only file");
+  if (existing_mode != nullptr) *existing_mode = static_cast<int>(st.st_mode & 07777);
+  return target;
+}
 
 }  // namespace tokemb
 
@@ -121,9 +147,11 @@ std::vector<unsigned char> read_whole_file(const std::string& path) {
   return bytes;
 }
 
-OutputFile::OutputFile(const std::string& path) : path_(path) {
+OutputFile::OutputFile(const std::string& path) {
   TOKEMB_EXPECTS(!path.empty(), InvalidArgument, "output path is empty");
-  const auto [dir, name] = split_path(path);
+  int mode = -1;
+  path_ = output_target(path, &mode);
+  const auto [dir, name] = split_path(path_);
   TOKEMB_EXPECTS(!name.empty(), InvalidArgument, "output path '", path, "' names a directory");
   // The output's own name may be up to NAME_MAX bytes: a prefix of it keeps the temporary's
   // name within the limit while still saying what it is for.
@@ -139,6 +167,8 @@ OutputFile::OutputFile(const std::string& path) : path_(path) {
     TOKEMB_FAIL(IoError, "cannot create a temporary file '", tmp_, "' for '", path,
                 "': ", errno_text(err));
   }
+  // Replacing a file keeps its permissions (a private file stays private).
+  if (mode >= 0) (void)::fchmod(fd_, static_cast<mode_t>(mode));
 }
 
 OutputFile::~OutputFile() { close_and_remove(); }

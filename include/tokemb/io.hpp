@@ -51,6 +51,16 @@ using WriteInterruptCheck = bool (*)() noexcept;
 /// removes the check. Process-wide.
 void set_write_interrupt_check(WriteInterruptCheck check) noexcept;
 
+/// The rule every tokemb writer (and the CLI) applies to an output path before writing it:
+/// returns the file to replace, \p path itself or, when \p path is a symbolic link, the file it
+/// points to (written through, as a shell redirect does; the link stays a link). Sets
+/// \p existing_mode to the permission bits of the file being replaced, or to -1 when there is
+/// none (then a new file gets 0666 minus the umask). Throws IoError when an existing output is
+/// not a regular file (a directory, device or FIFO: replacing /dev/null with a file would break
+/// the system), when it is not writable by this process (a read-only file is never replaced),
+/// or when a symbolic link points nowhere.
+std::string output_target(const std::string& path, int* existing_mode = nullptr);
+
 // ---- .npy --------------------------------------------------------------------------------------
 
 /// The header of a .npy file: descr such as "<f4", "<i8", "<u2"; C-order shape; where the

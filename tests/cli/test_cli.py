@@ -842,6 +842,27 @@ class OutputSafety(CliTest):
             self.assertIn(frag, se)
         self.assertEqual(so, "", "a usage error reads and writes nothing")
 
+    def test_outputs_go_through_links_keep_permissions_and_spare_special_files(self):
+        """A symbolic link is written through, a replaced file keeps its mode, and a FIFO (or
+        device) is never replaced by a regular file."""
+        target, link = self.path("target.npy"), self.path("link.npy")
+        with open(target, "wb") as f:
+            f.write(b"old")
+        os.chmod(target, 0o600)
+        os.symlink(target, link)
+        rc, so, se = run(*self.embed(link, "--quiet"))
+        self.assertEqual(rc, 0, se)
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(stat.S_IMODE(os.stat(target).st_mode), 0o600)
+        self.assertNotEqual(file_bytes(target), b"old")
+        fifo = self.path("fifo.npy")
+        os.mkfifo(fifo)
+        rc, so, se = run(*self.embed(fifo, "--quiet"))
+        self.assertEqual(rc, 1, se)
+        self.assertIn("not a regular file", se)
+        self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
+        self.assertEqual([x for x in os.listdir(self.dir) if ".tmp" in x], [])
+
     def test_output_that_is_an_input_is_refused(self):
         """Item 1: files are compared, not spellings (./ and .., hard and symbolic links)."""
         ids_before = file_bytes(self.ids)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <tokemb/error.hpp>
+#include <tokemb/io.hpp>
 
 #include "tools/cli/errors.hpp"
 
@@ -97,14 +98,21 @@ void check_distinct_files(const std::vector<NamedFile>& inputs,
 }
 
 StagedOutput::StagedOutput(NamedFile file) : file_(std::move(file)) {
-  const auto [dir, name] = split_path(file_.path);
-  if (name.empty() || name == "." || name == "..") {
-    throw IoError(file_.option + " '" + file_.path + "' names a directory, not a file");
+  {
+    const auto [dir, name] = split_path(file_.path);
+    if (name.empty() || name == "." || name == "..") {
+      throw IoError(file_.option + " '" + file_.path + "' names a directory, not a file");
+    }
   }
-  struct stat st {};
-  if (::stat(file_.path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    throw IoError(file_.option + " '" + file_.path + "' is a directory");
+  // The library's rule for outputs: through a symbolic link to its target, never over a
+  // directory, device, FIFO or read-only file; a replaced file keeps its permissions.
+  int mode = -1;
+  try {
+    target_ = output_target(file_.path, &mode);
+  } catch (const IoError& e) {
+    throw IoError(file_.option + ": " + e.what());
   }
+  const auto [dir, name] = split_path(target_);
   // mkstemp creates the file with O_CREAT | O_EXCL: never an existing file, never a link.
   // The name is cut so that it stays within NAME_MAX for any valid output name.
   std::string templ = dir + "." + name.substr(0, 64) + ".tmp-XXXXXX";
@@ -117,6 +125,12 @@ StagedOutput::StagedOutput(NamedFile file) : file_(std::move(file)) {
                    (dir.empty() ? std::string(".") : dir) + "'",
                err);
   }
+  if (mode < 0) {  // a new file: what open(2) with 0666 would give under this umask
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    mode = static_cast<int>(0666 & ~mask);
+  }
+  (void)::fchmod(fd, static_cast<mode_t>(mode));  // mkstemp made it 0600
   ::close(fd);
   staging_ = buf.data();
 }
@@ -126,9 +140,9 @@ StagedOutput::~StagedOutput() {
 }
 
 void StagedOutput::publish() {
-  if (std::rename(staging_.c_str(), file_.path.c_str()) != 0) {
+  if (std::rename(staging_.c_str(), target_.c_str()) != 0) {
     const int err = errno;
-    fail_errno(file_.option + ": renaming '" + staging_ + "' to '" + file_.path + "' failed", err);
+    fail_errno(file_.option + ": renaming '" + staging_ + "' to '" + target_ + "' failed", err);
   }
   published_ = true;
 }

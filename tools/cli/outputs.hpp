@@ -26,8 +26,10 @@ void check_distinct_files(const std::vector<NamedFile>& inputs,
                           const std::vector<NamedFile>& outputs);
 
 /// An output in the making: a new, uniquely named, empty staging file next to the output
-/// (".NAME.tmp-XXXXXX", created exclusively, never through a link) that the writers fill by
-/// replacing it, and that publish() renames over the output. Destroying an unpublished output
+/// (".NAME.tmp-XXXXXX", created exclusively, never through a link, with the permissions of the
+/// file it will replace) that the writers fill by replacing it, and that publish() renames over
+/// the output (tokemb::output_target: the target of a symbolic link; never a directory, device,
+/// FIFO or read-only file). Destroying an unpublished output
 /// removes the staging file; the output itself is never touched before publish().
 class StagedOutput {
  public:
@@ -47,6 +49,7 @@ class StagedOutput {
 
  private:
   NamedFile file_;
+  std::string target_;  // the file publish() replaces: file_.path, or the target of its link
   std::string staging_;
   bool published_ = false;
 };
