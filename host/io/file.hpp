@@ -61,7 +61,6 @@ class OutputFile {
   void write(const void* data, std::size_t n);
   void commit();
   const std::string& path() const noexcept { return path_; }
-  const std::string& temporary_path() const noexcept { return tmp_; }
 
  private:
   void close_and_remove() noexcept;

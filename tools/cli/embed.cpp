@@ -180,12 +180,6 @@ void test_hook_raise_sigint(const char* point) {
   if (at != nullptr && std::strcmp(at, point) == 0) std::raise(SIGINT);
 }
 
-DType table_dtype(const std::string& name) {
-  if (name == "f32") return DType::f32;
-  if (name == "bf16") return DType::bf16;
-  return DType::f16;
-}
-
 }  // namespace
 
 int run_embed(const EmbedOptions& options) {
@@ -201,7 +195,7 @@ int run_embed(const EmbedOptions& options) {
   const std::int64_t batch_arg = options.batch;
   const std::int64_t max_windows = options.max_windows.value_or(kMax);
   const std::uint64_t seed = options.seed;
-  const DType dtype = table_dtype(options.dtype);
+  const DType dtype = parse_dtype(options.dtype);  // f32, bf16 or f16: checked while parsing
   const TokenFormat format = parse_token_format(options.format);
   const bool quiet = options.quiet;
   const auto say = [quiet](const std::string& line) {
@@ -287,6 +281,15 @@ int run_embed(const EmbedOptions& options) {
   const std::int64_t B = std::min(batch_arg, N);
   std::vector<std::int64_t> host_ids = host_vector<std::int64_t>(
       static_cast<std::size_t>(B * T), "the ids of one batch of " + std::to_string(B) + " windows");
+  // Windows that overlap or touch (stride <= context) are read as one span per batch and cut
+  // with cut_windows (one read, each id decoded once); sparser windows are read one by one, so
+  // that the gaps between them are never read.
+  const bool span_reads = S <= T;
+  std::vector<std::int64_t> span;
+  if (span_reads)
+    span = host_vector<std::int64_t>(
+        static_cast<std::size_t>(tokens_for_windows(B, T, S)),
+        "the ids spanned by one batch of " + std::to_string(B) + " windows");
   Buffer dev_ids, host_out;
   if (dev.is_cuda()) {
     dev_ids = allocating("the ids of one batch on the device", [&] {
@@ -307,7 +310,13 @@ int run_embed(const EmbedOptions& options) {
     for (std::int64_t w = 0; w < N; w += B) {
       stop_if_interrupted("after " + std::to_string(w) + " of " + std::to_string(N) + " windows");
       const std::int64_t b = std::min(B, N - w);
-      for (std::int64_t k = 0; k < b; ++k) reader.read((w + k) * S, T, host_ids.data() + k * T);
+      if (span_reads) {
+        const std::int64_t n = tokens_for_windows(b, T, S);
+        reader.read(w * S, n, span.data());
+        cut_windows(span.data(), static_cast<std::size_t>(n), T, S, 0, b, host_ids.data());
+      } else {
+        for (std::int64_t k = 0; k < b; ++k) reader.read((w + k) * S, T, host_ids.data() + k * T);
+      }
       const TensorView ids_host(host_ids.data(), DType::i64, Shape{b, T}, Device::cpu());
       const TensorView out_view(out.data(), dtype, Shape{b, T, D}, dev);
       const void* result = out.data();
