@@ -352,15 +352,16 @@ def token_position_embedding(ids, token_weight, pos_weight=None, *, position_off
     yields a zero row and is raised by :func:`tokemb.check_errors`; on the CPU it raises
     IndexOutOfRange at once.
     """
-    if padding_idx is not None:
-        padding_idx = int(padding_idx)
-        if padding_idx < 0:
-            padding_idx += token_weight.shape[0]
+    fn = "token_position_embedding"
+    # padding_idx goes to the library as given: it takes negative indices (counting from the end)
+    # and its error names the valid range.
+    padding_idx = _tk._index(padding_idx, fn, "padding_idx")
+    position_offset = _tk._index(position_offset, fn, "position_offset", optional=False)
     dropout_p = float(dropout_p)
     seed_offset = None
     if dropout_p > 0.0:
         seed_offset = draw_seed_offset(token_weight.device, generator)
-    return _apply(ids, token_weight, pos_weight, int(position_offset), position_ids, cu_seqlens,
+    return _apply(ids, token_weight, pos_weight, position_offset, position_ids, cu_seqlens,
                   padding_idx, dropout_p, str(dropout_mode), seed_offset, bool(deterministic))
 
 
@@ -421,7 +422,7 @@ class TokenPositionEmbedding(nn.Module):
         vocab_size = int(vocab_size)
         start, rows = vocab_shard(vocab_size, rank, world)
         if padding_idx is not None:
-            padding_idx = int(padding_idx)
+            padding_idx = _tk._index(padding_idx, "TokenPositionEmbedding", "padding_idx")
             if not -vocab_size <= padding_idx < vocab_size:
                 raise _tk.InvalidArgument(f"TokenPositionEmbedding: padding_idx {padding_idx} is "
                                           f"outside [{-vocab_size}, {vocab_size})")
@@ -557,7 +558,9 @@ class TokenPositionEmbedding(nn.Module):
             par.zeros = cache
         seed_offset = draw_seed_offset(w.device) if p > 0.0 else None
         out = _ParallelFunction.apply(ids, w, None if self.pos_emb is None else
-                                      self.pos_emb.weight, par, int(position_offset),
+                                      self.pos_emb.weight, par,
+                                      _tk._index(position_offset, "TokenPositionEmbedding",
+                                                 "position_offset", optional=False),
                                       position_ids, cu_seqlens, p, self.dropout_mode,
                                       seed_offset)
         self._zeros_cache = par.zeros

@@ -373,3 +373,23 @@ def test_torch_compile_with_dropout_applies_the_forward_mask_in_backward(rng):
     torch.testing.assert_close(emb.tok_emb.weight.grad, ref.weight.grad)
     a, b = compiled(ids), compiled(ids)
     assert not torch.equal(a == 0, b == 0), "consecutive compiled forwards drew the same mask"
+
+
+def test_padding_idx_passes_through_unchanged(rng):
+    V, D, P, B, T = 10, 4, 6, 2, 3
+    tw, pw = torch.randn(V, D), torch.randn(P, D)
+    ids = torch.from_numpy(rng.integers(0, V, (B, T)))
+    # The library names the valid range for the value the caller gave, not a shifted one.
+    with pytest.raises(tokemb.InvalidArgument, match="-100") as ei:
+        tt.token_position_embedding(ids, tw, pw, padding_idx=-100)
+    assert "-90" not in str(ei.value)
+    with pytest.raises(tokemb.InvalidArgument, match="padding_idx"):
+        tt.token_position_embedding(ids, tw, pw, padding_idx=1.5)
+    with pytest.raises(tokemb.InvalidArgument, match="position_offset"):
+        tt.token_position_embedding(ids, tw, pw, position_offset=1.7)
+    # A negative index still counts from the end, in the forward and the backward.
+    tw.requires_grad_(True)
+    ids[0, 0] = V - 1
+    out = tt.token_position_embedding(ids, tw, pw, padding_idx=-1)
+    out.sum().backward()
+    assert (tw.grad[V - 1] == 0).all()
