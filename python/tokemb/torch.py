@@ -311,19 +311,24 @@ class _ParallelFunction(torch.autograd.Function):
             dout = torch.cat(parts, dim=1).view(dout.dtype)
         (rows, dim), pshape = ctx.shapes
         gt = torch.empty((rows, dim), dtype=torch.float32, device=dout.device)
+        # Only rank 0 computes the position gradient; the others contribute zeros to the
+        # all_reduce below and pass no grad_pos (nor the positions, which then select nothing),
+        # so no work is done only to be discarded.
         gp = None
-        if pshape is not None:
+        if pshape is not None and par.rank == 0:
             gp = torch.empty(pshape, dtype=torch.float32, device=dout.device)
+        if gp is None:
+            position_ids = cu_seqlens = None
         _tk.backward(ids, dout, gt, gp, position_offset=ctx.position_offset,
                      position_ids=position_ids, cu_seqlens=cu_seqlens,
                      padding_idx=par.padding_idx, dropout_p=ctx.dropout[0],
                      dropout_mode=ctx.dropout[1], seed_offset=seed_offset,
                      vocab_start=par.start, vocab_size=par.vocab_size, accumulate=False,
                      deterministic=_use_deterministic(par.deterministic))
-        if gp is not None:
+        if pshape is not None:
             # Rank 0's position gradient, the same bits on every rank (x + 0 + ... is x).
-            if par.rank != 0:
-                gp.zero_()
+            if gp is None:
+                gp = torch.zeros(pshape, dtype=torch.float32, device=dout.device)
             dist.all_reduce(gp, group=par.group)
         tdt, pdt = ctx.dtypes
         gt = gt if tdt == torch.float32 else gt.to(tdt)

@@ -393,3 +393,37 @@ def test_padding_idx_passes_through_unchanged(rng):
     out = tt.token_position_embedding(ids, tw, pw, padding_idx=-1)
     out.sum().backward()
     assert (tw.grad[V - 1] == 0).all()
+
+
+def test_parallel_backward_leaves_position_gradient_to_rank_0(monkeypatch, rng):
+    """Ranks other than 0 pass no grad_pos (no work thrown away) and all_reduce zeros."""
+    import torch.distributed as dist
+    V, D, P, B, T = 12, 4, 5, 2, 3
+    tw = torch.randn(V, D, requires_grad=True)
+    pw = torch.randn(P, D, requires_grad=True)
+    ids = torch.from_numpy(rng.integers(0, V, (B, T)))
+    monkeypatch.setattr(dist, "all_reduce", lambda t, group=None: None)  # a group of one
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    seen = []
+    real_backward = tokemb.backward
+
+    def spy(ids, dout, grad_token, grad_pos=None, **kw):
+        seen.append(grad_pos)
+        return real_backward(ids, dout, grad_token, grad_pos, **kw)
+
+    monkeypatch.setattr(tt._tk, "backward", spy)
+    pids = torch.from_numpy(rng.integers(0, P, (B, T)))
+    for rank, position_ids in ((0, None), (1, None), (0, pids), (1, pids)):
+        par = tt._Parallel(None, rank, 2, 0, V, None, False, False)
+        tw.grad = pw.grad = None
+        out = tt._ParallelFunction.apply(ids, tw, pw, par, 0, position_ids, None, 0.0,
+                                         "element", None)
+        out.backward(torch.ones_like(out))
+        if rank == 0:
+            assert seen[-1] is not None
+            pos = torch.arange(T).repeat(B) if position_ids is None else position_ids.reshape(-1)
+            want = torch.zeros(P, D).index_add_(0, pos, torch.ones(B * T, D))
+            assert torch.equal(pw.grad, want)
+        else:
+            assert seen[-1] is None
+            assert torch.equal(pw.grad, torch.zeros(P, D))
