@@ -513,14 +513,33 @@ class TokenPositionEmbedding(nn.Module):
             raise _tk.InvalidArgument(f"from_state_dict: no '{prefix}tok_emb.weight' in the "
                                       "state_dict") from None
         pw = state_dict.get(prefix + "pos_emb.weight")
-        m = cls(tw.shape[0], tw.shape[1], 0 if pw is None else pw.shape[0],
-                padding_idx=padding_idx, deterministic=deterministic, dropout=dropout,
-                dropout_mode=dropout_mode, device=device if device is not None else tw.device, dtype=tw.dtype)
-        sd = {"tok_emb.weight": tw}
-        if pw is not None:
-            sd["pos_emb.weight"] = pw
-        m.load_state_dict(sd)
-        return m
+        for key, w in ((prefix + "tok_emb.weight", tw), (prefix + "pos_emb.weight", pw)):
+            if w is not None and (not isinstance(w, torch.Tensor) or w.dim() != 2):
+                raise _tk.InvalidArgument(
+                    f"from_state_dict: '{key}' is "
+                    f"{list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}; "
+                    "expected a 2-D tensor")
+        padding_idx = _tk._index(padding_idx, "from_state_dict", "padding_idx")
+        if device is None:
+            device = tw.device
+
+        def table(w):
+            # An independent copy on the module's device in tw's dtype, wrapped without drawing
+            # an init (nn.Embedding's own init would advance the global RNG for nothing).
+            w = w.detach().to(device=device, dtype=tw.dtype, copy=True)
+            return nn.Embedding.from_pretrained(w, freeze=False)
+
+        tok = table(tw)
+        if padding_idx is not None:
+            if not -tok.num_embeddings <= padding_idx < tok.num_embeddings:
+                raise _tk.InvalidArgument(
+                    f"from_state_dict: padding_idx {padding_idx} is outside "
+                    f"[{-tok.num_embeddings}, {tok.num_embeddings})")
+            # What nn.Embedding(padding_idx=...) stores: the index counted from the start.
+            tok.padding_idx = padding_idx % tok.num_embeddings
+        return cls.from_embeddings(tok, None if pw is None else table(pw),
+                                   deterministic=deterministic, dropout=dropout,
+                                   dropout_mode=dropout_mode)
 
     @property
     def padding_idx(self):

@@ -375,6 +375,23 @@ def test_torch_compile_with_dropout_applies_the_forward_mask_in_backward(rng):
     assert not torch.equal(a == 0, b == 0), "consecutive compiled forwards drew the same mask"
 
 
+def test_from_state_dict_draws_nothing_from_the_global_rng(rng):
+    V, D, P = int(rng.integers(2, 50)), int(rng.integers(1, 16)), int(rng.integers(1, 12))
+    sd = {"tok_emb.weight": torch.randn(V, D), "pos_emb.weight": torch.randn(P, D)}
+    torch.manual_seed(0)
+    emb = tt.TokenPositionEmbedding.from_state_dict(sd, padding_idx=-1)
+    after = torch.rand(8)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(8))  # as if the call had not happened
+    assert torch.equal(emb.tok_emb.weight, sd["tok_emb.weight"])
+    assert torch.equal(emb.pos_emb.weight, sd["pos_emb.weight"])
+    # An independent copy, not a view of the state_dict's tensors.
+    assert emb.tok_emb.weight.data_ptr() != sd["tok_emb.weight"].data_ptr()
+    assert emb.padding_idx == V - 1
+    with pytest.raises(tokemb.InvalidArgument, match="padding_idx"):
+        tt.TokenPositionEmbedding.from_state_dict(sd, padding_idx=V)
+
+
 def test_padding_idx_passes_through_unchanged(rng):
     V, D, P, B, T = 10, 4, 6, 2, 3
     tw, pw = torch.randn(V, D), torch.randn(P, D)
