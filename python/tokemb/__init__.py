@@ -196,22 +196,14 @@ def backward(ids, dout, grad_token, grad_pos=None, *, position_offset=0, positio
     pad = _index(padding_idx, fn, "padding_idx")
     po = _index(position_offset, fn, "position_offset", optional=False)
 
-    def args(handshake):
-        h = {"handshake": handshake}
-        return (c.arg(ids, "ids", **h), c.arg(dout, "dout", **h),
-                c.arg(grad_token, "grad_token", write=True, **h),
-                c.arg(grad_pos, "grad_pos", write=True, **h),
-                po, c.arg(position_ids, "position_ids", **h), c.arg(cu_seqlens, "cu_seqlens", **h),
-                pad, p, s, o, mode, c.arg(seed_offset, "seed_offset", **h), vstart, vsize)
-
-    ws = None
-    if c.cuda:
-        # The size depends only on metadata; the arrays are converted again below because a
-        # DLPack capsule (the stream handshake) can be consumed only once.
-        ws = c.workspace(_core.backward_workspace_size(*args(False), bool(accumulate),
-                                                       bool(deterministic)))
-    a = args(True)
-    _core.backward(*a[:4], ws, *a[4:], bool(accumulate), bool(deterministic), c.stream)
+    # The extension sizes the workspace from the arguments it converts for the call and asks
+    # the framework's allocator (c.workspace) only when one is needed: one conversion, one check.
+    _core.backward(c.arg(ids, "ids"), c.arg(dout, "dout"),
+                   c.arg(grad_token, "grad_token", write=True),
+                   c.arg(grad_pos, "grad_pos", write=True), c.workspace if c.cuda else None,
+                   po, c.arg(position_ids, "position_ids"), c.arg(cu_seqlens, "cu_seqlens"),
+                   pad, p, s, o, mode, c.arg(seed_offset, "seed_offset"), vstart, vsize,
+                   bool(accumulate), bool(deterministic), c.stream)
 
 
 def check_errors(device=0, *, stream=None, clear=True):

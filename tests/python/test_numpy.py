@@ -247,3 +247,26 @@ def test_integer_arguments_are_not_truncated(rng):
     # Integers of any kind (NumPy's included) are taken as they are.
     np.testing.assert_array_equal(tokemb.forward(ids, tok, pos, position_offset=np.int32(2)),
                                   ref_forward(ids, tok, pos, offset=2))
+
+
+def test_backward_is_one_binding_call_with_an_allocator(rng, monkeypatch):
+    """tokemb.backward converts and checks its arguments once: the workspace size is computed by
+    the binding itself, which calls the allocator only when the call needs a workspace (never on
+    the CPU backend)."""
+    from tokemb import _core
+    assert not hasattr(_core, "backward_workspace_size")
+    V, P, D, B, T = 9, 5, 3, 2, 4
+    ids = rng.integers(0, V, (B, T))
+    dout = rng.standard_normal((B, T, D)).astype(np.float32)
+    gt, gp = np.zeros((V, D), np.float32), np.zeros((P, D), np.float32)
+    asked = []
+    _core.backward(ids, dout, gt, gp, lambda n: asked.append(n), 0, None, None, None, 0.0, 0, 0,
+                   "element", None, 0, 0, True, True, 0)
+    assert asked == []
+    assert_grads_close(gt, ids, dout, V, P, grad_pos=gp)
+    calls = []
+    real = _core.backward
+    monkeypatch.setattr(_core, "backward", lambda *a: calls.append(a) or real(*a))
+    tokemb.backward(ids, dout, gt, gp, accumulate=False, deterministic=True)
+    assert len(calls) == 1
+    assert_grads_close(gt, ids, dout, V, P, grad_pos=gp)
