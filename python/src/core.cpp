@@ -297,9 +297,8 @@ tokemb::Options make_options(const char* fn, const OpArgs& a, const TensorView& 
 
 // ---- ops ---------------------------------------------------------------------------------------
 
-// The keyword arguments the three op bindings share, after the op's own arrays: spelled once, so
-// that forward, the workspace query and backward cannot drift apart (the workspace size depends
-// on the same options as the backward it is for).
+// The keyword arguments the op bindings share, after the op's own arrays: spelled once, so that
+// forward and backward cannot drift apart.
 #define TOKEMB_OP_PARAMS                                                             \
   std::int64_t position_offset, nb::handle position_ids, nb::handle cu_seqlens,      \
       std::optional<std::int64_t> padding_idx, float dropout_p, std::uint64_t seed,  \
@@ -325,38 +324,63 @@ void py_forward(nb::handle ids, nb::handle token_table, nb::handle pos_table, nb
   tokemb::forward(a_ids.view, a_tok.view, a_pos.view, a_out.view, o, sv);
 }
 
-std::size_t py_backward_workspace_size(nb::handle ids, nb::handle dout, nb::handle grad_token,
-                                       nb::handle grad_pos, TOKEMB_OP_PARAMS, bool accumulate,
-                                       bool deterministic) {
-  const char* fn = "tokemb.backward";
-  Arg a_ids = to_view(ids, fn, "ids", false);
-  Arg a_dout = to_view(dout, fn, "dout", false);
-  Arg a_gt = to_view(grad_token, fn, "grad_token", true);
-  Arg a_gp = to_view(grad_pos, fn, "grad_pos", true);
-  const OpArgs args = TOKEMB_OP_ARGS(fn);
-  tokemb::Options o = make_options(fn, args, a_gt.view, accumulate, deterministic);
-  return tokemb::backward_workspace_size(a_ids.view, a_dout.view, a_gt.view, a_gp.view, o);
+// The workspace an allocator callback returned: any C-contiguous array (PyTorch and CuPy hand
+// out uint8 buffers, which to_view rejects as a dtype) on the call's device, of at least \p need
+// bytes. \p arr keeps its memory alive until the call returns.
+tokemb::Workspace workspace_of(nb::handle h, const char* fn, Device device, std::size_t need,
+                               nb::ndarray<>& arr) {
+  if (!nb::try_cast(h, arr, /*convert=*/false))
+    throw InvalidArgument(prefix(fn, "workspace") + " from the allocator is not a writable " +
+                          "DLPack array (got " + nb::cast<std::string>(nb::str(h.type())) + ")");
+  std::size_t n = 1;
+  std::int64_t expect = 1;
+  for (std::size_t i = arr.ndim(); i-- > 0;) {
+    const auto d = static_cast<std::int64_t>(arr.shape(i));
+    if (d != 1 && arr.stride(i) != expect)
+      throw InvalidArgument(prefix(fn, "workspace") + " from the allocator is not C-contiguous");
+    expect *= d;
+    n *= static_cast<std::size_t>(d);
+  }
+  const std::size_t bytes = n * ((arr.dtype().bits * arr.dtype().lanes + 7) / 8);
+  const bool cuda = arr.device_type() == nb::device::cuda::value ||
+                    arr.device_type() == nb::device::cuda_managed::value;
+  const Device got = cuda ? Device::cuda(arr.device_id()) : Device::cpu();
+  if (got != device)
+    throw InvalidArgument(prefix(fn, "workspace") + " from the allocator is on " + got.str() +
+                          " but the call runs on " + device.str());
+  if (bytes < need)
+    throw InvalidArgument(prefix(fn, "workspace") + " from the allocator has " +
+                          std::to_string(bytes) + " bytes; the call needs " + std::to_string(need));
+  return tokemb::Workspace{arr.data(), bytes};
 }
 
+// \p allocate: None, or a callable taking a byte count and returning an array on the call's
+// device (the framework's allocator), or None for the extension's cached buffer. It is called
+// only when this call needs a workspace, which is computed here once, from the same converted
+// arguments the call runs with.
 void py_backward(nb::handle ids, nb::handle dout, nb::handle grad_token, nb::handle grad_pos,
-                 nb::handle workspace, TOKEMB_OP_PARAMS, bool accumulate, bool deterministic,
+                 nb::handle allocate, TOKEMB_OP_PARAMS, bool accumulate, bool deterministic,
                  std::uintptr_t stream) {
   const char* fn = "tokemb.backward";
   Arg a_ids = to_view(ids, fn, "ids", false);
   Arg a_dout = to_view(dout, fn, "dout", false);
   Arg a_gt = to_view(grad_token, fn, "grad_token", true);
   Arg a_gp = to_view(grad_pos, fn, "grad_pos", true);
-  Arg a_ws = to_view(workspace, fn, "workspace", true);
   const OpArgs args = TOKEMB_OP_ARGS(fn);
   tokemb::Options o = make_options(fn, args, a_gt.view, accumulate, deterministic);
   const StreamView sv = stream_of(stream);
   const std::size_t need =
       tokemb::backward_workspace_size(a_ids.view, a_dout.view, a_gt.view, a_gp.view, o);
   tokemb::Workspace ws;
-  if (!a_ws.view.empty()) {
-    ws = tokemb::Workspace{a_ws.view.data, a_ws.view.bytes()};
-  } else if (need > 0) {
-    ws = cached_workspace(a_ids.view.device, stream, need);
+  nb::ndarray<> keep_ws;
+  if (need > 0) {
+    nb::object got;
+    if (!allocate.is_none()) got = allocate(need);
+    if (got.is_valid() && !got.is_none()) {
+      ws = workspace_of(got, fn, a_ids.view.device, need, keep_ws);
+    } else {
+      ws = cached_workspace(a_ids.view.device, stream, need);
+    }
   }
   if (a_ids.view.device.is_cuda() && a_gt.view.device == a_ids.view.device)
     o.error_record = record_for(a_ids.view.device, sv);
@@ -626,10 +650,8 @@ NB_MODULE(_core, m) {
       "vocab_start"_a, "vocab_size"_a
   m.def("forward", &py_forward, "ids"_a, "token_table"_a, "pos_table"_a.none(), "out"_a,
         TOKEMB_OP_KW, "stream"_a);
-  m.def("backward_workspace_size", &py_backward_workspace_size, "ids"_a, "dout"_a, "grad_token"_a,
-        "grad_pos"_a.none(), TOKEMB_OP_KW, "accumulate"_a, "deterministic"_a);
   m.def("backward", &py_backward, "ids"_a, "dout"_a, "grad_token"_a, "grad_pos"_a.none(),
-        "workspace"_a.none(), TOKEMB_OP_KW, "accumulate"_a, "deterministic"_a, "stream"_a);
+        "allocate"_a.none(), TOKEMB_OP_KW, "accumulate"_a, "deterministic"_a, "stream"_a);
 #undef TOKEMB_OP_KW
   m.def("check_errors", &py_check_errors, "device_index"_a, "stream"_a, "clear"_a);
 

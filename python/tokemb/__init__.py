@@ -11,6 +11,8 @@ Errors are ``tokemb.Error`` subclasses carrying the C++ library's messages.
 """
 
 import collections
+import operator
+import os
 
 from . import _core
 from ._arrays import Call, device_of, framework
@@ -41,14 +43,42 @@ def cuda_device_count():
     return _core.cuda_device_count()
 
 
-def _index(x, fn, name):
-    if x is None:
+_I64 = 1 << 63
+
+
+def _index(x, fn, name, *, optional=True):
+    """An integer argument for _core (int64): anything with __index__ (int, NumPy integers, ...)
+    -- never a float, which int() would truncate, nor a string. None passes through when
+    ``optional``."""
+    if x is None and optional:
         return None
     try:
-        return int(x)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{fn}: {name} must be an int or None; got "
-                              f"{type(x).__name__}") from None
+        v = operator.index(x)
+    except TypeError:
+        raise InvalidArgument(f"{fn}: {name} must be an int{' or None' if optional else ''}; "
+                              f"got {type(x).__name__}") from None
+    if not -_I64 <= v < _I64:
+        raise InvalidArgument(f"{fn}: {name} is {v}; valid range [-2**63, 2**63)")
+    return v
+
+
+def _path(p, fn, name="path"):
+    """A file path argument (str, bytes or os.PathLike) as the str _core takes."""
+    try:
+        s = os.fsdecode(os.fspath(p))
+    except TypeError:
+        raise InvalidArgument(f"{fn}: {name} must be a str, bytes or os.PathLike; got "
+                              f"{type(p).__name__}") from None
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{fn}: {name} {s!r} is not valid UTF-8") from None
+    return s
+
+
+def _int(x, fn, name):
+    """A required integer argument (see _index)."""
+    return _index(x, fn, name, optional=False)
 
 
 def _shape(x):
@@ -62,8 +92,8 @@ _U64 = 1 << 64
 
 def _u64(x, fn, name):
     try:
-        v = int(x)
-    except (TypeError, ValueError):
+        v = operator.index(x)
+    except TypeError:
         raise InvalidArgument(f"{fn}: {name} must be an int; got {type(x).__name__}") from None
     if not 0 <= v < _U64:
         raise InvalidArgument(f"{fn}: {name} is {v}; valid range [0, 2**64)")
@@ -133,7 +163,8 @@ def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, po
         out = c.empty(token_table, _shape(ids) + (shape[1],))
     _core.forward(c.arg(ids, "ids"), c.arg(token_table, "token_table"),
                   c.arg(pos_table, "pos_table"), c.arg(out, "out", write=True),
-                  int(position_offset), c.arg(position_ids, "position_ids"),
+                  _index(position_offset, fn, "position_offset", optional=False),
+                  c.arg(position_ids, "position_ids"),
                   c.arg(cu_seqlens, "cu_seqlens"), _index(padding_idx, fn, "padding_idx"), p, s,
                   o, mode, c.arg(seed_offset, "seed_offset"), vstart, vsize, c.stream)
     if allocated and framework(token_table) in ("jax", "other"):
@@ -163,24 +194,16 @@ def backward(ids, dout, grad_token, grad_pos=None, *, position_offset=0, positio
     p, s, o, mode = _dropout(fn, dropout_p, seed, offset, dropout_mode)
     vstart, vsize = _vocab(fn, vocab_start, vocab_size)
     pad = _index(padding_idx, fn, "padding_idx")
-    po = int(position_offset)
+    po = _index(position_offset, fn, "position_offset", optional=False)
 
-    def args(handshake):
-        h = {"handshake": handshake}
-        return (c.arg(ids, "ids", **h), c.arg(dout, "dout", **h),
-                c.arg(grad_token, "grad_token", write=True, **h),
-                c.arg(grad_pos, "grad_pos", write=True, **h),
-                po, c.arg(position_ids, "position_ids", **h), c.arg(cu_seqlens, "cu_seqlens", **h),
-                pad, p, s, o, mode, c.arg(seed_offset, "seed_offset", **h), vstart, vsize)
-
-    ws = None
-    if c.cuda:
-        # The size depends only on metadata; the arrays are converted again below because a
-        # DLPack capsule (the stream handshake) can be consumed only once.
-        ws = c.workspace(_core.backward_workspace_size(*args(False), bool(accumulate),
-                                                       bool(deterministic)))
-    a = args(True)
-    _core.backward(*a[:4], ws, *a[4:], bool(accumulate), bool(deterministic), c.stream)
+    # The extension sizes the workspace from the arguments it converts for the call and asks
+    # the framework's allocator (c.workspace) only when one is needed: one conversion, one check.
+    _core.backward(c.arg(ids, "ids"), c.arg(dout, "dout"),
+                   c.arg(grad_token, "grad_token", write=True),
+                   c.arg(grad_pos, "grad_pos", write=True), c.workspace if c.cuda else None,
+                   po, c.arg(position_ids, "position_ids"), c.arg(cu_seqlens, "cu_seqlens"),
+                   pad, p, s, o, mode, c.arg(seed_offset, "seed_offset"), vstart, vsize,
+                   bool(accumulate), bool(deterministic), c.stream)
 
 
 def check_errors(device=0, *, stream=None, clear=True):
@@ -196,7 +219,8 @@ def check_errors(device=0, *, stream=None, clear=True):
             return
         index, s = c.dev[1], c.stream
     else:
-        index = int(getattr(device, "index", device) or 0)
+        index = _index(getattr(device, "index", device) or 0, "tokemb.check_errors", "device",
+                       optional=False)
         s = stream
         if s is None:
             import sys
@@ -217,16 +241,20 @@ def _stream_for(fn, x, name, stream):
 def init_normal(table, seed, mean=0.0, std=1.0, *, stream_id=0, stream=None):
     """Fills ``table`` with N(mean, std) from Philox stream ``stream_id`` of ``seed`` (cuRAND's
     Philox4x32-10: the same seed gives the same table on CPU and GPU, run after run)."""
-    c, s = _stream_for("tokemb.init_normal", table, "table", stream)
-    _core.init_table(c.arg(table, "table", write=True), int(seed), int(stream_id), "normal",
+    fn = "tokemb.init_normal"
+    c, s = _stream_for(fn, table, "table", stream)
+    _core.init_table(c.arg(table, "table", write=True), _u64(seed, fn, "seed"),
+                     _u64(stream_id, fn, "stream_id"), "normal",
                      float(mean), float(std), s)
     return table
 
 
 def init_uniform(table, seed, low=0.0, high=1.0, *, stream_id=0, stream=None):
     """Fills ``table`` with U[low, high] from Philox stream ``stream_id`` of ``seed``."""
-    c, s = _stream_for("tokemb.init_uniform", table, "table", stream)
-    _core.init_table(c.arg(table, "table", write=True), int(seed), int(stream_id), "uniform",
+    fn = "tokemb.init_uniform"
+    c, s = _stream_for(fn, table, "table", stream)
+    _core.init_table(c.arg(table, "table", write=True), _u64(seed, fn, "seed"),
+                     _u64(stream_id, fn, "stream_id"), "uniform",
                      float(low), float(high), s)
     return table
 
@@ -243,12 +271,12 @@ def init_pytorch(token_table, pos_table=None, *, seed, padding_idx=None, stream=
     """What ``torch.manual_seed(seed); nn.Embedding(V, D, padding_idx=p); nn.Embedding(P, D)``
     draws on the CPU (to ~1e-6 relative), without PyTorch: one generator, the token table first.
     Tables need at least 16 elements."""
-    c, s = _stream_for("tokemb.init_pytorch", token_table, "token_table", stream)
+    fn = "tokemb.init_pytorch"
+    c, s = _stream_for(fn, token_table, "token_table", stream)
     tables = [c.arg(token_table, "token_table", write=True)]
     if pos_table is not None:
         tables.append(c.arg(pos_table, "pos_table", write=True))
-    _core.init_pytorch(tables, int(seed), _index(padding_idx, "tokemb.init_pytorch",
-                                                 "padding_idx"), s)
+    _core.init_pytorch(tables, _u64(seed, fn, "seed"), _index(padding_idx, fn, "padding_idx"), s)
 
 
 # ---- files -------------------------------------------------------------------------------------
@@ -277,45 +305,51 @@ def save_npy(path, array, *, stream=None):
     """Writes ``array`` (CPU or CUDA) as .npy; bfloat16 is widened to float32 (NumPy has no
     bfloat16). Written to ``path.tmp`` and renamed into place."""
     c, s = _stream_for("tokemb.save_npy", array, "tensor", stream)
-    _core.save_npy(str(path), c.arg(array, "tensor"), s)
+    _core.save_npy(_path(path, "tokemb.save_npy"), c.arg(array, "tensor"), s)
 
 
 def load_npy(path, out, *, stream=None):
     """Reads a .npy into ``out`` (same shape; same dtype, or float32 into bf16/f16). ``out`` is
     untouched on any error. Returns ``out``."""
     c, s = _stream_for("tokemb.load_npy", out, "out", stream)
-    _core.load_npy(str(path), c.arg(out, "out", write=True), s)
+    _core.load_npy(_path(path, "tokemb.load_npy"), c.arg(out, "out", write=True), s)
     return out
 
 
 def read_npy(path, *, framework="numpy"):
     """Reads a .npy file (float32/float16/int32/int64) into a new host array."""
-    arr, dt = _core.read_npy(str(path))
+    arr, dt = _core.read_npy(_path(path, "tokemb.read_npy"))
     return _host_array(arr, dt, framework)
 
 
 def save_safetensors(path, tensors, *, stream=None):
     """Writes a dict ``{name: array}`` (any devices) as safetensors, in the dict's order."""
-    items = list(tensors.items())
+    _save_items("tokemb.save_safetensors", path, list(tensors.items()), stream)
+
+
+def _save_items(fn, path, items, stream):
+    """(name, array) pairs to a safetensors file: a list, not a dict, so that a name given twice
+    reaches the library's duplicate-name check instead of silently dropping a tensor."""
+    path = _path(path, fn)
     if not items:
-        raise InvalidArgument("tokemb.save_safetensors: tensors is empty")
-    c, s = _stream_for("tokemb.save_safetensors", items[0][1], items[0][0], stream)
-    _core.save_safetensors(str(path), [(str(k), c.arg(v, str(k))) for k, v in items], s)
+        raise InvalidArgument(f"{fn}: tensors is empty")
+    c, s = _stream_for(fn, items[0][1], str(items[0][0]), stream)
+    _core.save_safetensors(path, [(str(k), c.arg(v, str(k))) for k, v in items], s)
 
 
 def read_safetensors(path, *, framework="numpy"):
     """Reads every tensor of a safetensors file into a dict of new host arrays."""
     return {name: _host_array(arr, dt, framework)
-            for name, arr, dt in _core.read_safetensors(str(path))}
+            for name, arr, dt in _core.read_safetensors(_path(path, "tokemb.read_safetensors"))}
 
 
 def save_weights(path, token_table, pos_table=None, *, names=("wte.weight", "wpe.weight"),
                  stream=None):
     """Saves the tables as safetensors under GPT-2's names (``wte.weight``, ``wpe.weight``)."""
-    t = {names[0]: token_table}
+    items = [(names[0], token_table)]
     if pos_table is not None:
-        t[names[1]] = pos_table
-    save_safetensors(path, t, stream=stream)
+        items.append((names[1], pos_table))
+    _save_items("tokemb.save_weights", path, items, stream)
 
 
 def load_weights(path, token_table, pos_table=None, *, names=("wte.weight", "wpe.weight"),
@@ -323,13 +357,18 @@ def load_weights(path, token_table, pos_table=None, *, names=("wte.weight", "wpe
     """Loads the tables from safetensors (a whole GPT-2 checkpoint is fine). Each must be
     present with the table's shape and an equal dtype, or float32 into a bf16/f16 table. Both
     are read and checked before either is written."""
-    c, s = _stream_for("tokemb.load_weights", token_table, "token_table", stream)
+    fn = "tokemb.load_weights"
+    path = _path(path, fn)
+    c, s = _stream_for(fn, token_table, "token_table", stream)
     tables = [c.arg(token_table, "token_table", write=True)]
-    nm = [names[0]]
+    nm = [str(names[0])]
     if pos_table is not None:
+        if str(names[1]) == nm[0]:
+            raise InvalidArgument(f"{fn}: names are {tuple(names)!r}; the token and position "
+                                  "tables need different names")
         tables.append(c.arg(pos_table, "pos_table", write=True))
-        nm.append(names[1])
-    _core.load_tables(str(path), tables, nm, s)
+        nm.append(str(names[1]))
+    _core.load_tables(path, tables, nm, s)
 
 
 # ---- token files -------------------------------------------------------------------------------
@@ -342,24 +381,32 @@ TokenFile.__doc__ = ("Token ids read from a file: format ('npy', 'bin', 'llmc'),
 def read_token_file(path, format="auto", max_tokens=-1):
     """Reads token ids from .npy (int32/int64/uint16), nanoGPT's raw uint16 .bin or an llm.c
     shard; at most ``max_tokens`` ids (negative: all), memory-mapped."""
-    return TokenFile(*_core.read_token_file(str(path), str(format), int(max_tokens)))
+    fn = "tokemb.read_token_file"
+    return TokenFile(*_core.read_token_file(_path(path, fn), str(format),
+                                            _index(max_tokens, fn, "max_tokens", optional=False)))
 
 
 def parse_token_file(data, format="auto", max_tokens=-1, name="<memory>"):
     """Like :func:`read_token_file` on a file image held in ``data`` (bytes)."""
-    return TokenFile(*_core.parse_token_file(bytes(data), str(format), int(max_tokens),
+    fn = "tokemb.parse_token_file"
+    return TokenFile(*_core.parse_token_file(bytes(data), str(format),
+                                             _index(max_tokens, fn, "max_tokens", optional=False),
                                              str(name)))
 
 
 def window_count(num_tokens, max_length, stride):
     """Windows the book's data loader cuts: starts i = 0, stride, ... with i + max_length <
     num_tokens (each window keeps room for its next-token target)."""
-    return _core.window_count(int(num_tokens), int(max_length), int(stride))
+    fn = "tokemb.window_count"
+    return _core.window_count(_int(num_tokens, fn, "num_tokens"),
+                              _int(max_length, fn, "max_length"), _int(stride, fn, "stride"))
 
 
 def tokens_for_windows(count, max_length, stride):
     """Ids that windows [0, count) span, targets included."""
-    return _core.tokens_for_windows(int(count), int(max_length), int(stride))
+    fn = "tokemb.tokens_for_windows"
+    return _core.tokens_for_windows(_int(count, fn, "count"), _int(max_length, fn, "max_length"),
+                                    _int(stride, fn, "stride"))
 
 
 def _ids64(ids):
@@ -369,10 +416,13 @@ def _ids64(ids):
 
 def cut_windows(ids, max_length, stride, first=0, count=None):
     """Windows [first, first + count) of ``ids`` as an int64 array [count, max_length]."""
+    fn = "tokemb.cut_windows"
     ids = _ids64(ids)
+    max_length, stride = _int(max_length, fn, "max_length"), _int(stride, fn, "stride")
+    first = _int(first, fn, "first")
     if count is None:
-        count = window_count(ids.shape[0], max_length, stride) - int(first)
-    return _core.cut_windows(ids, int(max_length), int(stride), int(first), int(count))
+        count = window_count(ids.shape[0], max_length, stride) - first
+    return _core.cut_windows(ids, max_length, stride, first, _int(count, fn, "count"))
 
 
 def sliding_windows(ids, max_length, stride=None):
@@ -382,4 +432,5 @@ def sliding_windows(ids, max_length, stride=None):
 
 def check_token_ids(ids, vocab_size, source="ids"):
     """Raises IndexOutOfRange naming ``source`` and the first id outside [0, vocab_size)."""
-    _core.check_token_ids(_ids64(ids), int(vocab_size), str(source))
+    _core.check_token_ids(_ids64(ids), _int(vocab_size, "tokemb.check_token_ids", "vocab_size"),
+                          str(source))

@@ -73,11 +73,9 @@ class Call:
         else:
             self.stream = current_stream(self.fw, self.dev)
 
-    def arg(self, x, name, *, write=False, handshake=True):
+    def arg(self, x, name, *, write=False):
         """What _core takes for argument `name`: None, the array, a DLPack capsule produced for
-        our stream, or (uint16 view, 'bf16') for NumPy bfloat16 (ml_dtypes) arrays. A capsule
-        can be consumed only once: pass handshake=False for calls that only read metadata
-        (sizes), and convert again for the call that runs."""
+        our stream, or (uint16 view, 'bf16') for NumPy bfloat16 (ml_dtypes) arrays."""
         if x is None:
             return None
         fw = framework(x)
@@ -91,7 +89,7 @@ class Call:
         if fw == "torch" and x.requires_grad:
             x = x.detach()  # the functional API is not differentiable: tokemb.torch is
         dev = device_of(x, self.fn, name)
-        if is_cuda(dev) and handshake:
+        if is_cuda(dev):
             # DLPack's stream handshake: the producer makes the data ready on the consumer's
             # stream. Only needed where the stream is not the producer's own current stream.
             # DLPack forbids stream 0 for CUDA (ambiguous); 1 is the legacy default stream,
@@ -134,8 +132,9 @@ class Call:
                            self.dev[1])
 
     def workspace(self, nbytes):
-        """Backward workspace from the framework's allocator; None lets the extension use its
-        own per-(device, stream) buffer."""
+        """Backward workspace from the framework's allocator (_core.backward calls this with
+        the bytes it needs, only when it needs some); None lets the extension use its own
+        per-(device, stream) buffer."""
         if nbytes == 0:
             return None
         if self.fw == "torch":

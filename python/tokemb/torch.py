@@ -311,19 +311,24 @@ class _ParallelFunction(torch.autograd.Function):
             dout = torch.cat(parts, dim=1).view(dout.dtype)
         (rows, dim), pshape = ctx.shapes
         gt = torch.empty((rows, dim), dtype=torch.float32, device=dout.device)
+        # Only rank 0 computes the position gradient; the others contribute zeros to the
+        # all_reduce below and pass no grad_pos (nor the positions, which then select nothing),
+        # so no work is done only to be discarded.
         gp = None
-        if pshape is not None:
+        if pshape is not None and par.rank == 0:
             gp = torch.empty(pshape, dtype=torch.float32, device=dout.device)
+        if gp is None:
+            position_ids = cu_seqlens = None
         _tk.backward(ids, dout, gt, gp, position_offset=ctx.position_offset,
                      position_ids=position_ids, cu_seqlens=cu_seqlens,
                      padding_idx=par.padding_idx, dropout_p=ctx.dropout[0],
                      dropout_mode=ctx.dropout[1], seed_offset=seed_offset,
                      vocab_start=par.start, vocab_size=par.vocab_size, accumulate=False,
                      deterministic=_use_deterministic(par.deterministic))
-        if gp is not None:
+        if pshape is not None:
             # Rank 0's position gradient, the same bits on every rank (x + 0 + ... is x).
-            if par.rank != 0:
-                gp.zero_()
+            if gp is None:
+                gp = torch.zeros(pshape, dtype=torch.float32, device=dout.device)
             dist.all_reduce(gp, group=par.group)
         tdt, pdt = ctx.dtypes
         gt = gt if tdt == torch.float32 else gt.to(tdt)
@@ -352,15 +357,16 @@ def token_position_embedding(ids, token_weight, pos_weight=None, *, position_off
     yields a zero row and is raised by :func:`tokemb.check_errors`; on the CPU it raises
     IndexOutOfRange at once.
     """
-    if padding_idx is not None:
-        padding_idx = int(padding_idx)
-        if padding_idx < 0:
-            padding_idx += token_weight.shape[0]
+    fn = "token_position_embedding"
+    # padding_idx goes to the library as given: it takes negative indices (counting from the end)
+    # and its error names the valid range.
+    padding_idx = _tk._index(padding_idx, fn, "padding_idx")
+    position_offset = _tk._index(position_offset, fn, "position_offset", optional=False)
     dropout_p = float(dropout_p)
     seed_offset = None
     if dropout_p > 0.0:
         seed_offset = draw_seed_offset(token_weight.device, generator)
-    return _apply(ids, token_weight, pos_weight, int(position_offset), position_ids, cu_seqlens,
+    return _apply(ids, token_weight, pos_weight, position_offset, position_ids, cu_seqlens,
                   padding_idx, dropout_p, str(dropout_mode), seed_offset, bool(deterministic))
 
 
@@ -421,7 +427,7 @@ class TokenPositionEmbedding(nn.Module):
         vocab_size = int(vocab_size)
         start, rows = vocab_shard(vocab_size, rank, world)
         if padding_idx is not None:
-            padding_idx = int(padding_idx)
+            padding_idx = _tk._index(padding_idx, "TokenPositionEmbedding", "padding_idx")
             if not -vocab_size <= padding_idx < vocab_size:
                 raise _tk.InvalidArgument(f"TokenPositionEmbedding: padding_idx {padding_idx} is "
                                           f"outside [{-vocab_size}, {vocab_size})")
@@ -507,14 +513,33 @@ class TokenPositionEmbedding(nn.Module):
             raise _tk.InvalidArgument(f"from_state_dict: no '{prefix}tok_emb.weight' in the "
                                       "state_dict") from None
         pw = state_dict.get(prefix + "pos_emb.weight")
-        m = cls(tw.shape[0], tw.shape[1], 0 if pw is None else pw.shape[0],
-                padding_idx=padding_idx, deterministic=deterministic, dropout=dropout,
-                dropout_mode=dropout_mode, device=device if device is not None else tw.device, dtype=tw.dtype)
-        sd = {"tok_emb.weight": tw}
-        if pw is not None:
-            sd["pos_emb.weight"] = pw
-        m.load_state_dict(sd)
-        return m
+        for key, w in ((prefix + "tok_emb.weight", tw), (prefix + "pos_emb.weight", pw)):
+            if w is not None and (not isinstance(w, torch.Tensor) or w.dim() != 2):
+                raise _tk.InvalidArgument(
+                    f"from_state_dict: '{key}' is "
+                    f"{list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}; "
+                    "expected a 2-D tensor")
+        padding_idx = _tk._index(padding_idx, "from_state_dict", "padding_idx")
+        if device is None:
+            device = tw.device
+
+        def table(w):
+            # An independent copy on the module's device in tw's dtype, wrapped without drawing
+            # an init (nn.Embedding's own init would advance the global RNG for nothing).
+            w = w.detach().to(device=device, dtype=tw.dtype, copy=True)
+            return nn.Embedding.from_pretrained(w, freeze=False)
+
+        tok = table(tw)
+        if padding_idx is not None:
+            if not -tok.num_embeddings <= padding_idx < tok.num_embeddings:
+                raise _tk.InvalidArgument(
+                    f"from_state_dict: padding_idx {padding_idx} is outside "
+                    f"[{-tok.num_embeddings}, {tok.num_embeddings})")
+            # What nn.Embedding(padding_idx=...) stores: the index counted from the start.
+            tok.padding_idx = padding_idx % tok.num_embeddings
+        return cls.from_embeddings(tok, None if pw is None else table(pw),
+                                   deterministic=deterministic, dropout=dropout,
+                                   dropout_mode=dropout_mode)
 
     @property
     def padding_idx(self):
@@ -557,7 +582,9 @@ class TokenPositionEmbedding(nn.Module):
             par.zeros = cache
         seed_offset = draw_seed_offset(w.device) if p > 0.0 else None
         out = _ParallelFunction.apply(ids, w, None if self.pos_emb is None else
-                                      self.pos_emb.weight, par, int(position_offset),
+                                      self.pos_emb.weight, par,
+                                      _tk._index(position_offset, "TokenPositionEmbedding",
+                                                 "position_offset", optional=False),
                                       position_ids, cu_seqlens, p, self.dropout_mode,
                                       seed_offset)
         self._zeros_cache = par.zeros

@@ -1,5 +1,6 @@
 """Seeded init, .npy / safetensors I/O and the token-file readers through the Python wrappers."""
 
+import os
 import struct
 
 import numpy as np
@@ -146,3 +147,76 @@ def test_token_files(rng, tmp_path):
     with pytest.raises(tokemb.IndexOutOfRange):
         tokemb.check_token_ids(f.ids, int(f.ids.max()), "train.bin")
     tokemb.check_token_ids(f.ids, 50257)
+
+
+def test_weights_with_equal_names_raise(rng, tmp_path):
+    tok = rng.standard_normal((6, 4)).astype(np.float32)
+    pos = rng.standard_normal((3, 4)).astype(np.float32)
+    path = tmp_path / "w.safetensors"
+    # One name for both tables used to keep only the position table, silently.
+    with pytest.raises(tokemb.InvalidArgument, match="'x' is used twice"):
+        tokemb.save_weights(path, tok, pos, names=("x", "x"))
+    assert not path.exists()
+    tokemb.save_weights(path, tok, pos, names=("x", "y"))
+    t2, p2 = np.zeros_like(tok), np.zeros_like(pos)
+    with pytest.raises(tokemb.InvalidArgument, match="names"):
+        tokemb.load_weights(path, t2, p2, names=("x", "x"))
+    assert (t2 == 0).all() and (p2 == 0).all()
+    tokemb.load_weights(path, t2, p2, names=("x", "y"))
+    np.testing.assert_array_equal(t2, tok)
+    np.testing.assert_array_equal(p2, pos)
+
+
+def test_paths_are_checked_not_stringified(rng, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a = rng.standard_normal((3, 2)).astype(np.float32)
+    calls = [
+        ("save_npy", lambda p: tokemb.save_npy(p, a)),
+        ("load_npy", lambda p: tokemb.load_npy(p, np.zeros_like(a))),
+        ("read_npy", lambda p: tokemb.read_npy(p)),
+        ("save_safetensors", lambda p: tokemb.save_safetensors(p, {"a": a})),
+        ("read_safetensors", lambda p: tokemb.read_safetensors(p)),
+        ("save_weights", lambda p: tokemb.save_weights(p, a)),
+        ("load_weights", lambda p: tokemb.load_weights(p, np.zeros_like(a))),
+        ("read_token_file", lambda p: tokemb.read_token_file(p)),
+    ]
+    for fn, call in calls:
+        for bad in (None, 3, 1.5):
+            with pytest.raises(tokemb.InvalidArgument, match=f"tokemb.{fn}: path"):
+                call(bad)
+    assert os.listdir(tmp_path) == []  # no file named "None" (or "3")
+    # bytes paths are file names, not "b'...'"
+    tokemb.save_npy(os.fsencode(tmp_path / "b.npy"), a)
+    assert os.listdir(tmp_path) == ["b.npy"]
+    np.testing.assert_array_equal(tokemb.read_npy(b"b.npy"), a)
+    tokemb.save_weights(b"w.safetensors", a)
+    assert list(tokemb.read_safetensors(tmp_path / "w.safetensors")) == ["wte.weight"]
+
+
+def test_integer_arguments_are_not_truncated(rng, tmp_path):
+    n = 20
+    raw = tmp_path / "t.bin"
+    raw.write_bytes(np.arange(n, dtype=np.uint16).tobytes())
+    for bad in (1.7, "3"):
+        with pytest.raises(tokemb.InvalidArgument, match="max_tokens"):
+            tokemb.read_token_file(raw, max_tokens=bad)
+        with pytest.raises(tokemb.InvalidArgument, match="stride"):
+            tokemb.window_count(n, 4, bad)
+        with pytest.raises(tokemb.InvalidArgument, match="max_length"):
+            tokemb.sliding_windows(np.arange(n), bad)
+        with pytest.raises(tokemb.InvalidArgument, match="vocab_size"):
+            tokemb.check_token_ids(np.arange(n), bad)
+    assert tokemb.read_token_file(raw, max_tokens=np.int64(3)).ids.tolist() == [0, 1, 2]
+    t = np.zeros((8, 4), np.float32)
+    for kw, name in (({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"),
+                     ({"seed": 1, "stream_id": -2}, "stream_id"),
+                     ({"seed": 1, "stream_id": 0.5}, "stream_id")):
+        with pytest.raises(tokemb.InvalidArgument, match=name):
+            tokemb.init_normal(t, **kw)
+        with pytest.raises(tokemb.InvalidArgument, match=name):
+            tokemb.init_uniform(t, **kw)
+    for bad, name in ((-1, "seed"), (2.5, "seed")):
+        with pytest.raises(tokemb.InvalidArgument, match=name):
+            tokemb.init_pytorch(np.zeros((8, 4), np.float32), seed=bad)
+    with pytest.raises(tokemb.InvalidArgument, match="padding_idx"):
+        tokemb.init_pytorch(np.zeros((8, 4), np.float32), seed=1, padding_idx=1.5)

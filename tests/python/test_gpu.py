@@ -182,3 +182,34 @@ def test_module_dropout_on_cuda_reproducible_under_manual_seed(rng):
     assert torch.equal(emb(ids), a) and not torch.equal(a, b)
     a.sum().backward()
     emb.check_errors()
+
+
+@pytest.mark.parametrize("accumulate,deterministic", [(True, False), (True, True), (False, False)])
+def test_backward_asks_the_allocator_only_for_a_needed_workspace(rng, monkeypatch, accumulate,
+                                                                 deterministic):
+    from tokemb import _arrays
+    V, P, D, B, T = 300, 16, 8, 4, 16
+    ids = torch.from_numpy(rng.integers(0, V, (B, T))).cuda()
+    dout = torch.randn(B, T, D, device="cuda")
+    gt = torch.zeros(V, D, device="cuda")
+    gp = torch.zeros(P, D, device="cuda")
+    sizes = []
+    real = _arrays.Call.workspace
+
+    def spy(self, nbytes):
+        sizes.append(nbytes)
+        return real(self, nbytes)
+
+    monkeypatch.setattr(_arrays.Call, "workspace", spy)
+    tokemb.backward(ids, dout, gt, gp, accumulate=accumulate, deterministic=deterministic)
+    # The sorting pass (deterministic, or overwriting) needs a workspace, from PyTorch's
+    # allocator; the accumulating atomic one needs none and the allocator is not called.
+    if deterministic or not accumulate:
+        assert len(sizes) == 1 and sizes[0] > 0
+    else:
+        assert sizes == []
+    ref = torch.zeros(V, D, device="cuda").index_add_(0, ids.reshape(-1), dout.reshape(-1, D))
+    torch.testing.assert_close(gt, ref, rtol=1e-5, atol=1e-5)
+    refp = torch.zeros(P, D, device="cuda").index_add_(
+        0, torch.arange(T, device="cuda").repeat(B), dout.reshape(-1, D))
+    torch.testing.assert_close(gp, refp, rtol=1e-5, atol=1e-5)

@@ -218,3 +218,55 @@ def test_jax_arrays_if_installed(rng):
     np.testing.assert_array_equal(np.asarray(out), ref_forward(ids, tok, pos))
     with pytest.raises(tokemb.InvalidArgument, match="immutable"):
         tokemb.backward(jnp.asarray(ids), jnp.zeros((B, T, D)), jnp.zeros((V, D)))
+
+
+def test_integer_arguments_are_not_truncated(rng):
+    V, P, D, B, T = 10, 8, 3, 2, 3
+    tok, pos = tables(rng, V, P, D)
+    ids = rng.integers(0, V, (B, T))
+    dout = rng.standard_normal((B, T, D)).astype(np.float32)
+    gt, gp = np.zeros_like(tok), np.zeros_like(pos)
+    for bad in (1.7, "1", 2.0):
+        with pytest.raises(tokemb.InvalidArgument, match="position_offset"):
+            tokemb.forward(ids, tok, pos, position_offset=bad)
+        with pytest.raises(tokemb.InvalidArgument, match="position_offset"):
+            tokemb.backward(ids, dout, gt, gp, position_offset=bad)
+        with pytest.raises(tokemb.InvalidArgument, match="padding_idx"):
+            tokemb.forward(ids, tok, pos, padding_idx=bad)
+        with pytest.raises(tokemb.InvalidArgument, match="padding_idx"):
+            tokemb.backward(ids, dout, gt, gp, padding_idx=bad)
+    for kw in ({"seed": -1}, {"offset": -1}, {"seed": 0.5}, {"seed": 2**64}):
+        name = next(iter(kw))
+        with pytest.raises(tokemb.InvalidArgument, match=name):
+            tokemb.forward(ids, tok, pos, dropout_p=0.5, **kw)
+        with pytest.raises(tokemb.InvalidArgument, match=name):
+            tokemb.backward(ids, dout, gt, gp, dropout_p=0.5, **kw)
+    with pytest.raises(tokemb.InvalidArgument, match="position_offset"):
+        tokemb.forward(ids, tok, pos, position_offset=2**63)
+    assert (gt == 0).all() and (gp == 0).all()
+    # Integers of any kind (NumPy's included) are taken as they are.
+    np.testing.assert_array_equal(tokemb.forward(ids, tok, pos, position_offset=np.int32(2)),
+                                  ref_forward(ids, tok, pos, offset=2))
+
+
+def test_backward_is_one_binding_call_with_an_allocator(rng, monkeypatch):
+    """tokemb.backward converts and checks its arguments once: the workspace size is computed by
+    the binding itself, which calls the allocator only when the call needs a workspace (never on
+    the CPU backend)."""
+    from tokemb import _core
+    assert not hasattr(_core, "backward_workspace_size")
+    V, P, D, B, T = 9, 5, 3, 2, 4
+    ids = rng.integers(0, V, (B, T))
+    dout = rng.standard_normal((B, T, D)).astype(np.float32)
+    gt, gp = np.zeros((V, D), np.float32), np.zeros((P, D), np.float32)
+    asked = []
+    _core.backward(ids, dout, gt, gp, lambda n: asked.append(n), 0, None, None, None, 0.0, 0, 0,
+                   "element", None, 0, 0, True, True, 0)
+    assert asked == []
+    assert_grads_close(gt, ids, dout, V, P, grad_pos=gp)
+    calls = []
+    real = _core.backward
+    monkeypatch.setattr(_core, "backward", lambda *a: calls.append(a) or real(*a))
+    tokemb.backward(ids, dout, gt, gp, accumulate=False, deterministic=True)
+    assert len(calls) == 1
+    assert_grads_close(gt, ids, dout, V, P, grad_pos=gp)

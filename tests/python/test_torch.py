@@ -373,3 +373,74 @@ def test_torch_compile_with_dropout_applies_the_forward_mask_in_backward(rng):
     torch.testing.assert_close(emb.tok_emb.weight.grad, ref.weight.grad)
     a, b = compiled(ids), compiled(ids)
     assert not torch.equal(a == 0, b == 0), "consecutive compiled forwards drew the same mask"
+
+
+def test_from_state_dict_draws_nothing_from_the_global_rng(rng):
+    V, D, P = int(rng.integers(2, 50)), int(rng.integers(1, 16)), int(rng.integers(1, 12))
+    sd = {"tok_emb.weight": torch.randn(V, D), "pos_emb.weight": torch.randn(P, D)}
+    torch.manual_seed(0)
+    emb = tt.TokenPositionEmbedding.from_state_dict(sd, padding_idx=-1)
+    after = torch.rand(8)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(8))  # as if the call had not happened
+    assert torch.equal(emb.tok_emb.weight, sd["tok_emb.weight"])
+    assert torch.equal(emb.pos_emb.weight, sd["pos_emb.weight"])
+    # An independent copy, not a view of the state_dict's tensors.
+    assert emb.tok_emb.weight.data_ptr() != sd["tok_emb.weight"].data_ptr()
+    assert emb.padding_idx == V - 1
+    with pytest.raises(tokemb.InvalidArgument, match="padding_idx"):
+        tt.TokenPositionEmbedding.from_state_dict(sd, padding_idx=V)
+
+
+def test_padding_idx_passes_through_unchanged(rng):
+    V, D, P, B, T = 10, 4, 6, 2, 3
+    tw, pw = torch.randn(V, D), torch.randn(P, D)
+    ids = torch.from_numpy(rng.integers(0, V, (B, T)))
+    # The library names the valid range for the value the caller gave, not a shifted one.
+    with pytest.raises(tokemb.InvalidArgument, match="-100") as ei:
+        tt.token_position_embedding(ids, tw, pw, padding_idx=-100)
+    assert "-90" not in str(ei.value)
+    with pytest.raises(tokemb.InvalidArgument, match="padding_idx"):
+        tt.token_position_embedding(ids, tw, pw, padding_idx=1.5)
+    with pytest.raises(tokemb.InvalidArgument, match="position_offset"):
+        tt.token_position_embedding(ids, tw, pw, position_offset=1.7)
+    # A negative index still counts from the end, in the forward and the backward.
+    tw.requires_grad_(True)
+    ids[0, 0] = V - 1
+    out = tt.token_position_embedding(ids, tw, pw, padding_idx=-1)
+    out.sum().backward()
+    assert (tw.grad[V - 1] == 0).all()
+
+
+def test_parallel_backward_leaves_position_gradient_to_rank_0(monkeypatch, rng):
+    """Ranks other than 0 pass no grad_pos (no work thrown away) and all_reduce zeros."""
+    import torch.distributed as dist
+    V, D, P, B, T = 12, 4, 5, 2, 3
+    tw = torch.randn(V, D, requires_grad=True)
+    pw = torch.randn(P, D, requires_grad=True)
+    ids = torch.from_numpy(rng.integers(0, V, (B, T)))
+    monkeypatch.setattr(dist, "all_reduce", lambda t, group=None: None)  # a group of one
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    seen = []
+    real_backward = tokemb.backward
+
+    def spy(ids, dout, grad_token, grad_pos=None, **kw):
+        seen.append(grad_pos)
+        return real_backward(ids, dout, grad_token, grad_pos, **kw)
+
+    monkeypatch.setattr(tt._tk, "backward", spy)
+    pids = torch.from_numpy(rng.integers(0, P, (B, T)))
+    for rank, position_ids in ((0, None), (1, None), (0, pids), (1, pids)):
+        par = tt._Parallel(None, rank, 2, 0, V, None, False, False)
+        tw.grad = pw.grad = None
+        out = tt._ParallelFunction.apply(ids, tw, pw, par, 0, position_ids, None, 0.0,
+                                         "element", None)
+        out.backward(torch.ones_like(out))
+        if rank == 0:
+            assert seen[-1] is not None
+            pos = torch.arange(T).repeat(B) if position_ids is None else position_ids.reshape(-1)
+            want = torch.zeros(P, D).index_add_(0, pos, torch.ones(B * T, D))
+            assert torch.equal(pw.grad, want)
+        else:
+            assert seen[-1] is None
+            assert torch.equal(pw.grad, torch.zeros(P, D))
