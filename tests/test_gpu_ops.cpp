@@ -57,6 +57,9 @@ const Case kCases[] = {
     {"D4096_uniform", 2, 64, 4096, 5000, 64, IdDistribution::uniform, PosMode::offset, 0, false},
     // More than one column block per tile (f32: 1025 packs of 4; bf16/f16: 4100 scalars).
     {"D4100_column_blocks", 2, 80, 4100, 300, 100, IdDistribution::zipf, PosMode::offset, 5, true},
+    // The same geometry for the simulator, on 8 rows.
+    {"D4100_column_blocks_8_rows", 2, 4, 4100, 30, 8, IdDistribution::zipf, PosMode::offset, 1,
+     true},
     {"single_token", 1, 1, 256, 50257, 1024, IdDistribution::uniform, PosMode::offset, 1000, false},
     {"decode_B64_T1", 64, 1, 768, 50257, 1024, IdDistribution::zipf, PosMode::offset, 1000, false},
     // Decode-like: the deterministic positional gradient splits B into chunks of 64 rows.
@@ -64,6 +67,12 @@ const Case kCases[] = {
      false},
     // B not a multiple of the chunk, several steps, overwrite zeroing rows outside the window.
     {"B200_T3_pos_chunks", 200, 3, 40, 1000, 16, IdDistribution::uniform, PosMode::offset, 5, true},
+    // For the simulator (scripts/sim-check.sh, which runs only the smallest cases): one
+    // run of 1300 equal ids over 11 sorted tiles takes the fixup's split-across-warps path (more
+    // than 8 partials); Zipf ids over 40 rows make many runs that cross one or several tiles.
+    {"N1300_identical_long_run", 10, 130, 24, 500, 256, IdDistribution::identical, PosMode::ids, 0,
+     false},
+    {"N3000_zipf_V40_runs", 20, 150, 12, 40, 150, IdDistribution::zipf, PosMode::offset, 0, true},
     {"N65536_identical", 64, 1024, 128, 50257, 1024, IdDistribution::identical, PosMode::offset, 0,
      false},
     {"N65536_zipf_ids", 64, 1024, 64, 50257, 1024, IdDistribution::zipf, PosMode::ids, 0, true},
@@ -114,8 +123,16 @@ TYPED_TEST(GpuOps, ForwardAndBackwardMatchCpuReference) {
   // TOKEMB_TEST_SMALL=1 (set by scripts/gpu-check.sh under compute-sanitizer) drops the shapes
   // with more than 4096 rows, which the sanitizers would make slow.
   const bool small = std::getenv("TOKEMB_TEST_SMALL") != nullptr;
+  // TOKEMB_TEST_SIM=1 (scripts/sim-check.sh: GPGPU-Sim executes about 10^5 instructions per
+  // second) keeps the cases of at most kSimElements dout elements; the cases marked "for the
+  // simulator" below stand in for the larger ones' tile, chunk and column-block geometry.
+  const bool sim = std::getenv("TOKEMB_TEST_SIM") != nullptr;
+  constexpr std::int64_t kSimElements = 65536;
+  const char* only = std::getenv("TOKEMB_TEST_CASE");  // one case by name, to replay a failure
   for (const Case& c : kCases) {
-    if (small && c.B * c.T > 4096) continue;
+    if (only != nullptr && std::string(only) != c.name) continue;
+    if ((small || sim) && c.B * c.T > 4096) continue;
+    if (sim && c.B * c.T * c.D > kSimElements) continue;
     const auto seed = fresh_seed();
     SCOPED_TRACE(std::string(c.name) + " seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);

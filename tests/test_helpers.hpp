@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -78,7 +79,10 @@ T from_f(float x) {
 // ---- random inputs ---------------------------------------------------------------------------
 
 /// A fresh seed per call (printed by the tests that use it, so a failure can be replayed).
+/// A new random seed per call, or TOKEMB_TEST_SEED when it is set (to replay the seed that a
+/// failure's trace printed).
 inline std::uint64_t fresh_seed() {
+  if (const char* fixed = std::getenv("TOKEMB_TEST_SEED")) return std::strtoull(fixed, nullptr, 0);
   static std::random_device rd;
   return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
 }
