@@ -31,8 +31,8 @@ const EmbeddingConfig& validated(const EmbeddingConfig& c) {
     TOKEMB_EXPECTS(*c.padding_idx >= -c.vocab_size && *c.padding_idx < c.vocab_size,
                    InvalidArgument, op, ": padding_idx ", *c.padding_idx,
                    " is outside the valid range [", -c.vocab_size, ", ", c.vocab_size, ")");
-  TOKEMB_EXPECTS(c.dropout >= 0.0f && c.dropout <= 1.0f, InvalidArgument, op, ": dropout is ",
-                 c.dropout, ", must be in [0, 1]");
+  TOKEMB_EXPECTS(c.dropout >= 0.0 && c.dropout <= 1.0, InvalidArgument, op, ": dropout is ",
+                 detail::format_double(c.dropout), ", must be in [0, 1]");
   TOKEMB_EXPECTS(c.dropout_mode == DropoutMode::element || c.dropout_mode == DropoutMode::token,
                  InvalidArgument, op, ": dropout_mode is ", static_cast<int>(c.dropout_mode),
                  ", expected DropoutMode::element or DropoutMode::token");
@@ -78,7 +78,7 @@ void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64
 
 void Embedding::forward(const TensorView& ids, const TensorView& out, const Positions& positions) {
   Options o = options(positions);
-  const bool drop = training_ && config_.dropout > 0.0f;
+  const bool drop = training_ && config_.dropout > 0.0;
   if (drop) o.dropout = detail::module_dropout(config_, next_offset_, dropout_state());
   tokemb::forward(ids, token_table_, pos_table_, out, o, stream_);
   // Queued only once the call was accepted; the graph-safe mode reads its state instead.
@@ -150,7 +150,7 @@ void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Opti
   const bool masked = !pending_.empty();
   if (masked) {
     o.dropout = detail::module_dropout(config_, pending_.front());
-  } else if (graph_safe_dropout() && training_ && config_.dropout > 0.0f) {
+  } else if (graph_safe_dropout() && training_ && config_.dropout > 0.0) {
     o.dropout = detail::module_dropout(config_, 0, dropout_state());
   }
   // Only the sort-based paths need scratch; the accumulating atomic mode skips the size query

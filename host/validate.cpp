@@ -61,8 +61,8 @@ void expect_shape(const char* op, const char* name, const TensorView& v, const S
 
 DropoutParams validate_dropout(const char* op, const Dropout& d, Device dev) {
   // !(p >= 0 && p <= 1) also rejects NaN.
-  TOKEMB_EXPECTS(d.p >= 0.0f && d.p <= 1.0f, InvalidArgument, op, ": dropout.p is ", d.p,
-                 "; it must be in [0, 1]");
+  TOKEMB_EXPECTS(d.p >= 0.0 && d.p <= 1.0, InvalidArgument, op, ": dropout.p is ",
+                 format_double(d.p), "; it must be in [0, 1]");
   TOKEMB_EXPECTS(d.mode == DropoutMode::element || d.mode == DropoutMode::token, InvalidArgument,
                  op, ": dropout.mode is ", static_cast<int>(d.mode),
                  ", expected DropoutMode::element (0) or DropoutMode::token (1)");

@@ -94,7 +94,7 @@ struct Problem {
   }
 };
 
-Options with_dropout(float p, std::uint64_t seed, std::uint64_t offset,
+Options with_dropout(double p, std::uint64_t seed, std::uint64_t offset,
                      DropoutMode mode = DropoutMode::element) {
   Options o;
   o.dropout.p = p;
@@ -106,6 +106,77 @@ Options with_dropout(float p, std::uint64_t seed, std::uint64_t offset,
 
 bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && same_bits(a.data(), b.data(), a.size() * sizeof(float));
+}
+
+// Issue 20 item 12: p is a double from the caller to the threshold and scale. The scale is
+// float(1 / (1 - p)) computed in double (a float computation differs by one ulp for ~12 % of p,
+// e.g. 0.15), the threshold llround(p * 2^24) (at least 1: p = 1e-9 still drops).
+TEST(DropoutParams, ScaleAndThresholdComeFromTheDoubleP) {
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<double> ps = {0.15, 0.1, 0.5, 0.9, 1e-9, 1e-7, 0.999999, 0.3333333333333333};
+  for (int i = 0; i < 1000; ++i) ps.push_back(u(rng));
+  for (double p : ps) {
+    if (!(p > 0.0)) continue;
+    Dropout d;
+    d.p = p;
+    const detail::DropoutParams dp = detail::dropout_params(d);
+    ASSERT_TRUE(dp.enabled()) << p;
+    ASSERT_EQ(dp.scale, static_cast<float>(1.0 / (1.0 - p))) << "p = " << p;
+    const long long want = std::max(1LL, std::llround(p * 16777216.0));
+    ASSERT_EQ(static_cast<long long>(dp.threshold), want) << "p = " << p;
+  }
+  Dropout tiny;
+  tiny.p = 1e-9;
+  EXPECT_TRUE(detail::dropout_params(tiny).enabled());
+  EXPECT_EQ(detail::dropout_params(tiny).threshold, 1u);
+  Dropout one;
+  one.p = 1.0;
+  EXPECT_EQ(detail::dropout_params(one).threshold, 16777216u);
+  EXPECT_EQ(detail::dropout_params(one).scale, 0.0f);
+  EXPECT_FALSE(detail::dropout_params(Dropout{}).enabled());
+}
+
+// p outside [0, 1] as given is rejected, even where float rounding would bring it back inside
+// (1 + 1e-9 and -1e-50 both round to a valid float), and the message shows the value given.
+TEST(DropoutParams, ProbabilityOutsideTheUnitIntervalIsRejectedAsGiven) {
+  Problem pr(1);
+  for (double bad : {1.0 + 1e-9, -1e-50, -0.0 - 1e-300, 1.5, std::nan(""),
+                     std::numeric_limits<double>::infinity()}) {
+    std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D), 5.0f);
+    try {
+      tokemb::forward(
+          host_view(pr.ids, DType::i64, {pr.B, pr.T}), host_view(pr.tok, DType::f32, {pr.V, pr.D}),
+          host_view(pr.pos, DType::f32, {pr.P, pr.D}),
+          host_view(out, DType::f32, {pr.B, pr.T, pr.D}), with_dropout(bad, 1, 0), host_stream);
+      FAIL() << "p = " << bad << " accepted";
+    } catch (const InvalidArgument& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("dropout.p"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("[0, 1]"), std::string::npos) << msg;
+    }
+    for (float x : out) ASSERT_EQ(x, 5.0f);
+    EmbeddingConfig c;
+    c.vocab_size = pr.V;
+    c.dim = pr.D;
+    c.dropout = bad;
+    EXPECT_THROW(Embedding(c, host_stream), InvalidArgument) << bad;
+  }
+  try {
+    (void)pr.forward(with_dropout(1.0 + 1e-9, 1, 0));
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("1.000000001"), std::string::npos) << e.what();
+  }
+  try {
+    (void)pr.forward(with_dropout(-1e-50, 1, 0));
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("-1e-50"), std::string::npos) << e.what();
+  }
+  // The ends themselves are valid.
+  EXPECT_NO_THROW(pr.forward(with_dropout(1.0, 1, 0)));
+  EXPECT_NO_THROW(pr.forward(with_dropout(0.0, 1, 0)));
 }
 
 TEST(Dropout, ZeroProbabilityIsExactlyNoDropout) {
@@ -396,7 +467,7 @@ TEST(PackedSequences, ArgumentErrors) {
 // ----------------------------------------------------------------------------------
 
 // A module holding the problem's tables, with dropout p drawn from seed.
-Embedding problem_module(const Problem& pr, float p, std::uint64_t seed, Device dev,
+Embedding problem_module(const Problem& pr, double p, std::uint64_t seed, Device dev,
                          StreamView stream, BackwardMode mode = BackwardMode::atomic) {
   EmbeddingConfig c;
   c.vocab_size = pr.V;

@@ -51,7 +51,7 @@ EmbeddingConfig local_config(const ParallelConfig& c, const Shard& s) {
   EmbeddingConfig l = c.embedding;
   l.vocab_size = s.rows;  // this rank's rows of the (padded) table
   l.padding_idx.reset();  // a global id: handled through Options
-  l.dropout = 0.0f;       // applied after the collective, not by the local module
+  l.dropout = 0.0;        // applied after the collective, not by the local module
   return l;
 }
 
@@ -94,9 +94,9 @@ TensorParallelEmbedding::TensorParallelEmbedding(const ParallelConfig& config, n
       shard_(vocab_shard(table_rows(config), rank_, world_)),
       local_(local_config(config, shard_), stream),
       errors_(config.embedding.device, stream) {
-  TOKEMB_EXPECTS(config.embedding.dropout >= 0.0f && config.embedding.dropout <= 1.0f,
+  TOKEMB_EXPECTS(config.embedding.dropout >= 0.0 && config.embedding.dropout <= 1.0,
                  InvalidArgument, "tokemb::nccl::TensorParallelEmbedding: dropout is ",
-                 config.embedding.dropout, ", must be in [0, 1]");
+                 detail::format_double(config.embedding.dropout), ", must be in [0, 1]");
   TOKEMB_EXPECTS(config.embedding.device.is_cuda(), InvalidArgument,
                  "tokemb::nccl::TensorParallelEmbedding: the device must be a CUDA device, not ",
                  config.embedding.device.str());
@@ -180,6 +180,8 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
                                       static_cast<std::size_t>(B * (T / world_) * D), nccl_type(dt),
                                       ncclSum, comm_, st.value()));
   } else {
+    const TensorView pos = detail::parallel_forward_positions(rank_, ids, local_.token_table(),
+                                                              local_.position_table(), out, o);
     tokemb::forward(ids, local_.token_table(), pos, out, o, st);
     TOKEMB_NCCL_TRY(ncclAllReduce(out.data, out.data, static_cast<std::size_t>(B * T * D),
                                   nccl_type(dt), ncclSum, comm_, st.value()));

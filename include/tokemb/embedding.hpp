@@ -23,8 +23,8 @@ struct EmbeddingConfig {
   std::optional<std::int64_t> padding_idx;  ///< this token's row receives no gradient
   BackwardMode backward_mode = BackwardMode::atomic;
   /// Fused dropout after the embedding (the book's drop_emb): drop probability in [0, 1], used
-  /// by forward in training mode only (Embedding::train / eval).
-  float dropout = 0.0f;
+  /// by forward in training mode only (Embedding::train / eval). A double, as Dropout::p.
+  double dropout = 0.0;
   DropoutMode dropout_mode = DropoutMode::element;
   /// Seed of the dropout masks; the module draws offsets 0, 1, 2, ... from it, one per training
   /// forward (set_dropout_state to choose another point in that sequence).

@@ -55,8 +55,10 @@ enum class DropoutMode : std::uint8_t {
 /// regenerates forward's mask from the same (seed, offset): pass it the same Dropout. Use a new
 /// offset (e.g. offset + 1) for each new mask.
 struct Dropout {
-  /// Drop probability in [0, 1]. 0 (the default) is off: exactly the result without dropout.
-  float p = 0.0f;
+  /// Drop probability in [0, 1] (checked as given: 1 + 1e-9 and -1e-50 are rejected). A double
+  /// up to the point where the mask's threshold round(p * 2^24) and the scale are computed. 0
+  /// (the default) is off: exactly the result without dropout.
+  double p = 0.0;
   std::uint64_t seed = 0;
   std::uint64_t offset = 0;
   DropoutMode mode = DropoutMode::element;

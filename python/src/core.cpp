@@ -232,14 +232,14 @@ struct OpArgs {
   std::int64_t position_offset = 0;
   Arg position_ids, cu_seqlens, seed_offset;
   std::optional<std::int64_t> padding_idx;
-  float dropout_p = 0.0f;
+  double dropout_p = 0.0;
   std::uint64_t seed = 0, offset = 0;
   std::string dropout_mode = "element";
   std::int64_t vocab_start = 0, vocab_size = 0;
 };
 
 OpArgs op_args(const char* fn, std::int64_t position_offset, nb::handle position_ids,
-               nb::handle cu_seqlens, std::optional<std::int64_t> padding_idx, float dropout_p,
+               nb::handle cu_seqlens, std::optional<std::int64_t> padding_idx, double dropout_p,
                std::uint64_t seed, std::uint64_t offset, const std::string& dropout_mode,
                nb::handle seed_offset, std::int64_t vocab_start, std::int64_t vocab_size) {
   OpArgs a;
@@ -301,7 +301,7 @@ tokemb::Options make_options(const char* fn, const OpArgs& a, const TensorView& 
 // forward and backward cannot drift apart.
 #define TOKEMB_OP_PARAMS                                                             \
   std::int64_t position_offset, nb::handle position_ids, nb::handle cu_seqlens,      \
-      std::optional<std::int64_t> padding_idx, float dropout_p, std::uint64_t seed,  \
+      std::optional<std::int64_t> padding_idx, double dropout_p, std::uint64_t seed, \
       std::uint64_t offset, const std::string &dropout_mode, nb::handle seed_offset, \
       std::int64_t vocab_start, std::int64_t vocab_size
 #define TOKEMB_OP_ARGS(fn)                                                                     \
