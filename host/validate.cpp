@@ -72,29 +72,54 @@ DropoutParams validate_dropout(const char* op, const Dropout& d, Device dev) {
   return dropout_params(d);
 }
 
-// A call must not write a tensor it also reads (or writes through another argument): the
-// kernels read and write in parallel, so the result would depend on the order of the threads.
-// Byte ranges [data, data + bytes) of two present tensors on one device must be disjoint.
-void expect_disjoint(const char* op, const char* written, const TensorView& a, const char* other,
-                     const TensorView& b) {
-  if (a.data == nullptr || b.data == nullptr) return;
-  const auto a0 = reinterpret_cast<std::uintptr_t>(a.data);
-  const auto b0 = reinterpret_cast<std::uintptr_t>(b.data);
-  const auto a1 = a0 + static_cast<std::uintptr_t>(a.bytes());
-  const auto b1 = b0 + static_cast<std::uintptr_t>(b.bytes());
-  TOKEMB_EXPECTS(a1 <= b0 || b1 <= a0, InvalidArgument, op, ": ", written, " [", a.data, ", +",
-                 a.bytes(), " bytes) overlaps ", other, " [", b.data, ", +", b.bytes(),
-                 " bytes); the tensor a call writes must not share memory with another argument");
+// A call must not write memory it also reads (or writes through another argument): the
+// kernels read and write in parallel, so the result would depend on the order of the threads
+// (and with accumulate = false the gradients are zeroed before seed_offset is read). The rule,
+// written once: every buffer a call writes (out; grad_token, grad_pos; the error record) is
+// compared with every other buffer of the call, read or written (ids, the tables, dout,
+// position_ids, cu_seqlens, dropout.seed_offset, the error record). Byte ranges
+// [data, data + bytes) must be disjoint; ranges that merely touch (one ends where the other
+// begins, as a caching allocator places them) are fine, and an empty range overlaps nothing.
+struct Span {
+  const char* name;
+  const void* data;
+  std::size_t bytes;
+};
+
+Span span(const char* name, const TensorView& v) {
+  return Span{name, v.data, v.data == nullptr ? 0 : v.bytes()};
 }
 
-// A written tensor against every tensor the call reads: the op's inputs, and the row options'
-// tensors (position_ids, cu_seqlens).
-void expect_disjoint_from_inputs(
-    const char* op, const char* written, const TensorView& w, const Options& o,
-    std::initializer_list<std::pair<const char*, const TensorView*>> inputs) {
-  for (const auto& [name, v] : inputs) expect_disjoint(op, written, w, name, *v);
-  expect_disjoint(op, written, w, "position_ids", o.position_ids);
-  expect_disjoint(op, written, w, "cu_seqlens", o.cu_seqlens);
+void expect_disjoint(const char* op, const Span& w, const Span& b) {
+  if (w.data == nullptr || b.data == nullptr || w.bytes == 0 || b.bytes == 0) return;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(w.data);
+  const auto b0 = reinterpret_cast<std::uintptr_t>(b.data);
+  // Differences, not ends: a1 = a0 + bytes could wrap around the address space.
+  const bool apart = a0 <= b0 ? b0 - a0 >= w.bytes : a0 - b0 >= b.bytes;
+  TOKEMB_EXPECTS(apart, InvalidArgument, op, ": ", w.name, " [", w.data, ", +", w.bytes,
+                 " bytes) overlaps ", b.name, " [", b.data, ", +", b.bytes,
+                 " bytes); memory a call writes must not share bytes with another argument");
+}
+
+// \p written against each of \p written (the others) and \p read, plus the options' buffers.
+void expect_no_overlap(const char* op, std::initializer_list<Span> written,
+                       std::initializer_list<Span> read, const Options& o) {
+  const Span opts[] = {
+      span("position_ids", o.position_ids),
+      span("cu_seqlens", o.cu_seqlens),
+      Span{"dropout.seed_offset", o.dropout.seed_offset, 2 * sizeof(std::uint64_t)},
+  };
+  const Span record{"error_record", o.error_record, sizeof(ErrorRecord)};
+  auto against_all = [&](const Span& w) {
+    for (const Span& r : read) expect_disjoint(op, w, r);
+    for (const Span& r : opts) expect_disjoint(op, w, r);
+  };
+  for (const Span* w = written.begin(); w != written.end(); ++w) {
+    for (const Span* x = w + 1; x != written.end(); ++x) expect_disjoint(op, *w, *x);
+    expect_disjoint(op, *w, record);
+    against_all(*w);
+  }
+  against_all(record);  // the record is written too (a bad row), while the inputs are read
 }
 
 // What forward and backward share: ids, positions, padding, device.
@@ -226,9 +251,9 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   expect_shape(op, "out", out, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(out.dtype == token_table.dtype, InvalidArgument, op, ": out has dtype ",
                  dtype_name(out.dtype), " but the tables have ", dtype_name(token_table.dtype));
-  expect_disjoint_from_inputs(
-      op, "out", out, options,
-      {{"token_table", &token_table}, {"pos_table", &pos_table}, {"ids", &ids}});
+  expect_no_overlap(
+      op, {span("out", out)},
+      {span("ids", ids), span("token_table", token_table), span("pos_table", pos_table)}, options);
   p.token_table = token_table.data;
   p.pos_table = pos_table.data;
   p.out = out.data;
@@ -262,10 +287,8 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   expect_shape(op, "dout", dout, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(is_floating(dout.dtype), InvalidArgument, op, ": dout has dtype ",
                  dtype_name(dout.dtype), ", expected f32, bf16 or f16");
-  expect_disjoint(op, "grad_token", grad_token, "grad_pos", grad_pos);
-  expect_disjoint_from_inputs(op, "grad_token", grad_token, options,
-                              {{"dout", &dout}, {"ids", &ids}});
-  expect_disjoint_from_inputs(op, "grad_pos", grad_pos, options, {{"dout", &dout}, {"ids", &ids}});
+  expect_no_overlap(op, {span("grad_token", grad_token), span("grad_pos", grad_pos)},
+                    {span("ids", ids), span("dout", dout)}, options);
   p.dout = dout.data;
   p.dout_type = dout.dtype;
   p.grad_token = static_cast<float*>(grad_token.data);
