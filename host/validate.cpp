@@ -37,8 +37,11 @@ void expect_pointer(const char* op, const char* name, const void* p, std::size_t
   check_pointer_location(op, name, p, device);
 }
 
+// Tables need every dimension >= 1. Tensors shaped by the batch (ids, position_ids, out,
+// dout: leading dimensions B and T) may have B = 0 or T = 0 (an empty batch, as in
+// nn.Embedding): \p batch_dims of them may be 0; the pointer must still be a real one.
 void expect_tensor(const char* op, const char* name, const TensorView& v, Device device, int rank,
-                   const char* layout) {
+                   const char* layout, int batch_dims = 0) {
   TOKEMB_EXPECTS(v.data != nullptr, InvalidArgument, op, ": ", name, " is a null pointer");
   TOKEMB_EXPECTS(v.device == device, InvalidArgument, op, ": ", name, " is on ", v.device.str(),
                  " but ids are on ", device.str(), "; all tensors of a call must share one device");
@@ -47,9 +50,16 @@ void expect_tensor(const char* op, const char* name, const TensorView& v, Device
   expect_pointer(op, name, v.data, dtype_size(v.dtype), device);
   TOKEMB_EXPECTS(v.shape.rank() == rank, InvalidArgument, op, ": ", name, " has shape ",
                  v.shape.str(), " (rank ", v.shape.rank(), "), expected rank ", rank, " ", layout);
-  for (int i = 0; i < rank; ++i)
-    TOKEMB_EXPECTS(v.shape[i] > 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
-                   "; every dimension must be >= 1");
+  for (int i = 0; i < rank; ++i) {
+    if (i < batch_dims) {
+      TOKEMB_EXPECTS(v.shape[i] >= 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
+                     "; the batch dimensions must be >= 0");
+    } else {
+      TOKEMB_EXPECTS(v.shape[i] > 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
+                     batch_dims > 0 ? "; dimensions past B and T must be >= 1"
+                                    : "; every dimension must be >= 1");
+    }
+  }
   (void)v.numel();  // throws InvalidArgument if the element count overflows int64
 }
 
@@ -128,7 +138,7 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
   const Device dev = ids.device;
   if (dev.is_cuda()) require_cuda(dev, op);
-  expect_tensor(op, "ids", ids, dev, 2, "[B, T]");
+  expect_tensor(op, "ids", ids, dev, 2, "[B, T]", /*batch_dims=*/2);
   TOKEMB_EXPECTS(is_index(ids.dtype), InvalidArgument, op, ": ids has dtype ",
                  dtype_name(ids.dtype), ", expected i32 or i64");
   RowParams r;
@@ -183,7 +193,7 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   } else if (!is_absent(op, "position_ids", o.position_ids)) {
     TOKEMB_EXPECTS(P > 0, InvalidArgument, op,
                    ": position_ids given but there is no position table (positions are off)");
-    expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]");
+    expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]", /*batch_dims=*/2);
     TOKEMB_EXPECTS(is_index(o.position_ids.dtype), InvalidArgument, op, ": position_ids has dtype ",
                    dtype_name(o.position_ids.dtype), ", expected i32 or i64");
     expect_shape(op, "position_ids", o.position_ids, ids.shape, "(the shape of ids)");
@@ -191,7 +201,8 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
     r.pos_id_type = o.position_ids.dtype;
   } else if (P > 0) {
     // Offset positions are known on the host: check them now rather than per row.
-    if (o.position_offset < 0 || o.position_offset > P - r.T) {
+    // An empty batch reads no position (as pos_emb(arange(offset, offset + 0)) in PyTorch).
+    if (r.rows() > 0 && (o.position_offset < 0 || o.position_offset > P - r.T)) {
       const std::int64_t bad_t =
           o.position_offset < 0 ? 0 : std::max<std::int64_t>(0, P - o.position_offset);
       const std::int64_t bad = o.position_offset + bad_t;
@@ -247,7 +258,7 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   }
   ForwardParams p;
   static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
-  expect_tensor(op, "out", out, dev, 3, "[B, T, D]");
+  expect_tensor(op, "out", out, dev, 3, "[B, T, D]", /*batch_dims=*/2);
   expect_shape(op, "out", out, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(out.dtype == token_table.dtype, InvalidArgument, op, ": out has dtype ",
                  dtype_name(out.dtype), " but the tables have ", dtype_name(token_table.dtype));
@@ -283,7 +294,7 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   }
   BackwardParams p;
   static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
-  expect_tensor(op, "dout", dout, dev, 3, "[B, T, D]");
+  expect_tensor(op, "dout", dout, dev, 3, "[B, T, D]", /*batch_dims=*/2);
   expect_shape(op, "dout", dout, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(is_floating(dout.dtype), InvalidArgument, op, ": dout has dtype ",
                  dtype_name(dout.dtype), ", expected f32, bf16 or f16");

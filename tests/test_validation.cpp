@@ -105,13 +105,21 @@ TEST(Validation, ShapeAndDtypeMismatchesAreNamedWithValues) {
   EXPECT_TRUE(s.untouched());
 }
 
-TEST(Validation, ZeroSizesAreRejected) {
+TEST(Validation, ZeroSizesOutsideTheBatchAreRejected) {
   Small s;
+  // An empty batch is valid (tests/test_empty_batch.cpp), but out must still match it ...
   expect_throw_containing<InvalidArgument>(
       [&] {
         s.fwd(host_view(s.ids, DType::i64, {0, 3}), s.tok_v(), s.pos_v(), s.out_v());
       },
-      {"ids", "[0, 3]", ">= 1"});
+      {"out", "[0, 3, 4]"});
+  // ... and a table needs rows and columns.
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        s.fwd(s.ids_v(), host_view(s.tok, DType::f32, {0, Small::D}), s.pos_v(), s.out_v());
+      },
+      {"token_table", "[0, 4]", ">= 1"});
+  EXPECT_TRUE(s.untouched());
 }
 
 TEST(Validation, SequenceLongerThanContextRaisesIndexOutOfRange) {

@@ -145,9 +145,11 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
   std::vector<std::int64_t> dims(arr.ndim());
   for (std::size_t i = 0; i < arr.ndim(); ++i) dims[i] = static_cast<std::int64_t>(arr.shape(i));
   // C-contiguous: the strides of a row-major layout, ignoring dimensions of extent 1 (whose
-  // stride is meaningless; PyTorch reports arbitrary values there).
+  // stride is meaningless; PyTorch reports arbitrary values there). An array with no elements
+  // (a [4, 0] slice of a wider one, say) has no layout to check: every stride is meaningless.
+  const bool no_elements = std::find(dims.begin(), dims.end(), 0) != dims.end();
   std::int64_t expect = 1;
-  for (std::size_t i = arr.ndim(); i-- > 0;) {
+  for (std::size_t i = arr.ndim(); !no_elements && i-- > 0;) {
     if (dims[i] != 1 && arr.stride(i) != expect) {
       std::string strides;
       for (std::size_t j = 0; j < arr.ndim(); ++j)
