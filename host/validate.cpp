@@ -185,8 +185,12 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
                    o.cu_seqlens.shape.str(), "; it needs S + 1 >= 2 entries (0 and B * T)");
     TOKEMB_EXPECTS(o.cu_seqlens.shape[0] - 1 <= max_rows, InvalidArgument, op, ": cu_seqlens has ",
                    o.cu_seqlens.shape[0], " entries; at most ", max_rows, " sequences per call");
-    TOKEMB_EXPECTS(o.position_offset >= 0, InvalidArgument, op, ": position_offset ",
-                   o.position_offset, " is negative; with cu_seqlens it must be >= 0");
+    // Every sequence's first row has position position_offset: bounding it by the table here
+    // also keeps position_offset + (r - cu_seqlens[s]) far from overflowing int64.
+    TOKEMB_EXPECTS(o.position_offset >= 0 && o.position_offset < P, InvalidArgument, op,
+                   ": position_offset ", o.position_offset,
+                   " is outside the position table; with cu_seqlens it must be in [0, ", P,
+                   ") (each sequence starts at position position_offset)");
     r.cu_seqlens = static_cast<const std::int32_t*>(o.cu_seqlens.data);
     r.num_seqs = o.cu_seqlens.shape[0] - 1;
     r.offset = o.position_offset;

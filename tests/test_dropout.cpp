@@ -437,6 +437,100 @@ TEST(PackedSequences, MalformedCuSeqlensIsAnIndexErrorNeverACrash) {
   }
 }
 
+// A row with both a bad token and a malformed cu_seqlens reports the token (the row rule checks
+// the token first): the same on the CPU without a record, and in the record.
+TEST(PackedSequences, ARowWithABadTokenAndAMalformedCuSeqlensReportsTheToken) {
+  Problem pr(fresh_seed());  // B * T = 60
+  std::vector<std::int64_t> ids = pr.ids;
+  ids[0] = pr.V + 4;                       // row 0: a bad token ...
+  std::vector<std::int32_t> cu = {1, 60};  // ... and every row sees cu_seqlens[0] != 0
+  Options o;
+  o.cu_seqlens = host_view(cu, DType::i32, {2});
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D), 5.0f);
+  auto run = [&] {
+    tokemb::forward(host_view(ids, DType::i64, {pr.B, pr.T}),
+                    host_view(pr.tok, DType::f32, {pr.V, pr.D}),
+                    host_view(pr.pos, DType::f32, {pr.P, pr.D}),
+                    host_view(out, DType::f32, {pr.B, pr.T, pr.D}), o, host_stream);
+  };
+  try {
+    run();
+    FAIL() << "no exception";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_EQ(e.kind(), IndexOutOfRange::Kind::token) << e.what();
+    EXPECT_EQ(e.value(), pr.V + 4);
+    EXPECT_EQ(e.batch(), 0);
+    EXPECT_EQ(e.time(), 0);
+    EXPECT_EQ(e.limit(), pr.V);
+  }
+  for (float x : out) ASSERT_EQ(x, 5.0f);
+  ErrorMonitor monitor(Device::cpu(), host_stream);
+  o.error_record = monitor.get();
+  run();
+  try {
+    monitor.check(host_stream);
+    FAIL() << "nothing recorded";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_EQ(e.kind(), IndexOutOfRange::Kind::token) << e.what();
+    EXPECT_EQ(e.value(), pr.V + 4);
+    EXPECT_EQ(e.count(), static_cast<std::uint64_t>(pr.B * pr.T));  // every row is bad
+  }
+}
+
+// Issue 20 item 17: with cu_seqlens, position_offset is bounded up front (every sequence starts
+// at it): near INT64_MAX it used to overflow offset + (r - cu_seqlens[s]) and come back as a
+// malformed cu_seqlens. Now InvalidArgument naming the value and [0, P), nothing written.
+TEST(PackedSequences, PositionOffsetOutsideTheTableIsAnArgumentError) {
+  Problem pr(fresh_seed());  // P = 16
+  std::vector<std::int32_t> cu = {0, 30, 60};
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D), 5.0f);
+  std::vector<float> gt(static_cast<std::size_t>(pr.V * pr.D), 0.5f),
+      gp(static_cast<std::size_t>(pr.P * pr.D), 0.5f);
+  const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  for (std::int64_t offset : {max, max - 59, max - 100, std::int64_t{1} << 40, pr.P, pr.P + 1,
+                              std::int64_t{-1}, std::numeric_limits<std::int64_t>::min()}) {
+    SCOPED_TRACE("position_offset " + std::to_string(offset));
+    Options o;
+    o.cu_seqlens = host_view(cu, DType::i32, {3});
+    o.position_offset = offset;
+    for (bool fwd : {true, false}) {
+      try {
+        if (fwd) {
+          tokemb::forward(host_view(pr.ids, DType::i64, {pr.B, pr.T}),
+                          host_view(pr.tok, DType::f32, {pr.V, pr.D}),
+                          host_view(pr.pos, DType::f32, {pr.P, pr.D}),
+                          host_view(out, DType::f32, {pr.B, pr.T, pr.D}), o, host_stream);
+        } else {
+          tokemb::backward(host_view(pr.ids, DType::i64, {pr.B, pr.T}),
+                           host_view(pr.dout, DType::f32, {pr.B, pr.T, pr.D}),
+                           host_view(gt, DType::f32, {pr.V, pr.D}),
+                           host_view(gp, DType::f32, {pr.P, pr.D}), o, Workspace{}, host_stream);
+        }
+        FAIL() << "no exception";
+      } catch (const InvalidArgument& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("position_offset " + std::to_string(offset)), std::string::npos) << msg;
+        EXPECT_NE(msg.find("[0, 16)"), std::string::npos) << msg;
+      } catch (const std::exception& e) {
+        FAIL() << "wrong exception: " << e.what();
+      }
+    }
+  }
+  for (float x : out) ASSERT_EQ(x, 5.0f);
+  for (float x : gt) ASSERT_EQ(x, 0.5f);
+  for (float x : gp) ASSERT_EQ(x, 0.5f);
+  // The largest valid offset: one-row sequences at position P - 1.
+  std::vector<std::int32_t> singles(61);
+  std::iota(singles.begin(), singles.end(), 0);
+  Options last;
+  last.cu_seqlens = host_view(singles, DType::i32, {61});
+  last.position_offset = pr.P - 1;
+  std::vector<std::int64_t> pid(60, pr.P - 1);
+  Options same;
+  same.position_ids = host_view(pid, DType::i64, {pr.B, pr.T});
+  EXPECT_TRUE(bits_equal(pr.forward(last), pr.forward(same)));
+}
+
 TEST(PackedSequences, ArgumentErrors) {
   Problem pr(1);
   std::vector<std::int32_t> cu = {0, 60};
