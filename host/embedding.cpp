@@ -8,6 +8,7 @@
 #include "core/params.hpp"
 #include "host/backend.hpp"
 #include "host/module_dropout.hpp"
+#include "host/parallel.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include "host/cuda_device.hpp"
@@ -170,24 +171,21 @@ void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Opti
 }
 
 void Embedding::reserve(std::int64_t max_tokens) {
-  TOKEMB_EXPECTS(max_tokens >= 1, InvalidArgument, "tokemb::Embedding::reserve: max_tokens is ",
-                 max_tokens, ", must be >= 1");
+  const detail::BackwardParams p =
+      detail::reserve_params("tokemb::Embedding::reserve", max_tokens, config_.dim,
+                             config_.vocab_size, config_.context_length, config_.backward_mode);
   if (config_.device.is_cpu()) return;
 #if TOKEMB_WITH_CUDA
-  detail::BackwardParams p;
-  p.B = 1;
-  p.T = max_tokens;
-  p.D = config_.dim;
-  p.V = config_.vocab_size;
-  p.P = config_.context_length;
-  p.mode = config_.backward_mode;
-  p.accumulate = false;  // the largest need: zero_grad_and_backward sorts in either mode
+  // CUB's temporary storage depends on the device's architecture: ask on the module's device.
+  detail::DeviceGuard guard(config_.device.index);
   const std::size_t need = detail::cuda::backward_workspace_size(p);
   if (need > workspace_.bytes()) {
     workspace_ = Buffer();
     workspace_ =
         Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
   }
+#else
+  (void)p;
 #endif
 }
 
