@@ -346,8 +346,12 @@ TEST(PackedSequences, CuSeqlensEqualsExplicitPositionIds) {
   Problem pr(seed);  // B * T = 60 rows, P = 16
   // Sequences of 5, 0 (empty), 12, 16, 0, 7, 20 rows... capped at P: lengths 5, 0, 12, 16, 0, 11,
   // 16 = 60, with empty sequences inside and at the end.
-  const std::vector<std::int32_t> cu = {0, 5, 5, 17, 33, 33, 44, 60, 60};
-  for (std::int64_t offset : {std::int64_t{0}}) {
+  const std::vector<std::int32_t> cu0 = {0, 5, 5, 17, 33, 33, 44, 60, 60};
+  // With an offset the sequences must end before P: lengths 5, 0, 12, 13, 0, 13, 13, 4.
+  const std::vector<std::int32_t> cu3 = {0, 5, 5, 17, 30, 30, 43, 56, 60};
+  for (std::int64_t offset : {std::int64_t{0}, std::int64_t{1}, std::int64_t{3}}) {
+    SCOPED_TRACE("position_offset " + std::to_string(offset));
+    const std::vector<std::int32_t>& cu = offset == 0 ? cu0 : cu3;
     Options a;
     std::vector<std::int32_t> cu_v = cu;
     a.cu_seqlens = host_view(cu_v, DType::i32, {static_cast<std::int64_t>(cu.size())});
@@ -618,6 +622,32 @@ TEST(DropoutModule, TrainingForwardsDrawSuccessiveOffsetsAndBackwardsPairFirstIn
   // A rejected forward (bad shape) queues nothing.
   EXPECT_THROW(m.forward(ids, host_view(out, DType::f32, {pr.B * pr.T, pr.D})), InvalidArgument);
   EXPECT_EQ(m.pending_dropout_masks(), 1u);
+}
+
+// A checkpoint restore after a failed step: forward (queued with the old state), then
+// set_dropout_state, then forward, then backward: the backward must use the new state's mask,
+// not the stale forward's.
+TEST(DropoutModule, SetDropoutStateDropsStalePendingForwards) {
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Problem pr(seed);
+  Embedding m = problem_module(pr, 0.3, seed, Device::cpu(), host_stream);
+  auto ids = host_view(pr.ids, DType::i64, {pr.B, pr.T});
+  auto dout = host_view(pr.dout, DType::f32, {pr.B, pr.T, pr.D});
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D));
+  auto out_v = host_view(out, DType::f32, {pr.B, pr.T, pr.D});
+  m.forward(ids, out_v);  // (seed, 0): the failed step, never backpropagated
+  EXPECT_EQ(m.pending_dropout_masks(), 1u);
+  m.set_dropout_state(seed + 9, 40);
+  EXPECT_EQ(m.pending_dropout_masks(), 0u);
+  m.forward(ids, out_v);  // (seed + 9, 40)
+  EXPECT_TRUE(bits_equal(out, pr.forward(with_dropout(0.3, seed + 9, 40))));
+  m.zero_grad_and_backward(ids, dout);
+  const auto want = pr.backward(with_dropout(0.3, seed + 9, 40));
+  EXPECT_TRUE(bits_equal(m.token_grad_to_host(), want.first));
+  EXPECT_TRUE(bits_equal(m.position_grad_to_host(), want.second));
+  EXPECT_FALSE(bits_equal(m.token_grad_to_host(), pr.backward(with_dropout(0.3, seed, 0)).first));
+  EXPECT_EQ(m.pending_dropout_masks(), 0u);
 }
 
 // Graph-safe mode: the state lives in the module's memory (host memory for a CPU module), every
