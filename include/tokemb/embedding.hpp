@@ -105,8 +105,8 @@ class Embedding {
   /// Zeroes both gradients (stream-ordered).
   void zero_grad();
   /// Sizes the backward workspace (deterministic mode, and zero_grad_and_backward in either
-  /// mode) for up to \p max_tokens ids (B * T) now, so that later backward calls never allocate
-  /// (needed before capturing them in a CUDA graph).
+  /// mode) for up to \p max_tokens ids (B * T, in [1, 2^31 - 1]) now, so that later backward
+  /// calls never allocate (needed before capturing them in a CUDA graph).
   void reserve(std::int64_t max_tokens);
 
   /// Fill a table from host memory holding V*D (or P*D) elements of the table's dtype.

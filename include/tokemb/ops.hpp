@@ -121,7 +121,9 @@ struct Workspace {
 
 /// out[b, t, :] = token_table[ids[b, t], :] + pos_table[pos(b, t), :] (pos_table may be an
 /// empty view: token embedding only). Throws InvalidArgument on any argument error before
-/// touching memory.
+/// touching memory; out must share no byte with any other argument (buffers that merely touch
+/// are fine), Options' buffers and the error record included. An empty batch (B = 0 or T = 0)
+/// is valid and writes nothing.
 void forward(const TensorView& ids, const TensorView& token_table, const TensorView& pos_table,
              const TensorView& out, const Options& options, StreamView stream);
 
@@ -135,7 +137,8 @@ std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dou
 /// first):
 ///   grad_token[ids[b, t], :] += dout[b, t, :]   (except padding_idx)
 ///   grad_pos[pos(b, t), :]   += dout[b, t, :]   (when grad_pos is not empty)
-/// grad_token [V, D] and grad_pos [P, D] are f32.
+/// grad_token [V, D] and grad_pos [P, D] are f32. An empty batch (B = 0 or T = 0) adds nothing
+/// (with accumulate false: both gradients become zero).
 void backward(const TensorView& ids, const TensorView& dout, const TensorView& grad_token,
               const TensorView& grad_pos, const Options& options, Workspace workspace,
               StreamView stream);
