@@ -3,6 +3,7 @@
 // arguments ("forward: ids has rank 3, expected 2 ([B, T])"); the source location that raised
 // the error travels as data (tokemb::Error::file() / line()), never inside the message.
 
+#include <charconv>
 #include <new>
 #include <sstream>
 #include <stdexcept>
@@ -19,6 +20,14 @@ std::string format_message(const Args&... args) {
   std::ostringstream os;
   (os << ... << args);
   return os.str();
+}
+
+/// A double as the shortest text that reads back as the same value (1.000000001, -1e-50), so a
+/// message shows the value given, not a rounded one.
+inline std::string format_double(double x) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, x);
+  return std::string(buf, r.ptr);
 }
 
 /// Stamps an exception with the tokemb source location that raises it (Error::file/line are

@@ -107,11 +107,12 @@ TOKEMB_HOST_DEVICE inline void dropout_factors(const DropoutParams& d, std::uint
 /// 1 / (1 - p) rounded to f32 once. p = 0 gives the disabled params.
 inline DropoutParams dropout_params(const Dropout& d) {
   DropoutParams r;
-  if (!(d.p > 0.0f)) return r;
+  if (!(d.p > 0.0)) return r;
   constexpr double two24 = 16777216.0;
-  r.threshold = static_cast<std::uint32_t>(
-      std::min(two24, std::max(1.0, std::floor(static_cast<double>(d.p) * two24 + 0.5))));
-  r.scale = d.p < 1.0f ? static_cast<float>(1.0 / (1.0 - static_cast<double>(d.p))) : 0.0f;
+  // p is a double from the caller to here: no float rounding before the threshold and scale.
+  r.threshold =
+      static_cast<std::uint32_t>(std::min(two24, std::max(1.0, std::floor(d.p * two24 + 0.5))));
+  r.scale = d.p < 1.0 ? static_cast<float>(1.0 / (1.0 - d.p)) : 0.0f;
   r.per_token = d.mode == DropoutMode::token;
   r.seed = d.seed;
   r.offset = d.offset;

@@ -26,6 +26,13 @@ struct DeviceInfo {
   int multiprocessors = 1;  // SM count, to size persistent and grid-stride grids
 };
 
+/// ceil(a / b) for a >= 0 and b > 0, in 64 bits (no a + b - 1 that could overflow). Launchers
+/// compare the block counts it gives with the grid limits and raise InvalidArgument above them:
+/// a 32-bit result would wrap for an absurd D and pass such a check.
+TOKEMB_HOST_DEVICE constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
+  return a / b + (a % b != 0 ? 1 : 0);
+}
+
 /// How a rank's slice of a [B, T, D] activation is laid out under sequence parallelism
 /// (kernels/sequence_parallel.cu). slice = false: the whole [B, T, D].
 struct SliceLayout {

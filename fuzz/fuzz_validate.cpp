@@ -117,7 +117,8 @@ void check_rows(const tokemb::detail::RowParams& p, const TensorView& ids,
                 const tokemb::Options& o) {
   check(ids.data != nullptr && p.ids == ids.data, "ids pointer");
   check(ids.shape.rank() == 2 && p.B == ids.shape[0] && p.T == ids.shape[1], "B, T from ids");
-  check(p.B >= 1 && p.T >= 1 && p.D >= 1 && p.V >= 1 && p.P >= 0, "positive sizes");
+  check(p.B >= 0 && p.T >= 0 && p.D >= 1 && p.V >= 1 && p.P >= 0,
+        "sizes (B and T may be 0: an empty batch)");
   check(p.id_type == DType::i32 || p.id_type == DType::i64, "ids dtype");
   std::int64_t rows = 0, elems = 0;
   check(!__builtin_mul_overflow(p.B, p.T, &rows), "B * T overflows");
@@ -129,7 +130,9 @@ void check_rows(const tokemb::detail::RowParams& p, const TensorView& ids,
     check(p.P > 0, "position ids without a position table");
     check(o.position_ids.shape == ids.shape, "position ids shape");
     check(p.pos_id_type == DType::i32 || p.pos_id_type == DType::i64, "position ids dtype");
-  } else if (p.P > 0) {
+  } else if (p.cu_seqlens != nullptr) {
+    check(p.P > 0 && p.offset >= 0 && p.offset < p.P, "cu_seqlens: 0 <= offset < P");
+  } else if (p.P > 0 && rows > 0) {  // an empty batch reads no position
     check(p.offset >= 0 && p.offset <= p.P - p.T, "offset + T <= P");
   }
   check(p.padding_idx == -1 || (p.padding_idx >= 0 && p.padding_idx < p.V), "padding_idx");
@@ -172,8 +175,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (in.ConsumeBool()) o.error_record = &g_record;
   // Dropout, packed sequences and vocabulary shards: any value must be validated or refused.
   if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {
-    const float probs[] = {0.0f, 0.1f, 1.0f, -0.5f, 1.5f, std::numeric_limits<float>::quiet_NaN()};
-    o.dropout.p = probs[in.ConsumeIntegralInRange<int>(0, 5)];
+    const double probs[] = {
+        0.0, 0.1, 1.0, -0.5, 1.5, std::numeric_limits<double>::quiet_NaN(), 1.0 + 1e-9, -1e-50};
+    o.dropout.p = probs[in.ConsumeIntegralInRange<int>(0, 7)];
     o.dropout.seed = in.ConsumeIntegral<std::uint64_t>();
     o.dropout.mode = static_cast<tokemb::DropoutMode>(in.ConsumeIntegralInRange<int>(0, 2));
   }
@@ -205,7 +209,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check(sharded ? (p.V >= 1 && p.V <= tok.shape[0] && tok.shape[1] == p.D)
                     : tok.shape == (Shape{p.V, p.D}),
             "token table shape");
-      check(!p.dropout.enabled() || (o.dropout.p > 0.0f && o.dropout.p <= 1.0f), "dropout p");
+      check(!p.dropout.enabled() || (o.dropout.p > 0.0 && o.dropout.p <= 1.0), "dropout p");
       check(p.cu_seqlens == nullptr || (o.cu_seqlens.dtype == DType::i32 && p.P > 0 &&
                                         p.num_seqs + 1 == o.cu_seqlens.shape[0]),
             "cu_seqlens");

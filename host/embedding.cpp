@@ -8,6 +8,7 @@
 #include "core/params.hpp"
 #include "host/backend.hpp"
 #include "host/module_dropout.hpp"
+#include "host/parallel.hpp"
 
 #if TOKEMB_WITH_CUDA
 #include "host/cuda_device.hpp"
@@ -31,8 +32,8 @@ const EmbeddingConfig& validated(const EmbeddingConfig& c) {
     TOKEMB_EXPECTS(*c.padding_idx >= -c.vocab_size && *c.padding_idx < c.vocab_size,
                    InvalidArgument, op, ": padding_idx ", *c.padding_idx,
                    " is outside the valid range [", -c.vocab_size, ", ", c.vocab_size, ")");
-  TOKEMB_EXPECTS(c.dropout >= 0.0f && c.dropout <= 1.0f, InvalidArgument, op, ": dropout is ",
-                 c.dropout, ", must be in [0, 1]");
+  TOKEMB_EXPECTS(c.dropout >= 0.0 && c.dropout <= 1.0, InvalidArgument, op, ": dropout is ",
+                 detail::format_double(c.dropout), ", must be in [0, 1]");
   TOKEMB_EXPECTS(c.dropout_mode == DropoutMode::element || c.dropout_mode == DropoutMode::token,
                  InvalidArgument, op, ": dropout_mode is ", static_cast<int>(c.dropout_mode),
                  ", expected DropoutMode::element or DropoutMode::token");
@@ -78,7 +79,7 @@ void Embedding::forward(const TensorView& ids, const TensorView& out, std::int64
 
 void Embedding::forward(const TensorView& ids, const TensorView& out, const Positions& positions) {
   Options o = options(positions);
-  const bool drop = training_ && config_.dropout > 0.0f;
+  const bool drop = training_ && config_.dropout > 0.0;
   if (drop) o.dropout = detail::module_dropout(config_, next_offset_, dropout_state());
   tokemb::forward(ids, token_table_, pos_table_, out, o, stream_);
   // Queued only once the call was accepted; the graph-safe mode reads its state instead.
@@ -150,7 +151,7 @@ void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Opti
   const bool masked = !pending_.empty();
   if (masked) {
     o.dropout = detail::module_dropout(config_, pending_.front());
-  } else if (graph_safe_dropout() && training_ && config_.dropout > 0.0f) {
+  } else if (graph_safe_dropout() && training_ && config_.dropout > 0.0) {
     o.dropout = detail::module_dropout(config_, 0, dropout_state());
   }
   // Only the sort-based paths need scratch; the accumulating atomic mode skips the size query
@@ -170,24 +171,21 @@ void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Opti
 }
 
 void Embedding::reserve(std::int64_t max_tokens) {
-  TOKEMB_EXPECTS(max_tokens >= 1, InvalidArgument, "tokemb::Embedding::reserve: max_tokens is ",
-                 max_tokens, ", must be >= 1");
+  const detail::BackwardParams p =
+      detail::reserve_params("tokemb::Embedding::reserve", max_tokens, config_.dim,
+                             config_.vocab_size, config_.context_length, config_.backward_mode);
   if (config_.device.is_cpu()) return;
 #if TOKEMB_WITH_CUDA
-  detail::BackwardParams p;
-  p.B = 1;
-  p.T = max_tokens;
-  p.D = config_.dim;
-  p.V = config_.vocab_size;
-  p.P = config_.context_length;
-  p.mode = config_.backward_mode;
-  p.accumulate = false;  // the largest need: zero_grad_and_backward sorts in either mode
+  // CUB's temporary storage depends on the device's architecture: ask on the module's device.
+  detail::DeviceGuard guard(config_.device.index);
   const std::size_t need = detail::cuda::backward_workspace_size(p);
   if (need > workspace_.bytes()) {
     workspace_ = Buffer();
     workspace_ =
         Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)}, config_.device);
   }
+#else
+  (void)p;
 #endif
 }
 

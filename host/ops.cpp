@@ -41,6 +41,7 @@ void forward(const TensorView& ids, const TensorView& token_table, const TensorV
     return;
   }
 #if TOKEMB_WITH_CUDA
+  if (p.rows() == 0) return;  // an empty batch: nothing to write, and no 0-sized grid
   detail::DeviceGuard guard(ids.device.index);
   detail::cuda::forward(p, detail::device_info(ids.device.index), stream.value());
 #else
@@ -53,7 +54,7 @@ std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dou
                                     const Options& options) {
   const detail::BackwardParams p =
       detail::validate_backward(ids, dout, grad_token, grad_pos, options);
-  if (ids.device.is_cpu()) return 0;
+  if (ids.device.is_cpu() || p.rows() == 0) return 0;  // an empty batch sorts nothing
 #if TOKEMB_WITH_CUDA
   detail::DeviceGuard guard(ids.device.index);  // the size depends on the device's architecture
   return detail::cuda::backward_workspace_size(p);
@@ -75,6 +76,17 @@ void backward(const TensorView& ids, const TensorView& dout, const TensorView& g
   }
 #if TOKEMB_WITH_CUDA
   detail::DeviceGuard guard(ids.device.index);
+  if (p.rows() == 0) {
+    // An empty batch: accumulating adds nothing; overwriting leaves every gradient row zero
+    // (the rows this call may write: a padded vocabulary's extra rows stay untouched). No kernel
+    // runs, so no 0-sized grid is launched.
+    if (!p.accumulate) {
+      fill_zero(TensorView(p.grad_token, DType::f32, Shape{p.V, p.D}, ids.device), stream);
+      if (p.grad_pos != nullptr)
+        fill_zero(TensorView(p.grad_pos, DType::f32, Shape{p.P, p.D}, ids.device), stream);
+    }
+    return;
+  }
   const std::size_t need = detail::cuda::backward_workspace_size(p);
   TOKEMB_EXPECTS(need == 0 || (workspace.data != nullptr && workspace.bytes >= need),
                  InvalidArgument, "tokemb::backward: workspace of ", workspace.bytes, " bytes at ",

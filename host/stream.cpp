@@ -70,8 +70,18 @@ void check_pointer_location(const char* op, const char* name, const void* p, Dev
   switch (a.type) {
     case cudaMemoryTypeManaged: return;
     case cudaMemoryTypeHost:
-      if (a.devicePointer != nullptr) return;  // pinned and mapped: reachable from the device
-      break;
+      // Pinned and mapped: a kernel may use the host address itself only where the device can
+      // use host pointers of registered memory (cudaDevAttrCanUseHostPointerForRegisteredMem;
+      // then, as for cudaHostAlloc under UVA, the device address is the host address).
+      // Elsewhere the device address differs, and the host one would fault in the kernel.
+      if (a.devicePointer == nullptr) break;
+      TOKEMB_EXPECTS(a.devicePointer == p, InvalidArgument, op, ": ", name, " at ", p,
+                     " is mapped host memory whose device address is ", a.devicePointer, "; ",
+                     device.str(),
+                     " cannot use host pointers of registered memory "
+                     "(cudaDevAttrCanUseHostPointerForRegisteredMem is 0): pass the device "
+                     "address (cudaHostGetDevicePointer) or device memory");
+      return;
     case cudaMemoryTypeDevice:
       TOKEMB_EXPECTS(a.device == device.index, InvalidArgument, op, ": ", name, " at ", p,
                      " is memory of cuda:", a.device, " but the call runs on ", device.str());

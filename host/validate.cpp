@@ -37,8 +37,11 @@ void expect_pointer(const char* op, const char* name, const void* p, std::size_t
   check_pointer_location(op, name, p, device);
 }
 
+// Tables need every dimension >= 1. Tensors shaped by the batch (ids, position_ids, out,
+// dout: leading dimensions B and T) may have B = 0 or T = 0 (an empty batch, as in
+// nn.Embedding): \p batch_dims of them may be 0; the pointer must still be a real one.
 void expect_tensor(const char* op, const char* name, const TensorView& v, Device device, int rank,
-                   const char* layout) {
+                   const char* layout, int batch_dims = 0) {
   TOKEMB_EXPECTS(v.data != nullptr, InvalidArgument, op, ": ", name, " is a null pointer");
   TOKEMB_EXPECTS(v.device == device, InvalidArgument, op, ": ", name, " is on ", v.device.str(),
                  " but ids are on ", device.str(), "; all tensors of a call must share one device");
@@ -47,9 +50,16 @@ void expect_tensor(const char* op, const char* name, const TensorView& v, Device
   expect_pointer(op, name, v.data, dtype_size(v.dtype), device);
   TOKEMB_EXPECTS(v.shape.rank() == rank, InvalidArgument, op, ": ", name, " has shape ",
                  v.shape.str(), " (rank ", v.shape.rank(), "), expected rank ", rank, " ", layout);
-  for (int i = 0; i < rank; ++i)
-    TOKEMB_EXPECTS(v.shape[i] > 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
-                   "; every dimension must be >= 1");
+  for (int i = 0; i < rank; ++i) {
+    if (i < batch_dims) {
+      TOKEMB_EXPECTS(v.shape[i] >= 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
+                     "; the batch dimensions must be >= 0");
+    } else {
+      TOKEMB_EXPECTS(v.shape[i] > 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
+                     batch_dims > 0 ? "; dimensions past B and T must be >= 1"
+                                    : "; every dimension must be >= 1");
+    }
+  }
   (void)v.numel();  // throws InvalidArgument if the element count overflows int64
 }
 
@@ -61,8 +71,8 @@ void expect_shape(const char* op, const char* name, const TensorView& v, const S
 
 DropoutParams validate_dropout(const char* op, const Dropout& d, Device dev) {
   // !(p >= 0 && p <= 1) also rejects NaN.
-  TOKEMB_EXPECTS(d.p >= 0.0f && d.p <= 1.0f, InvalidArgument, op, ": dropout.p is ", d.p,
-                 "; it must be in [0, 1]");
+  TOKEMB_EXPECTS(d.p >= 0.0 && d.p <= 1.0, InvalidArgument, op, ": dropout.p is ",
+                 format_double(d.p), "; it must be in [0, 1]");
   TOKEMB_EXPECTS(d.mode == DropoutMode::element || d.mode == DropoutMode::token, InvalidArgument,
                  op, ": dropout.mode is ", static_cast<int>(d.mode),
                  ", expected DropoutMode::element (0) or DropoutMode::token (1)");
@@ -72,29 +82,54 @@ DropoutParams validate_dropout(const char* op, const Dropout& d, Device dev) {
   return dropout_params(d);
 }
 
-// A call must not write a tensor it also reads (or writes through another argument): the
-// kernels read and write in parallel, so the result would depend on the order of the threads.
-// Byte ranges [data, data + bytes) of two present tensors on one device must be disjoint.
-void expect_disjoint(const char* op, const char* written, const TensorView& a, const char* other,
-                     const TensorView& b) {
-  if (a.data == nullptr || b.data == nullptr) return;
-  const auto a0 = reinterpret_cast<std::uintptr_t>(a.data);
-  const auto b0 = reinterpret_cast<std::uintptr_t>(b.data);
-  const auto a1 = a0 + static_cast<std::uintptr_t>(a.bytes());
-  const auto b1 = b0 + static_cast<std::uintptr_t>(b.bytes());
-  TOKEMB_EXPECTS(a1 <= b0 || b1 <= a0, InvalidArgument, op, ": ", written, " [", a.data, ", +",
-                 a.bytes(), " bytes) overlaps ", other, " [", b.data, ", +", b.bytes(),
-                 " bytes); the tensor a call writes must not share memory with another argument");
+// A call must not write memory it also reads (or writes through another argument): the
+// kernels read and write in parallel, so the result would depend on the order of the threads
+// (and with accumulate = false the gradients are zeroed before seed_offset is read). The rule,
+// written once: every buffer a call writes (out; grad_token, grad_pos; the error record) is
+// compared with every other buffer of the call, read or written (ids, the tables, dout,
+// position_ids, cu_seqlens, dropout.seed_offset, the error record). Byte ranges
+// [data, data + bytes) must be disjoint; ranges that merely touch (one ends where the other
+// begins, as a caching allocator places them) are fine, and an empty range overlaps nothing.
+struct Span {
+  const char* name;
+  const void* data;
+  std::size_t bytes;
+};
+
+Span span(const char* name, const TensorView& v) {
+  return Span{name, v.data, v.data == nullptr ? 0 : v.bytes()};
 }
 
-// A written tensor against every tensor the call reads: the op's inputs, and the row options'
-// tensors (position_ids, cu_seqlens).
-void expect_disjoint_from_inputs(
-    const char* op, const char* written, const TensorView& w, const Options& o,
-    std::initializer_list<std::pair<const char*, const TensorView*>> inputs) {
-  for (const auto& [name, v] : inputs) expect_disjoint(op, written, w, name, *v);
-  expect_disjoint(op, written, w, "position_ids", o.position_ids);
-  expect_disjoint(op, written, w, "cu_seqlens", o.cu_seqlens);
+void expect_disjoint(const char* op, const Span& w, const Span& b) {
+  if (w.data == nullptr || b.data == nullptr || w.bytes == 0 || b.bytes == 0) return;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(w.data);
+  const auto b0 = reinterpret_cast<std::uintptr_t>(b.data);
+  // Differences, not ends: a1 = a0 + bytes could wrap around the address space.
+  const bool apart = a0 <= b0 ? b0 - a0 >= w.bytes : a0 - b0 >= b.bytes;
+  TOKEMB_EXPECTS(apart, InvalidArgument, op, ": ", w.name, " [", w.data, ", +", w.bytes,
+                 " bytes) overlaps ", b.name, " [", b.data, ", +", b.bytes,
+                 " bytes); memory a call writes must not share bytes with another argument");
+}
+
+// \p written against each of \p written (the others) and \p read, plus the options' buffers.
+void expect_no_overlap(const char* op, std::initializer_list<Span> written,
+                       std::initializer_list<Span> read, const Options& o) {
+  const Span opts[] = {
+      span("position_ids", o.position_ids),
+      span("cu_seqlens", o.cu_seqlens),
+      Span{"dropout.seed_offset", o.dropout.seed_offset, 2 * sizeof(std::uint64_t)},
+  };
+  const Span record{"error_record", o.error_record, sizeof(ErrorRecord)};
+  auto against_all = [&](const Span& w) {
+    for (const Span& r : read) expect_disjoint(op, w, r);
+    for (const Span& r : opts) expect_disjoint(op, w, r);
+  };
+  for (const Span* w = written.begin(); w != written.end(); ++w) {
+    for (const Span* x = w + 1; x != written.end(); ++x) expect_disjoint(op, *w, *x);
+    expect_disjoint(op, *w, record);
+    against_all(*w);
+  }
+  against_all(record);  // the record is written too (a bad row), while the inputs are read
 }
 
 // What forward and backward share: ids, positions, padding, device.
@@ -103,7 +138,7 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
   const Device dev = ids.device;
   if (dev.is_cuda()) require_cuda(dev, op);
-  expect_tensor(op, "ids", ids, dev, 2, "[B, T]");
+  expect_tensor(op, "ids", ids, dev, 2, "[B, T]", /*batch_dims=*/2);
   TOKEMB_EXPECTS(is_index(ids.dtype), InvalidArgument, op, ": ids has dtype ",
                  dtype_name(ids.dtype), ", expected i32 or i64");
   RowParams r;
@@ -150,15 +185,19 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
                    o.cu_seqlens.shape.str(), "; it needs S + 1 >= 2 entries (0 and B * T)");
     TOKEMB_EXPECTS(o.cu_seqlens.shape[0] - 1 <= max_rows, InvalidArgument, op, ": cu_seqlens has ",
                    o.cu_seqlens.shape[0], " entries; at most ", max_rows, " sequences per call");
-    TOKEMB_EXPECTS(o.position_offset >= 0, InvalidArgument, op, ": position_offset ",
-                   o.position_offset, " is negative; with cu_seqlens it must be >= 0");
+    // Every sequence's first row has position position_offset: bounding it by the table here
+    // also keeps position_offset + (r - cu_seqlens[s]) far from overflowing int64.
+    TOKEMB_EXPECTS(o.position_offset >= 0 && o.position_offset < P, InvalidArgument, op,
+                   ": position_offset ", o.position_offset,
+                   " is outside the position table; with cu_seqlens it must be in [0, ", P,
+                   ") (each sequence starts at position position_offset)");
     r.cu_seqlens = static_cast<const std::int32_t*>(o.cu_seqlens.data);
     r.num_seqs = o.cu_seqlens.shape[0] - 1;
     r.offset = o.position_offset;
   } else if (!is_absent(op, "position_ids", o.position_ids)) {
     TOKEMB_EXPECTS(P > 0, InvalidArgument, op,
                    ": position_ids given but there is no position table (positions are off)");
-    expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]");
+    expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]", /*batch_dims=*/2);
     TOKEMB_EXPECTS(is_index(o.position_ids.dtype), InvalidArgument, op, ": position_ids has dtype ",
                    dtype_name(o.position_ids.dtype), ", expected i32 or i64");
     expect_shape(op, "position_ids", o.position_ids, ids.shape, "(the shape of ids)");
@@ -166,7 +205,8 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
     r.pos_id_type = o.position_ids.dtype;
   } else if (P > 0) {
     // Offset positions are known on the host: check them now rather than per row.
-    if (o.position_offset < 0 || o.position_offset > P - r.T) {
+    // An empty batch reads no position (as pos_emb(arange(offset, offset + 0)) in PyTorch).
+    if (r.rows() > 0 && (o.position_offset < 0 || o.position_offset > P - r.T)) {
       const std::int64_t bad_t =
           o.position_offset < 0 ? 0 : std::max<std::int64_t>(0, P - o.position_offset);
       const std::int64_t bad = o.position_offset + bad_t;
@@ -222,13 +262,13 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   }
   ForwardParams p;
   static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
-  expect_tensor(op, "out", out, dev, 3, "[B, T, D]");
+  expect_tensor(op, "out", out, dev, 3, "[B, T, D]", /*batch_dims=*/2);
   expect_shape(op, "out", out, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(out.dtype == token_table.dtype, InvalidArgument, op, ": out has dtype ",
                  dtype_name(out.dtype), " but the tables have ", dtype_name(token_table.dtype));
-  expect_disjoint_from_inputs(
-      op, "out", out, options,
-      {{"token_table", &token_table}, {"pos_table", &pos_table}, {"ids", &ids}});
+  expect_no_overlap(
+      op, {span("out", out)},
+      {span("ids", ids), span("token_table", token_table), span("pos_table", pos_table)}, options);
   p.token_table = token_table.data;
   p.pos_table = pos_table.data;
   p.out = out.data;
@@ -258,14 +298,12 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   }
   BackwardParams p;
   static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
-  expect_tensor(op, "dout", dout, dev, 3, "[B, T, D]");
+  expect_tensor(op, "dout", dout, dev, 3, "[B, T, D]", /*batch_dims=*/2);
   expect_shape(op, "dout", dout, Shape{p.B, p.T, D}, "[B, T, D]");
   TOKEMB_EXPECTS(is_floating(dout.dtype), InvalidArgument, op, ": dout has dtype ",
                  dtype_name(dout.dtype), ", expected f32, bf16 or f16");
-  expect_disjoint(op, "grad_token", grad_token, "grad_pos", grad_pos);
-  expect_disjoint_from_inputs(op, "grad_token", grad_token, options,
-                              {{"dout", &dout}, {"ids", &ids}});
-  expect_disjoint_from_inputs(op, "grad_pos", grad_pos, options, {{"dout", &dout}, {"ids", &ids}});
+  expect_no_overlap(op, {span("grad_token", grad_token), span("grad_pos", grad_pos)},
+                    {span("ids", ids), span("dout", dout)}, options);
   p.dout = dout.data;
   p.dout_type = dout.dtype;
   p.grad_token = static_cast<float*>(grad_token.data);

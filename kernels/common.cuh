@@ -121,8 +121,6 @@ constexpr int pack_width() {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
-inline unsigned ceil_div(std::int64_t a, std::int64_t b) {
-  return static_cast<unsigned>((a + b - 1) / b);
-}
+// ceil_div: core/params.hpp (64-bit: a grid size compared with its limit never wraps).
 
 }  // namespace tokemb::detail

@@ -133,12 +133,12 @@ void zero_and_negative_sizes(Device device, StreamView stream) {
   const TensorView ids = p.g_ids.view(), tok = p.g_tok.view(), pos = p.pos_view(),
                    out = p.g_out.view();
   const DType dt = p.dtype, it = p.id_type;
+  // B = 0 and T = 0 are valid (empty batches: tests/test_empty_batch.cpp); D and the tables'
+  // rows are not.
   expect_rejected<InvalidArgument>(
-      p, fwd(p.g_ids.view_as(it, {0, T}), tok, pos, p.g_out.view_as(dt, {0, T, D})),
-      {"ids", "[0, " + std::to_string(T) + "]", ">= 1"});
-  expect_rejected<InvalidArgument>(
-      p, fwd(p.g_ids.view_as(it, {B, 0}), tok, pos, p.g_out.view_as(dt, {B, 0, D})),
-      {"ids", ">= 1"});
+      p, fwd(p.g_ids.view_as(it, {0, T}), tok, pos, p.g_out.view_as(dt, {0, T, 0})),
+      {"out", "[0, " + std::to_string(T) + ", 0]", ">= 1"});
+  (void)B;
   expect_rejected<InvalidArgument>(p, fwd(ids, p.g_tok.view_as(dt, {0, D}), pos, out),
                                    {"token_table", "[0, " + std::to_string(D) + "]", ">= 1"});
   expect_rejected<InvalidArgument>(p,

@@ -94,7 +94,7 @@ struct Problem {
   }
 };
 
-Options with_dropout(float p, std::uint64_t seed, std::uint64_t offset,
+Options with_dropout(double p, std::uint64_t seed, std::uint64_t offset,
                      DropoutMode mode = DropoutMode::element) {
   Options o;
   o.dropout.p = p;
@@ -106,6 +106,77 @@ Options with_dropout(float p, std::uint64_t seed, std::uint64_t offset,
 
 bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && same_bits(a.data(), b.data(), a.size() * sizeof(float));
+}
+
+// Issue 20 item 12: p is a double from the caller to the threshold and scale. The scale is
+// float(1 / (1 - p)) computed in double (a float computation differs by one ulp for ~12 % of p,
+// e.g. 0.15), the threshold llround(p * 2^24) (at least 1: p = 1e-9 still drops).
+TEST(DropoutParams, ScaleAndThresholdComeFromTheDoubleP) {
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<double> ps = {0.15, 0.1, 0.5, 0.9, 1e-9, 1e-7, 0.999999, 0.3333333333333333};
+  for (int i = 0; i < 1000; ++i) ps.push_back(u(rng));
+  for (double p : ps) {
+    if (!(p > 0.0)) continue;
+    Dropout d;
+    d.p = p;
+    const detail::DropoutParams dp = detail::dropout_params(d);
+    ASSERT_TRUE(dp.enabled()) << p;
+    ASSERT_EQ(dp.scale, static_cast<float>(1.0 / (1.0 - p))) << "p = " << p;
+    const long long want = std::max(1LL, std::llround(p * 16777216.0));
+    ASSERT_EQ(static_cast<long long>(dp.threshold), want) << "p = " << p;
+  }
+  Dropout tiny;
+  tiny.p = 1e-9;
+  EXPECT_TRUE(detail::dropout_params(tiny).enabled());
+  EXPECT_EQ(detail::dropout_params(tiny).threshold, 1u);
+  Dropout one;
+  one.p = 1.0;
+  EXPECT_EQ(detail::dropout_params(one).threshold, 16777216u);
+  EXPECT_EQ(detail::dropout_params(one).scale, 0.0f);
+  EXPECT_FALSE(detail::dropout_params(Dropout{}).enabled());
+}
+
+// p outside [0, 1] as given is rejected, even where float rounding would bring it back inside
+// (1 + 1e-9 and -1e-50 both round to a valid float), and the message shows the value given.
+TEST(DropoutParams, ProbabilityOutsideTheUnitIntervalIsRejectedAsGiven) {
+  Problem pr(1);
+  for (double bad : {1.0 + 1e-9, -1e-50, -0.0 - 1e-300, 1.5, std::nan(""),
+                     std::numeric_limits<double>::infinity()}) {
+    std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D), 5.0f);
+    try {
+      tokemb::forward(
+          host_view(pr.ids, DType::i64, {pr.B, pr.T}), host_view(pr.tok, DType::f32, {pr.V, pr.D}),
+          host_view(pr.pos, DType::f32, {pr.P, pr.D}),
+          host_view(out, DType::f32, {pr.B, pr.T, pr.D}), with_dropout(bad, 1, 0), host_stream);
+      FAIL() << "p = " << bad << " accepted";
+    } catch (const InvalidArgument& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("dropout.p"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("[0, 1]"), std::string::npos) << msg;
+    }
+    for (float x : out) ASSERT_EQ(x, 5.0f);
+    EmbeddingConfig c;
+    c.vocab_size = pr.V;
+    c.dim = pr.D;
+    c.dropout = bad;
+    EXPECT_THROW(Embedding(c, host_stream), InvalidArgument) << bad;
+  }
+  try {
+    (void)pr.forward(with_dropout(1.0 + 1e-9, 1, 0));
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("1.000000001"), std::string::npos) << e.what();
+  }
+  try {
+    (void)pr.forward(with_dropout(-1e-50, 1, 0));
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("-1e-50"), std::string::npos) << e.what();
+  }
+  // The ends themselves are valid.
+  EXPECT_NO_THROW(pr.forward(with_dropout(1.0, 1, 0)));
+  EXPECT_NO_THROW(pr.forward(with_dropout(0.0, 1, 0)));
 }
 
 TEST(Dropout, ZeroProbabilityIsExactlyNoDropout) {
@@ -275,8 +346,12 @@ TEST(PackedSequences, CuSeqlensEqualsExplicitPositionIds) {
   Problem pr(seed);  // B * T = 60 rows, P = 16
   // Sequences of 5, 0 (empty), 12, 16, 0, 7, 20 rows... capped at P: lengths 5, 0, 12, 16, 0, 11,
   // 16 = 60, with empty sequences inside and at the end.
-  const std::vector<std::int32_t> cu = {0, 5, 5, 17, 33, 33, 44, 60, 60};
-  for (std::int64_t offset : {std::int64_t{0}}) {
+  const std::vector<std::int32_t> cu0 = {0, 5, 5, 17, 33, 33, 44, 60, 60};
+  // With an offset the sequences must end before P: lengths 5, 0, 12, 13, 0, 13, 13, 4.
+  const std::vector<std::int32_t> cu3 = {0, 5, 5, 17, 30, 30, 43, 56, 60};
+  for (std::int64_t offset : {std::int64_t{0}, std::int64_t{1}, std::int64_t{3}}) {
+    SCOPED_TRACE("position_offset " + std::to_string(offset));
+    const std::vector<std::int32_t>& cu = offset == 0 ? cu0 : cu3;
     Options a;
     std::vector<std::int32_t> cu_v = cu;
     a.cu_seqlens = host_view(cu_v, DType::i32, {static_cast<std::int64_t>(cu.size())});
@@ -366,6 +441,100 @@ TEST(PackedSequences, MalformedCuSeqlensIsAnIndexErrorNeverACrash) {
   }
 }
 
+// A row with both a bad token and a malformed cu_seqlens reports the token (the row rule checks
+// the token first): the same on the CPU without a record, and in the record.
+TEST(PackedSequences, ARowWithABadTokenAndAMalformedCuSeqlensReportsTheToken) {
+  Problem pr(fresh_seed());  // B * T = 60
+  std::vector<std::int64_t> ids = pr.ids;
+  ids[0] = pr.V + 4;                       // row 0: a bad token ...
+  std::vector<std::int32_t> cu = {1, 60};  // ... and every row sees cu_seqlens[0] != 0
+  Options o;
+  o.cu_seqlens = host_view(cu, DType::i32, {2});
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D), 5.0f);
+  auto run = [&] {
+    tokemb::forward(host_view(ids, DType::i64, {pr.B, pr.T}),
+                    host_view(pr.tok, DType::f32, {pr.V, pr.D}),
+                    host_view(pr.pos, DType::f32, {pr.P, pr.D}),
+                    host_view(out, DType::f32, {pr.B, pr.T, pr.D}), o, host_stream);
+  };
+  try {
+    run();
+    FAIL() << "no exception";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_EQ(e.kind(), IndexOutOfRange::Kind::token) << e.what();
+    EXPECT_EQ(e.value(), pr.V + 4);
+    EXPECT_EQ(e.batch(), 0);
+    EXPECT_EQ(e.time(), 0);
+    EXPECT_EQ(e.limit(), pr.V);
+  }
+  for (float x : out) ASSERT_EQ(x, 5.0f);
+  ErrorMonitor monitor(Device::cpu(), host_stream);
+  o.error_record = monitor.get();
+  run();
+  try {
+    monitor.check(host_stream);
+    FAIL() << "nothing recorded";
+  } catch (const IndexOutOfRange& e) {
+    EXPECT_EQ(e.kind(), IndexOutOfRange::Kind::token) << e.what();
+    EXPECT_EQ(e.value(), pr.V + 4);
+    EXPECT_EQ(e.count(), static_cast<std::uint64_t>(pr.B * pr.T));  // every row is bad
+  }
+}
+
+// Issue 20 item 17: with cu_seqlens, position_offset is bounded up front (every sequence starts
+// at it): near INT64_MAX it used to overflow offset + (r - cu_seqlens[s]) and come back as a
+// malformed cu_seqlens. Now InvalidArgument naming the value and [0, P), nothing written.
+TEST(PackedSequences, PositionOffsetOutsideTheTableIsAnArgumentError) {
+  Problem pr(fresh_seed());  // P = 16
+  std::vector<std::int32_t> cu = {0, 30, 60};
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D), 5.0f);
+  std::vector<float> gt(static_cast<std::size_t>(pr.V * pr.D), 0.5f),
+      gp(static_cast<std::size_t>(pr.P * pr.D), 0.5f);
+  const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  for (std::int64_t offset : {max, max - 59, max - 100, std::int64_t{1} << 40, pr.P, pr.P + 1,
+                              std::int64_t{-1}, std::numeric_limits<std::int64_t>::min()}) {
+    SCOPED_TRACE("position_offset " + std::to_string(offset));
+    Options o;
+    o.cu_seqlens = host_view(cu, DType::i32, {3});
+    o.position_offset = offset;
+    for (bool fwd : {true, false}) {
+      try {
+        if (fwd) {
+          tokemb::forward(host_view(pr.ids, DType::i64, {pr.B, pr.T}),
+                          host_view(pr.tok, DType::f32, {pr.V, pr.D}),
+                          host_view(pr.pos, DType::f32, {pr.P, pr.D}),
+                          host_view(out, DType::f32, {pr.B, pr.T, pr.D}), o, host_stream);
+        } else {
+          tokemb::backward(host_view(pr.ids, DType::i64, {pr.B, pr.T}),
+                           host_view(pr.dout, DType::f32, {pr.B, pr.T, pr.D}),
+                           host_view(gt, DType::f32, {pr.V, pr.D}),
+                           host_view(gp, DType::f32, {pr.P, pr.D}), o, Workspace{}, host_stream);
+        }
+        FAIL() << "no exception";
+      } catch (const InvalidArgument& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("position_offset " + std::to_string(offset)), std::string::npos) << msg;
+        EXPECT_NE(msg.find("[0, 16)"), std::string::npos) << msg;
+      } catch (const std::exception& e) {
+        FAIL() << "wrong exception: " << e.what();
+      }
+    }
+  }
+  for (float x : out) ASSERT_EQ(x, 5.0f);
+  for (float x : gt) ASSERT_EQ(x, 0.5f);
+  for (float x : gp) ASSERT_EQ(x, 0.5f);
+  // The largest valid offset: one-row sequences at position P - 1.
+  std::vector<std::int32_t> singles(61);
+  std::iota(singles.begin(), singles.end(), 0);
+  Options last;
+  last.cu_seqlens = host_view(singles, DType::i32, {61});
+  last.position_offset = pr.P - 1;
+  std::vector<std::int64_t> pid(60, pr.P - 1);
+  Options same;
+  same.position_ids = host_view(pid, DType::i64, {pr.B, pr.T});
+  EXPECT_TRUE(bits_equal(pr.forward(last), pr.forward(same)));
+}
+
 TEST(PackedSequences, ArgumentErrors) {
   Problem pr(1);
   std::vector<std::int32_t> cu = {0, 60};
@@ -396,7 +565,7 @@ TEST(PackedSequences, ArgumentErrors) {
 // ----------------------------------------------------------------------------------
 
 // A module holding the problem's tables, with dropout p drawn from seed.
-Embedding problem_module(const Problem& pr, float p, std::uint64_t seed, Device dev,
+Embedding problem_module(const Problem& pr, double p, std::uint64_t seed, Device dev,
                          StreamView stream, BackwardMode mode = BackwardMode::atomic) {
   EmbeddingConfig c;
   c.vocab_size = pr.V;
@@ -453,6 +622,32 @@ TEST(DropoutModule, TrainingForwardsDrawSuccessiveOffsetsAndBackwardsPairFirstIn
   // A rejected forward (bad shape) queues nothing.
   EXPECT_THROW(m.forward(ids, host_view(out, DType::f32, {pr.B * pr.T, pr.D})), InvalidArgument);
   EXPECT_EQ(m.pending_dropout_masks(), 1u);
+}
+
+// A checkpoint restore after a failed step: forward (queued with the old state), then
+// set_dropout_state, then forward, then backward: the backward must use the new state's mask,
+// not the stale forward's.
+TEST(DropoutModule, SetDropoutStateDropsStalePendingForwards) {
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Problem pr(seed);
+  Embedding m = problem_module(pr, 0.3, seed, Device::cpu(), host_stream);
+  auto ids = host_view(pr.ids, DType::i64, {pr.B, pr.T});
+  auto dout = host_view(pr.dout, DType::f32, {pr.B, pr.T, pr.D});
+  std::vector<float> out(static_cast<std::size_t>(pr.B * pr.T * pr.D));
+  auto out_v = host_view(out, DType::f32, {pr.B, pr.T, pr.D});
+  m.forward(ids, out_v);  // (seed, 0): the failed step, never backpropagated
+  EXPECT_EQ(m.pending_dropout_masks(), 1u);
+  m.set_dropout_state(seed + 9, 40);
+  EXPECT_EQ(m.pending_dropout_masks(), 0u);
+  m.forward(ids, out_v);  // (seed + 9, 40)
+  EXPECT_TRUE(bits_equal(out, pr.forward(with_dropout(0.3, seed + 9, 40))));
+  m.zero_grad_and_backward(ids, dout);
+  const auto want = pr.backward(with_dropout(0.3, seed + 9, 40));
+  EXPECT_TRUE(bits_equal(m.token_grad_to_host(), want.first));
+  EXPECT_TRUE(bits_equal(m.position_grad_to_host(), want.second));
+  EXPECT_FALSE(bits_equal(m.token_grad_to_host(), pr.backward(with_dropout(0.3, seed, 0)).first));
+  EXPECT_EQ(m.pending_dropout_masks(), 0u);
 }
 
 // Graph-safe mode: the state lives in the module's memory (host memory for a CPU module), every

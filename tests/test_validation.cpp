@@ -105,13 +105,21 @@ TEST(Validation, ShapeAndDtypeMismatchesAreNamedWithValues) {
   EXPECT_TRUE(s.untouched());
 }
 
-TEST(Validation, ZeroSizesAreRejected) {
+TEST(Validation, ZeroSizesOutsideTheBatchAreRejected) {
   Small s;
+  // An empty batch is valid (tests/test_empty_batch.cpp), but out must still match it ...
   expect_throw_containing<InvalidArgument>(
       [&] {
         s.fwd(host_view(s.ids, DType::i64, {0, 3}), s.tok_v(), s.pos_v(), s.out_v());
       },
-      {"ids", "[0, 3]", ">= 1"});
+      {"out", "[0, 3, 4]"});
+  // ... and a table needs rows and columns.
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        s.fwd(s.ids_v(), host_view(s.tok, DType::f32, {0, Small::D}), s.pos_v(), s.out_v());
+      },
+      {"token_table", "[0, 4]", ">= 1"});
+  EXPECT_TRUE(s.untouched());
 }
 
 TEST(Validation, SequenceLongerThanContextRaisesIndexOutOfRange) {
@@ -301,6 +309,149 @@ TEST(Validation, OverlappingOutputsAreRejectedNamingBothArguments) {
       },
       {"grad_token", "overlaps", "cu_seqlens"});
   EXPECT_TRUE(s.untouched());
+}
+
+// Issue 20 item 10: dropout.seed_offset and the error record count too. With accumulate = false
+// grad_token is zeroed before seed_offset is read, so a seed_offset inside grad_token would give
+// the gradients the wrong mask, silently; an error record inside out would be overwritten and
+// reported as garbage. Each is rejected, naming both arguments, before anything is written.
+TEST(Validation, SeedOffsetAndErrorRecordOverlapsAreRejected) {
+  Small s;
+  Options drop;
+  drop.dropout.p = 0.5;
+  // seed_offset viewing grad_token (the bytes of its first two floats pairs).
+  for (bool accumulate : {false, true}) {
+    Options o = drop;
+    o.accumulate = accumulate;
+    o.dropout.seed_offset = reinterpret_cast<const std::uint64_t*>(s.gt.data() + 2);
+    expect_throw_containing<InvalidArgument>(
+        [&] { backward(s.ids_v(), s.out_v(), s.gt_v(), s.gp_v(), o, Workspace{}, host_stream); },
+        {"grad_token", "overlaps", "dropout.seed_offset"});
+    o.dropout.seed_offset = reinterpret_cast<const std::uint64_t*>(s.gp.data() + 4);
+    expect_throw_containing<InvalidArgument>(
+        [&] { backward(s.ids_v(), s.out_v(), s.gt_v(), s.gp_v(), o, Workspace{}, host_stream); },
+        {"grad_pos", "overlaps", "dropout.seed_offset"});
+  }
+  Options fo = drop;
+  fo.dropout.seed_offset = reinterpret_cast<const std::uint64_t*>(s.out.data() + 6);
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), fo); },
+      {"out", "overlaps", "dropout.seed_offset"});
+  EXPECT_TRUE(s.untouched());
+
+  // The error record inside out, inside a gradient, and inside an input (it is written too).
+  const std::size_t rec_floats = sizeof(ErrorRecord) / sizeof(float);
+  std::vector<float> big(rec_floats + 64, -7.0f);
+  Options ro;
+  ro.error_record = reinterpret_cast<ErrorRecord*>(s.out.data() + 2);
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), ro); },
+      {"out", "overlaps", "error_record"});
+  ro.error_record = reinterpret_cast<ErrorRecord*>(s.gt.data());
+  expect_throw_containing<InvalidArgument>(
+      [&] { backward(s.ids_v(), s.out_v(), s.gt_v(), s.gp_v(), ro, Workspace{}, host_stream); },
+      {"grad_token", "overlaps", "error_record"});
+  ro.error_record = reinterpret_cast<ErrorRecord*>(s.ids.data() + 2);
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), ro); },
+      {"error_record", "overlaps", "ids"});
+  ro.error_record = reinterpret_cast<ErrorRecord*>(s.tok.data() + 4);
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), ro); },
+      {"error_record", "overlaps", "token_table"});
+  // ... and with seed_offset (both read and written memory of the call).
+  ro.error_record = reinterpret_cast<ErrorRecord*>(big.data());
+  ro.dropout = drop.dropout;
+  ro.dropout.seed_offset = reinterpret_cast<const std::uint64_t*>(big.data() + rec_floats - 2);
+  expect_throw_containing<InvalidArgument>(
+      [&] { s.fwd(s.ids_v(), s.tok_v(), s.pos_v(), s.out_v(), ro); },
+      {"error_record", "overlaps", "dropout.seed_offset"});
+  EXPECT_TRUE(s.untouched());
+  for (float x : big) ASSERT_EQ(x, -7.0f);
+}
+
+// Buffers that merely touch (one ends where the next begins, as PyTorch's caching allocator
+// places them in one block) are disjoint: every argument of a call back to back in one
+// allocation gives the same result as separate buffers.
+TEST(Validation, TouchingButDisjointBuffersAreAccepted) {
+  const auto seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Small s;
+  std::mt19937_64 rng(seed);
+  s.tok = random_values<float>(s.tok.size(), rng);
+  s.pos = random_values<float>(s.pos.size(), rng);
+  std::vector<float> dout = random_values<float>(s.out.size(), rng);
+  const std::uint64_t so[2] = {seed, 3};
+  const std::int32_t cu[4] = {0, 2, 6, 0};  // 3 entries used; the 4th pads to 8 bytes
+  // One block: ids | tok | pos | out | dout | gt | gp | seed_offset | cu_seqlens | record.
+  const std::size_t n_ids = 6 * 2, n_tok = Small::V * Small::D, n_pos = Small::P * Small::D,
+                    n_out = Small::B * Small::T * Small::D, n_rec = sizeof(ErrorRecord) / 4;
+  std::vector<std::uint64_t> block64(
+      (n_ids + n_tok + n_pos + 4 * n_out + n_tok + n_pos + 4 + 2 + n_rec) / 2 + 2);
+  float* base = reinterpret_cast<float*>(block64.data());
+  float* ids_p = base;
+  float* tok_p = ids_p + n_ids;
+  float* pos_p = tok_p + n_tok;
+  float* out_p = pos_p + n_pos;
+  float* dout_p = out_p + n_out;
+  float* gt_p = dout_p + n_out;
+  float* gp_p = gt_p + n_tok;
+  float* so_p = gp_p + n_pos;
+  float* cu_p = so_p + 4;
+  float* rec_p = cu_p + 4;
+  ASSERT_EQ(reinterpret_cast<std::uintptr_t>(rec_p) % 8, 0u);
+  std::memcpy(ids_p, s.ids.data(), 6 * 8);
+  std::memcpy(tok_p, s.tok.data(), n_tok * 4);
+  std::memcpy(pos_p, s.pos.data(), n_pos * 4);
+  std::memcpy(dout_p, dout.data(), n_out * 4);
+  std::memcpy(so_p, so, sizeof so);
+  std::memcpy(cu_p, cu, sizeof cu);
+  auto v = [](float* p, DType t, Shape sh) { return TensorView(p, t, sh, Device::cpu()); };
+  Options o;
+  o.dropout.p = 0.4;
+  o.dropout.seed_offset = reinterpret_cast<const std::uint64_t*>(so_p);
+  o.cu_seqlens = v(cu_p, DType::i32, {3});
+  o.error_record = reinterpret_cast<ErrorRecord*>(rec_p);
+  clear_error_record(o.error_record, Device::cpu(), host_stream);
+  const TensorView ids = v(ids_p, DType::i64, {Small::B, Small::T});
+  forward(ids, v(tok_p, DType::f32, {Small::V, Small::D}),
+          v(pos_p, DType::f32, {Small::P, Small::D}),
+          v(out_p, DType::f32, {Small::B, Small::T, Small::D}), o, host_stream);
+  o.accumulate = false;
+  backward(ids, v(dout_p, DType::f32, {Small::B, Small::T, Small::D}),
+           v(gt_p, DType::f32, {Small::V, Small::D}), v(gp_p, DType::f32, {Small::P, Small::D}), o,
+           Workspace{}, host_stream);
+  check_error_record(o.error_record, Device::cpu(), host_stream);
+
+  // The same call on separate buffers.
+  std::vector<std::uint64_t> so_sep(so, so + 2);
+  std::vector<std::int32_t> cu_sep(cu, cu + 3);
+  Options sep = o;
+  sep.dropout.seed_offset = so_sep.data();
+  sep.cu_seqlens = host_view(cu_sep, DType::i32, {3});
+  sep.error_record = nullptr;
+  sep.accumulate = true;
+  std::vector<float> out(n_out), gt(n_tok, 9.0f), gp(n_pos, 9.0f);
+  forward(s.ids_v(), s.tok_v(), s.pos_v(),
+          host_view(out, DType::f32, {Small::B, Small::T, Small::D}), sep, host_stream);
+  sep.accumulate = false;
+  backward(s.ids_v(), host_view(dout, DType::f32, {Small::B, Small::T, Small::D}),
+           host_view(gt, DType::f32, {Small::V, Small::D}),
+           host_view(gp, DType::f32, {Small::P, Small::D}), sep, Workspace{}, host_stream);
+  EXPECT_TRUE(same_bits(out.data(), out_p, n_out * 4));
+  EXPECT_TRUE(same_bits(gt.data(), gt_p, n_tok * 4));
+  EXPECT_TRUE(same_bits(gp.data(), gp_p, n_pos * 4));
+  EXPECT_TRUE(same_bits(dout.data(), dout_p, n_out * 4));
+  EXPECT_TRUE(same_bits(so, so_p, sizeof so));
+  EXPECT_TRUE(same_bits(s.tok.data(), tok_p, n_tok * 4));
+  // One float more and out would overlap its neighbour.
+  expect_throw_containing<InvalidArgument>(
+      [&] {
+        forward(ids, v(tok_p, DType::f32, {Small::V, Small::D}),
+                v(pos_p, DType::f32, {Small::P, Small::D}),
+                v(out_p - 1, DType::f32, {Small::B, Small::T, Small::D}), Options{}, host_stream);
+      },
+      {"out", "overlaps", "pos_table"});
 }
 
 TEST(CpuOutOfRange, WithRecordZeroesRowsSkipsGradientsAndReports) {

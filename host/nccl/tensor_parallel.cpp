@@ -16,6 +16,7 @@
 #include "host/backend.hpp"
 #include "host/cuda_device.hpp"
 #include "host/module_dropout.hpp"
+#include "host/parallel.hpp"
 #include "kernels/launch.hpp"
 
 #define TOKEMB_NCCL_TRY(call)                                                                   \
@@ -51,7 +52,7 @@ EmbeddingConfig local_config(const ParallelConfig& c, const Shard& s) {
   EmbeddingConfig l = c.embedding;
   l.vocab_size = s.rows;  // this rank's rows of the (padded) table
   l.padding_idx.reset();  // a global id: handled through Options
-  l.dropout = 0.0f;       // applied after the collective, not by the local module
+  l.dropout = 0.0;        // applied after the collective, not by the local module
   return l;
 }
 
@@ -73,17 +74,7 @@ int comm_size(ncclComm* comm) {
 
 }  // namespace
 
-Shard vocab_shard(std::int64_t rows, int rank, int world) {
-  TOKEMB_EXPECTS(world >= 1 && rank >= 0 && rank < world, InvalidArgument,
-                 "tokemb::nccl::vocab_shard: rank ", rank, " is outside [0, ", world, ")");
-  TOKEMB_EXPECTS(rows >= world, InvalidArgument, "tokemb::nccl::vocab_shard: ", rows,
-                 " table rows cannot be split over ", world, " ranks");
-  const std::int64_t base = rows / world, extra = rows % world;
-  Shard s;
-  s.start = rank * base + std::min<std::int64_t>(rank, extra);
-  s.rows = base + (rank < extra ? 1 : 0);
-  return s;
-}
+// vocab_shard: host/parallel.cpp (the core library, so that CPU tests reach it).
 
 TensorParallelEmbedding::TensorParallelEmbedding(const ParallelConfig& config, ncclComm* comm,
                                                  StreamView stream)
@@ -94,9 +85,9 @@ TensorParallelEmbedding::TensorParallelEmbedding(const ParallelConfig& config, n
       shard_(vocab_shard(table_rows(config), rank_, world_)),
       local_(local_config(config, shard_), stream),
       errors_(config.embedding.device, stream) {
-  TOKEMB_EXPECTS(config.embedding.dropout >= 0.0f && config.embedding.dropout <= 1.0f,
+  TOKEMB_EXPECTS(config.embedding.dropout >= 0.0 && config.embedding.dropout <= 1.0,
                  InvalidArgument, "tokemb::nccl::TensorParallelEmbedding: dropout is ",
-                 config.embedding.dropout, ", must be in [0, 1]");
+                 detail::format_double(config.embedding.dropout), ", must be in [0, 1]");
   TOKEMB_EXPECTS(config.embedding.device.is_cuda(), InvalidArgument,
                  "tokemb::nccl::TensorParallelEmbedding: the device must be a CUDA device, not ",
                  config.embedding.device.str());
@@ -129,14 +120,7 @@ Shape TensorParallelEmbedding::slice_shape(const detail::SliceLayout& s) {
 }
 
 Options TensorParallelEmbedding::options(std::int64_t position_offset) const {
-  Options o;
-  o.position_offset = position_offset;
-  o.padding_idx = config_.embedding.padding_idx;
-  o.backward_mode = config_.embedding.backward_mode;
-  o.error_record = errors_.get();
-  o.vocab_start = shard_.start;
-  o.vocab_size = config_.embedding.vocab_size;
-  return o;
+  return detail::parallel_options(config_, shard_, position_offset, errors_.get());
 }
 
 void TensorParallelEmbedding::ensure_scratch(std::int64_t bytes) {
@@ -149,10 +133,20 @@ void TensorParallelEmbedding::ensure_scratch(std::int64_t bytes) {
 }
 
 void TensorParallelEmbedding::reserve(std::int64_t max_tokens) {
-  TOKEMB_EXPECTS(max_tokens >= 1, InvalidArgument,
-                 "tokemb::nccl::TensorParallelEmbedding::reserve: max_tokens is ", max_tokens);
-  ensure_scratch(max_tokens * config_.embedding.dim * 4);
-  local_.reserve(max_tokens);
+  // The workspace backward uses (workspace_, sized for this rank's call: its shard, grad_pos on
+  // rank 0 only), not the local module's, which backward never touches.
+  const detail::BackwardParams p =
+      detail::parallel_reserve_params(config_, shard_, rank_, max_tokens);
+  ensure_scratch(max_tokens * config_.embedding.dim * 4);     // [B, T, D] of at most 4-byte floats
+  detail::DeviceGuard guard(config_.embedding.device.index);  // CUB's size depends on the arch
+  grow_workspace(detail::cuda::backward_workspace_size(p));
+}
+
+void TensorParallelEmbedding::grow_workspace(std::size_t need) {
+  if (need <= workspace_.bytes()) return;
+  workspace_ = Buffer();
+  workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)},
+                      config_.embedding.device);
 }
 
 void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& out,
@@ -161,8 +155,7 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
   const detail::SliceLayout s = layout(op, ids);
   const std::int64_t B = s.B, T = s.T, D = s.D;
   const DType dt = config_.embedding.dtype;
-  Options o = options(position_offset);
-  const TensorView pos = rank_ == 0 ? local_.position_table() : TensorView{};
+  const Options o = options(position_offset);
   const StreamView st = local_.stream();
   detail::DeviceGuard guard(config_.embedding.device.index);
   const detail::DeviceInfo dev = detail::device_info(config_.embedding.device.index);
@@ -173,6 +166,10 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
                    slice.str(), " of ", dtype_name(dt));
     ensure_scratch(B * T * D * static_cast<std::int64_t>(dtype_size(dt)));
     const TensorView full(full_.data(), dt, Shape{B, T, D}, config_.embedding.device);
+    // Every rank validates the same arguments before the collective (rank 0 alone adds the
+    // positions, but all check them): none is left waiting in ncclReduceScatter.
+    const TensorView pos = detail::parallel_forward_positions(rank_, ids, local_.token_table(),
+                                                              local_.position_table(), full, o);
     tokemb::forward(ids, local_.token_table(), pos, full, o, st);
     detail::cuda::permute_rows(full_.data(), chunked_.data(), dt, s, /*to_chunked=*/true, dev,
                                st.value());
@@ -180,11 +177,13 @@ void TensorParallelEmbedding::forward(const TensorView& ids, const TensorView& o
                                       static_cast<std::size_t>(B * (T / world_) * D), nccl_type(dt),
                                       ncclSum, comm_, st.value()));
   } else {
+    const TensorView pos = detail::parallel_forward_positions(rank_, ids, local_.token_table(),
+                                                              local_.position_table(), out, o);
     tokemb::forward(ids, local_.token_table(), pos, out, o, st);
     TOKEMB_NCCL_TRY(ncclAllReduce(out.data, out.data, static_cast<std::size_t>(B * T * D),
                                   nccl_type(dt), ncclSum, comm_, st.value()));
   }
-  if (local_.training() && config_.embedding.dropout > 0.0f) {
+  if (local_.training() && config_.embedding.dropout > 0.0) {
     // The config's dropout was validated by the constructor.
     detail::cuda::slice_dropout(
         out.data, dt, s,
@@ -214,20 +213,21 @@ void TensorParallelEmbedding::zero_grad_and_backward(const TensorView& ids, cons
                    ": dout is ", dout.shape.str(), " of ", dtype_name(dout.dtype),
                    ", expected this rank's slice ", slice.str(), " of a float dtype");
     ensure_scratch(B * T * D * static_cast<std::int64_t>(dtype_size(dout.dtype)));
+    full = TensorView(full_.data(), dout.dtype, Shape{B, T, D}, config_.embedding.device);
+  }
+  // Every rank validates the same arguments (the position gradient included, which only rank 0
+  // computes) before the first collective.
+  const TensorView grad_pos = detail::parallel_backward_positions(
+      rank_, ids, full, local_.token_grad(), local_.position_grad(), o);
+  if (config_.sequence_parallel) {
     TOKEMB_NCCL_TRY(ncclAllGather(dout.data, chunked_.data(),
                                   static_cast<std::size_t>(B * (T / world_) * D),
                                   nccl_type(dout.dtype), comm_, st.value()));
     detail::cuda::permute_rows(chunked_.data(), full_.data(), dout.dtype, s,
                                /*to_chunked=*/false, dev, st.value());
-    full = TensorView(full_.data(), dout.dtype, Shape{B, T, D}, config_.embedding.device);
   }
-  const TensorView grad_pos = rank_ == 0 ? local_.position_grad() : TensorView{};
-  const std::size_t need = backward_workspace_size(ids, full, local_.token_grad(), grad_pos, o);
-  if (need > workspace_.bytes()) {
-    workspace_ = Buffer();
-    workspace_ = Buffer(DType::i64, Shape{static_cast<std::int64_t>((need + 7) / 8)},
-                        config_.embedding.device);
-  }
+  // Grows only; reserve() sizes it up front (before a CUDA-graph capture).
+  grow_workspace(backward_workspace_size(ids, full, local_.token_grad(), grad_pos, o));
   tokemb::backward(ids, full, local_.token_grad(), grad_pos, o,
                    Workspace{workspace_.data(), workspace_.bytes()}, st);
   if (masked) pending_.pop_front();

@@ -23,8 +23,8 @@ struct EmbeddingConfig {
   std::optional<std::int64_t> padding_idx;  ///< this token's row receives no gradient
   BackwardMode backward_mode = BackwardMode::atomic;
   /// Fused dropout after the embedding (the book's drop_emb): drop probability in [0, 1], used
-  /// by forward in training mode only (Embedding::train / eval).
-  float dropout = 0.0f;
+  /// by forward in training mode only (Embedding::train / eval). A double, as Dropout::p.
+  double dropout = 0.0;
   DropoutMode dropout_mode = DropoutMode::element;
   /// Seed of the dropout masks; the module draws offsets 0, 1, 2, ... from it, one per training
   /// forward (set_dropout_state to choose another point in that sequence).
@@ -105,8 +105,8 @@ class Embedding {
   /// Zeroes both gradients (stream-ordered).
   void zero_grad();
   /// Sizes the backward workspace (deterministic mode, and zero_grad_and_backward in either
-  /// mode) for up to \p max_tokens ids (B * T) now, so that later backward calls never allocate
-  /// (needed before capturing them in a CUDA graph).
+  /// mode) for up to \p max_tokens ids (B * T, in [1, 2^31 - 1]) now, so that later backward
+  /// calls never allocate (needed before capturing them in a CUDA graph).
   void reserve(std::int64_t max_tokens);
 
   /// Fill a table from host memory holding V*D (or P*D) elements of the table's dtype.

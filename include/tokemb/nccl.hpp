@@ -22,6 +22,7 @@
 /// to make the same call (NCCL's rule). Out-of-range ids are recorded on every rank and raised at
 /// synchronize(), as in Embedding. Only CUDA devices.
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 
@@ -82,8 +83,8 @@ class TensorParallelEmbedding {
   /// token gradient holds this shard's rows, the position gradient is the same on every rank.
   void zero_grad_and_backward(const TensorView& ids, const TensorView& dout,
                               std::int64_t position_offset = 0);
-  /// Grows the scratch buffers for up to \p max_tokens = B * T, so that later calls do not
-  /// allocate (needed before CUDA-graph capture).
+  /// Grows the scratch buffers and the backward workspace for up to \p max_tokens = B * T
+  /// (in [1, 2^31 - 1]), so that later calls do not allocate (needed before CUDA-graph capture).
   void reserve(std::int64_t max_tokens);
   /// Blocks until this rank's work is done; raises IndexOutOfRange for bad ids.
   void synchronize();
@@ -93,6 +94,7 @@ class TensorParallelEmbedding {
   detail::SliceLayout layout(const char* op, const TensorView& ids) const;
   static Shape slice_shape(const detail::SliceLayout& s);
   void ensure_scratch(std::int64_t bytes);
+  void grow_workspace(std::size_t bytes);
 
   ParallelConfig config_;
   ncclComm* comm_;

@@ -55,8 +55,10 @@ enum class DropoutMode : std::uint8_t {
 /// regenerates forward's mask from the same (seed, offset): pass it the same Dropout. Use a new
 /// offset (e.g. offset + 1) for each new mask.
 struct Dropout {
-  /// Drop probability in [0, 1]. 0 (the default) is off: exactly the result without dropout.
-  float p = 0.0f;
+  /// Drop probability in [0, 1] (checked as given: 1 + 1e-9 and -1e-50 are rejected). A double
+  /// up to the point where the mask's threshold round(p * 2^24) and the scale are computed. 0
+  /// (the default) is off: exactly the result without dropout.
+  double p = 0.0;
   std::uint64_t seed = 0;
   std::uint64_t offset = 0;
   DropoutMode mode = DropoutMode::element;
@@ -119,7 +121,9 @@ struct Workspace {
 
 /// out[b, t, :] = token_table[ids[b, t], :] + pos_table[pos(b, t), :] (pos_table may be an
 /// empty view: token embedding only). Throws InvalidArgument on any argument error before
-/// touching memory.
+/// touching memory; out must share no byte with any other argument (buffers that merely touch
+/// are fine), Options' buffers and the error record included. An empty batch (B = 0 or T = 0)
+/// is valid and writes nothing.
 void forward(const TensorView& ids, const TensorView& token_table, const TensorView& pos_table,
              const TensorView& out, const Options& options, StreamView stream);
 
@@ -133,7 +137,8 @@ std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dou
 /// first):
 ///   grad_token[ids[b, t], :] += dout[b, t, :]   (except padding_idx)
 ///   grad_pos[pos(b, t), :]   += dout[b, t, :]   (when grad_pos is not empty)
-/// grad_token [V, D] and grad_pos [P, D] are f32.
+/// grad_token [V, D] and grad_pos [P, D] are f32. An empty batch (B = 0 or T = 0) adds nothing
+/// (with accumulate false: both gradients become zero).
 void backward(const TensorView& ids, const TensorView& dout, const TensorView& grad_token,
               const TensorView& grad_pos, const Options& options, Workspace workspace,
               StreamView stream);

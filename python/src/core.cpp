@@ -145,9 +145,11 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
   std::vector<std::int64_t> dims(arr.ndim());
   for (std::size_t i = 0; i < arr.ndim(); ++i) dims[i] = static_cast<std::int64_t>(arr.shape(i));
   // C-contiguous: the strides of a row-major layout, ignoring dimensions of extent 1 (whose
-  // stride is meaningless; PyTorch reports arbitrary values there).
+  // stride is meaningless; PyTorch reports arbitrary values there). An array with no elements
+  // (a [4, 0] slice of a wider one, say) has no layout to check: every stride is meaningless.
+  const bool no_elements = std::find(dims.begin(), dims.end(), 0) != dims.end();
   std::int64_t expect = 1;
-  for (std::size_t i = arr.ndim(); i-- > 0;) {
+  for (std::size_t i = arr.ndim(); !no_elements && i-- > 0;) {
     if (dims[i] != 1 && arr.stride(i) != expect) {
       std::string strides;
       for (std::size_t j = 0; j < arr.ndim(); ++j)
@@ -232,14 +234,14 @@ struct OpArgs {
   std::int64_t position_offset = 0;
   Arg position_ids, cu_seqlens, seed_offset;
   std::optional<std::int64_t> padding_idx;
-  float dropout_p = 0.0f;
+  double dropout_p = 0.0;
   std::uint64_t seed = 0, offset = 0;
   std::string dropout_mode = "element";
   std::int64_t vocab_start = 0, vocab_size = 0;
 };
 
 OpArgs op_args(const char* fn, std::int64_t position_offset, nb::handle position_ids,
-               nb::handle cu_seqlens, std::optional<std::int64_t> padding_idx, float dropout_p,
+               nb::handle cu_seqlens, std::optional<std::int64_t> padding_idx, double dropout_p,
                std::uint64_t seed, std::uint64_t offset, const std::string& dropout_mode,
                nb::handle seed_offset, std::int64_t vocab_start, std::int64_t vocab_size) {
   OpArgs a;
@@ -301,7 +303,7 @@ tokemb::Options make_options(const char* fn, const OpArgs& a, const TensorView& 
 // forward and backward cannot drift apart.
 #define TOKEMB_OP_PARAMS                                                             \
   std::int64_t position_offset, nb::handle position_ids, nb::handle cu_seqlens,      \
-      std::optional<std::int64_t> padding_idx, float dropout_p, std::uint64_t seed,  \
+      std::optional<std::int64_t> padding_idx, double dropout_p, std::uint64_t seed, \
       std::uint64_t offset, const std::string &dropout_mode, nb::handle seed_offset, \
       std::int64_t vocab_start, std::int64_t vocab_size
 #define TOKEMB_OP_ARGS(fn)                                                                     \

@@ -11,6 +11,7 @@ Errors are ``tokemb.Error`` subclasses carrying the C++ library's messages.
 """
 
 import collections
+import numbers
 import operator
 import os
 
@@ -100,13 +101,20 @@ def _u64(x, fn, name):
     return v
 
 
+def _probability(x, fn, name="dropout_p"):
+    """A probability argument as the float (a double) _core takes: a real number (int, float,
+    NumPy scalars) -- never a string such as "0.5" nor a bool. Its range, [0, 1] as given, is
+    checked by the library (a Python float reaches it exactly: 1 + 1e-9 stays outside)."""
+    if isinstance(x, (bool, str, bytes)) or not isinstance(x, numbers.Real) or \
+            type(x).__name__ == "bool_":
+        raise InvalidArgument(f"{fn}: {name} must be a real number in [0, 1]; got "
+                              f"{type(x).__name__} {x!r}")
+    return float(x)
+
+
 def _dropout(fn, dropout_p, seed, offset, dropout_mode):
     """(p, seed, offset, mode) checked for _core (p's range is checked by the library)."""
-    try:
-        p = float(dropout_p)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{fn}: dropout_p must be a float in [0, 1]; got "
-                              f"{type(dropout_p).__name__}") from None
+    p = _probability(dropout_p, fn)
     if dropout_mode not in ("element", "token"):
         raise InvalidArgument(f"{fn}: dropout_mode is {dropout_mode!r}; expected 'element' or "
                               "'token'")

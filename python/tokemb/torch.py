@@ -362,7 +362,7 @@ def token_position_embedding(ids, token_weight, pos_weight=None, *, position_off
     # and its error names the valid range.
     padding_idx = _tk._index(padding_idx, fn, "padding_idx")
     position_offset = _tk._index(position_offset, fn, "position_offset", optional=False)
-    dropout_p = float(dropout_p)
+    dropout_p = _tk._probability(dropout_p, fn)
     seed_offset = None
     if dropout_p > 0.0:
         seed_offset = draw_seed_offset(token_weight.device, generator)
@@ -444,7 +444,7 @@ class TokenPositionEmbedding(nn.Module):
         self._padding_idx = padding_idx
 
     def _set_dropout(self, p, mode):
-        p = float(p)
+        p = _tk._probability(p, "TokenPositionEmbedding", "dropout")
         if not 0.0 <= p <= 1.0:
             raise _tk.InvalidArgument(f"TokenPositionEmbedding: dropout is {p}; valid range "
                                       "[0, 1]")

@@ -31,7 +31,7 @@ def philox4x32_10(c, k0, k1):
 
 def ref_factors(n, p, seed, offset):
     """The factor (0 or the f32 scale) of flat indices 0 .. n-1."""
-    p = float(np.float32(p))  # the library holds p as a float
+    p = float(p)  # the library holds p as a double up to the threshold and the scale
     e = np.arange(n, dtype=np.uint64)
     g = e // np.uint64(4)
     words = philox4x32_10([g & M32, g >> np.uint64(32),
@@ -105,7 +105,7 @@ def test_kept_fraction_within_binomial_bounds_and_exact_scale(rng, p):
     n, k = out.size, int(kept.sum())
     # 6 standard deviations: a false failure has probability ~1e-9.
     assert abs(k - n * (1 - p)) <= 6 * np.sqrt(n * p * (1 - p)), (k, n, p)
-    scale = np.float32(1.0 / (1.0 - float(np.float32(p))))
+    scale = np.float32(1.0 / (1.0 - float(p)))
     np.testing.assert_array_equal(out[kept], (plain[kept] * scale).astype(np.float32))
 
 
@@ -368,7 +368,7 @@ def test_module_backward_uses_its_forward_mask(rng, dtype, mode):
     # A second forward in between must not disturb the first one's backward (its own mask).
     m(ids)
     out.backward(dout)
-    scale = np.float32(1.0 / (1.0 - float(np.float32(m.dropout))))
+    scale = np.float32(1.0 / (1.0 - float(m.dropout)))
     masked = dout.float().numpy() * np.where(keep.numpy(), scale, np.float32(0))
     V, P = m.tok_emb.num_embeddings, m.pos_emb.num_embeddings
     gt, gp = ref_backward(ids.numpy(), masked, V, P)
@@ -410,7 +410,7 @@ def test_module_matches_pytorch_eager_with_the_same_mask(rng):
     T = ids.shape[1]
     keep = (out != 0).float()
     x = ref.tok_emb(ids) + ref.pos_emb(torch.arange(T))
-    scale = float(np.float32(1.0 / (1.0 - float(np.float32(0.25)))))
+    scale = float(np.float32(1.0 / (1.0 - 0.25)))
     y = x * keep * scale
     torch.testing.assert_close(out, y, rtol=1e-6, atol=1e-6)
     dout = torch.randn(out.shape)
