@@ -401,7 +401,9 @@ TEST_F(IoTest, NpyWriterWritesInChunksAndCommitsAtomically) {
   save_npy(whole, host_view(v, DType::f32, {4, 5, 6}), host_stream);
   {
     NpyWriter w(chunked, DType::f32, {4, 5, 6});
-    EXPECT_EQ(temporaries().size(), 1u);
+    // The data lives in an unnamed (O_TMPFILE) file where the file system has them, else in one
+    // named temporary.
+    EXPECT_LE(temporaries().size(), 1u);
     EXPECT_FALSE(fs::exists(chunked));
     for (std::size_t i = 0; i < v.size(); i += 30) w.write(v.data() + i, 30 * 4);
     EXPECT_THROW(w.write(v.data(), 4), InvalidArgument);  // beyond the declared size
