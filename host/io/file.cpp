@@ -350,6 +350,17 @@ void OutputFile::prepare() {
 
 void OutputFile::publish() {
   prepare();
+  // The temporary's name must still be our data: a file or link put in its place is never
+  // published (the data itself was never reopened by name).
+  struct stat mine {}, named {};
+  if (::fstat(fd_, &mine) != 0 ||
+      ::fstatat(dir_fd_, tmp_name_.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
+      mine.st_dev != named.st_dev || mine.st_ino != named.st_ino) {
+    discard();
+    TOKEMB_FAIL(IoError, "publishing '", path_,
+                "' failed: its temporary file was replaced by another file; nothing was "
+                "published");
+  }
   if (::renameat(dir_fd_, tmp_name_.c_str(), dir_fd_, name_.c_str()) != 0) {
     const int err = errno;
     discard();
