@@ -1173,6 +1173,32 @@ class FilesRound3(OutputSafety):
         p.communicate(timeout=60)
         self.assertEqual(sorted(os.listdir(self.dir)), ["ids.npy"])
 
+    def test_output_is_never_reopened_by_name(self):
+        """Item 2: the CLI closed its staging file and reopened it by name, so a staging file
+        swapped for a symbolic link sent the output to the link's target and published --out as
+        a link. The data is now written through the descriptor it was created with: where it has
+        a name at all (no O_TMPFILE), a swapped name is never published."""
+        out, victim = self.path("out.npy"), self.path("victim")
+        with open(victim, "wb") as f:
+            f.write(b"precious")
+        p = self.popen_stopped_at("first-window", self.embed(out))
+        swapped = [x for x in os.listdir(self.dir) if ".tmp" in x]
+        for name in swapped:
+            os.remove(self.path(name))
+            os.symlink(victim, self.path(name))
+        p.send_signal(signal.SIGCONT)
+        so, se = p.communicate(timeout=60)
+        self.assertEqual(file_bytes(victim), b"precious")
+        self.assertFalse(os.path.islink(out))
+        if swapped:
+            self.assertEqual(p.returncode, 1, se)
+            self.assertFalse(os.path.exists(out))
+        else:  # unnamed (O_TMPFILE): nothing to swap
+            self.assertEqual(p.returncode, 0, se)
+            self.assertEqual(read_npy(out)[2], (9, self.T, self.D))
+        self.assertEqual(sorted(x for x in os.listdir(self.dir) if ".tmp" not in x),
+                         sorted(["ids.npy", "victim"] + (["out.npy"] if not swapped else [])))
+
     @unittest.skipIf(not sys.platform.startswith("linux"), "needs RLIMIT_FSIZE")
     def test_write_error_names_the_users_path_and_stages_once(self):
         """Item 3: a failing write (here: the file size limit, as a full disk would) names
@@ -1185,7 +1211,7 @@ class FilesRound3(OutputSafety):
             resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
         args = ["embed", "--ids", self.ids, "--vocab", self.V, "--dim", 64, "--context", self.T,
-                "--out", out]  # 37 windows of 4 x 64 f32: 37 KiB, past the 4 KiB limit
+                "--out", out]  # 9 windows of 4 x 64 f32: 9 KiB, past the 4 KiB limit
         p = subprocess.run([TOKEMB] + [str(a) for a in args], capture_output=True, text=True,
                            timeout=60, preexec_fn=limit)
         self.assertEqual(p.returncode, 1, p.stderr)
