@@ -2,8 +2,8 @@
 // little-endian loads and stores, the one data-size rule, and the writers' temporary files
 // (unique, exclusive, never through a link), concurrent writers and interruption.
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -285,7 +285,6 @@ TEST_F(FileLayer, InputFileReportsAFileThatChangedWhileReading) {
   }
 }
 
-
 // ---- issue 20 ----------------------------------------------------------------------------------
 
 // Item 1: a path holding NUL is refused by every function that takes one, before any file is
@@ -304,18 +303,12 @@ TEST_F(FileLayer, PathsWithNulAreRefusedBeforeTouchingAnything) {
   Embedding m(c, s);
   std::vector<std::pair<std::string, TensorView>> tensors = {{"a", t}};
   const std::vector<std::function<void()>> calls = {
-      [&] { save_npy(bad, t, s); },
-      [&] { load_npy(bad, t, s); },
-      [&] { (void)read_npy(bad); },
-      [&] { save_safetensors(bad, tensors, s); },
-      [&] { (void)read_safetensors(bad); },
-      [&] { save_weights(m, bad); },
-      [&] { load_weights(m, bad); },
-      [&] { NpyWriter w(bad, DType::f32, {4}); },
-      [&] { OutputFile f(bad); },
-      [&] { (void)output_target(bad); },
-      [&] { (void)read_token_file(bad); },
-      [&] { TokenReader r(bad); },
+      [&] { save_npy(bad, t, s); },         [&] { load_npy(bad, t, s); },
+      [&] { (void)read_npy(bad); },         [&] { save_safetensors(bad, tensors, s); },
+      [&] { (void)read_safetensors(bad); }, [&] { save_weights(m, bad); },
+      [&] { load_weights(m, bad); },        [&] { NpyWriter w(bad, DType::f32, {4}); },
+      [&] { OutputFile f(bad); },           [&] { (void)output_target(bad); },
+      [&] { (void)read_token_file(bad); },  [&] { TokenReader r(bad); },
   };
   for (std::size_t i = 0; i < calls.size(); ++i) {
     SCOPED_TRACE(i);
@@ -353,7 +346,10 @@ TEST_F(FileLayer, OutputFileDataHasNoNameUntilItIsPublished) {
     }
     EXPECT_EQ(read(out), "hello");
     EXPECT_EQ(names(), std::vector<std::string>{"out.bin"});
-    { OutputFile abandoned(out); abandoned.write("x", 1); }  // discarded
+    {
+      OutputFile abandoned(out);
+      abandoned.write("x", 1);
+    }  // discarded
     EXPECT_EQ(read(out), "hello");
     EXPECT_EQ(names(), std::vector<std::string>{"out.bin"});
     fs::remove(out);
@@ -448,14 +444,14 @@ TEST_F(FileLayer, ReadersRefuseFifosAndDevicesWithoutBlocking) {
   c.context_length = 4;
   Embedding m(c, StreamView::legacy_default());
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {fifo, "a FIFO (named pipe)"}, {"/dev/null", "a character device"},
+      {fifo, "a FIFO (named pipe)"},
+      {"/dev/null", "a character device"},
       {dir_.string(), "a directory"}};
   for (const auto& [p, what] : cases) {
     SCOPED_TRACE(p);
     const std::vector<std::function<void()>> calls = {
-        [&] { (void)read_npy(p); }, [&] { (void)read_safetensors(p); },
-        [&] { load_weights(m, p); }, [&] { (void)read_token_file(p); },
-        [&] { TokenReader r(p); }};
+        [&] { (void)read_npy(p); }, [&] { (void)read_safetensors(p); }, [&] { load_weights(m, p); },
+        [&] { (void)read_token_file(p); }, [&] { TokenReader r(p); }};
     for (const auto& call : calls) {
       try {
         call();

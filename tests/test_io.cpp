@@ -888,7 +888,6 @@ TEST_F(GpuIo, WeightsRoundTripOnTheDeviceAndMismatchesLeaveTablesAlone) {
   EXPECT_EQ(read_bytes(path("other.safetensors")), before);
 }
 
-
 // ---- issue 20 ----------------------------------------------------------------------------------
 
 namespace round3 {
@@ -976,10 +975,10 @@ TEST_F(IoTest, SafetensorsEscapedSurrogatePairDecodesToOneCodePoint) {
   EXPECT_EQ(t[0].first, "x\xF0\x9F\x98\x80");  // U+1F600 in UTF-8
   EXPECT_EQ(t[1].first, "\xF0\x9F\x98\x80y");
   // The escaped and the raw spelling are one key: a duplicate.
-  const std::string both =
-      st_file("{\"\\ud83d\\ude00\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},"
-              "\"\xF0\x9F\x98\x80\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
-              "");
+  const std::string both = st_file(
+      "{\"\\ud83d\\ude00\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},"
+      "\"\xF0\x9F\x98\x80\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+      "");
   EXPECT_THROW((void)parse_safetensors(both.data(), both.size()), IoError);
 }
 
@@ -998,8 +997,7 @@ TEST_F(IoTest, NpyHeaderLengthIsCapped) {
     (void)parse_npy(big.data(), big.size());
     FAIL() << "a " << npy_max_header_bytes + 64 << "-byte header was accepted";
   } catch (const IoError& e) {
-    EXPECT_NE(std::string(e.what()).find("limit of 262144 bytes"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("limit of 262144 bytes"), std::string::npos) << e.what();
   }
   // A sparse file whose header claims 1.5 GiB: refused from the length field, quickly and
   // without reading it.

@@ -213,8 +213,8 @@ OutputFile::OutputFile(const std::string& path) : path_(path) {
     dir_ = slash == std::string::npos ? "" : target.substr(0, slash + 1);
     name_ = slash == std::string::npos ? target : target.substr(slash + 1);
   }
-  TOKEMB_EXPECTS(!name_.empty() && name_ != "." && name_ != "..", InvalidArgument,
-                 "output path '", path, "' names a directory, not a file");
+  TOKEMB_EXPECTS(!name_.empty() && name_ != "." && name_ != "..", InvalidArgument, "output path '",
+                 path, "' names a directory, not a file");
   // The directory is opened once: the data is created in it, linked, renamed and fsynced
   // through this descriptor, never looked up by name again.
   do {
@@ -236,7 +236,9 @@ OutputFile::OutputFile(const std::string& path) : path_(path) {
   }
   int err = 0;
 #ifdef O_TMPFILE
-  if (detail::g_unnamed_files_enabled()) {
+  // An unnamed file is linked into the directory through /proc/self/fd (linkat with
+  // AT_EMPTY_PATH needs a capability most processes lack): without /proc, the named fallback.
+  if (detail::g_unnamed_files_enabled() && ::access("/proc/self/fd", X_OK) == 0) {
     do {
       fd_ = ::openat(dir_fd_, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
     } while (fd_ < 0 && errno == EINTR);
@@ -352,7 +354,8 @@ void OutputFile::publish() {
   prepare();
   // The temporary's name must still be our data: a file or link put in its place is never
   // published (the data itself was never reopened by name).
-  struct stat mine {}, named {};
+  struct stat mine {
+  }, named{};
   if (::fstat(fd_, &mine) != 0 ||
       ::fstatat(dir_fd_, tmp_name_.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
       mine.st_dev != named.st_dev || mine.st_ino != named.st_ino) {
@@ -364,8 +367,8 @@ void OutputFile::publish() {
   if (::renameat(dir_fd_, tmp_name_.c_str(), dir_fd_, name_.c_str()) != 0) {
     const int err = errno;
     discard();
-    TOKEMB_FAIL(IoError, "publishing '", path_, "' (renaming it into place) failed: ",
-                errno_text(err));
+    TOKEMB_FAIL(IoError, "publishing '", path_,
+                "' (renaming it into place) failed: ", errno_text(err));
   }
   tmp_name_.clear();
   published_ = true;
@@ -377,8 +380,8 @@ void OutputFile::publish() {
   ::close(dir_fd_);
   dir_fd_ = -1;
   if (rc != 0 && err != EINVAL && err != EROFS) {
-    TOKEMB_FAIL(IoError, "'", path_, "' was written, but flushing its directory failed: ",
-                errno_text(err));
+    TOKEMB_FAIL(IoError, "'", path_,
+                "' was written, but flushing its directory failed: ", errno_text(err));
   }
 }
 

@@ -384,7 +384,7 @@ struct NpyWriter::Impl {
 };
 
 std::unique_ptr<NpyWriter::Impl> NpyWriter::open(const std::string& path, OutputFile* file,
-                                                  DType dtype, const Shape& shape) {
+                                                 DType dtype, const Shape& shape) {
   check_dtype(dtype, "NpyWriter");
   const std::int64_t n = shape.numel();
   std::uint64_t bytes = 0;

@@ -84,8 +84,8 @@ struct Header {
 
 // A shape entry or data offset: a plain non-negative integer below 2^63. Says which rule a
 // value breaks: not an integer at all, or an integer too large for any file.
-std::int64_t index_value(detail::json::Reader& r, const std::string& where,
-                         const std::string& name, const char* field) {
+std::int64_t index_value(detail::json::Reader& r, const std::string& where, const std::string& name,
+                         const char* field) {
   const char c = r.peek();
   if (!(c == '-' || (c >= '0' && c <= '9'))) {
     TOKEMB_FAIL(IoError, where, ": tensor '", name, "' has ", field,
@@ -141,8 +141,7 @@ Entry tensor_entry(detail::json::Reader& r, std::string name, std::uint64_t data
   while (r.next_member(first, key)) {
     if (!keys.insert(key, r.key_offset(), r)) r.fail("duplicate key in an object");
     if (key == "dtype") {
-      TOKEMB_EXPECTS(r.peek() == '"', IoError, where, ": tensor '", nm,
-                     "' has no string 'dtype'");
+      TOKEMB_EXPECTS(r.peek() == '"', IoError, where, ": tensor '", nm, "' has no string 'dtype'");
       const std::string dtype = r.string_value("a string was expected");
       for (const DtypeInfo& info : dtype_infos)
         if (dtype == info.name) e.info = &info;
@@ -150,8 +149,7 @@ Entry tensor_entry(detail::json::Reader& r, std::string name, std::uint64_t data
                      dtype, "'");
       have_dtype = true;
     } else if (key == "shape") {
-      TOKEMB_EXPECTS(r.peek() == '[', IoError, where, ": tensor '", nm,
-                     "' has no array 'shape'");
+      TOKEMB_EXPECTS(r.peek() == '[', IoError, where, ": tensor '", nm, "' has no array 'shape'");
       r.begin_array();
       bool f = true;
       while (r.next_item(f)) {
@@ -181,8 +179,8 @@ Entry tensor_entry(detail::json::Reader& r, std::string name, std::uint64_t data
                  "' needs 'data_offsets': [begin, end] of non-negative integers");
   std::uint64_t numel = 1;
   for (std::int64_t dim : e.shape)
-    TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dim), &numel),
-                   IoError, where, ": tensor '", nm, "': the element count overflows");
+    TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dim), &numel), IoError,
+                   where, ": tensor '", nm, "': the element count overflows");
   TOKEMB_EXPECTS(numel <= static_cast<std::uint64_t>(INT64_MAX), IoError, where, ": tensor '", nm,
                  "': the element count overflows int64");
   std::uint64_t nbytes = 0;

@@ -39,7 +39,8 @@ static void fd_path(int fd, char* out, size_t n) {
 static void log_fsync(const char* what, int fd) {
   struct stat st;
   const char* type = "OTHER";
-  if (fstat(fd, &st) == 0) type = S_ISREG(st.st_mode) ? "REG" : S_ISDIR(st.st_mode) ? "DIR" : "OTHER";
+  if (fstat(fd, &st) == 0)
+    type = S_ISREG(st.st_mode) ? "REG" : S_ISDIR(st.st_mode) ? "DIR" : "OTHER";
   char p[PATH_MAX];
   fd_path(fd, p, sizeof p);
   log_line("%s %s %s", what, type, p);
@@ -63,7 +64,9 @@ int fdatasync(int fd) {
 
 int renameat(int olddirfd, const char* oldpath, int newdirfd, const char* newpath) {
   static int (*real)(int, const char*, int, const char*) = NULL;
-  if (real == NULL) real = reinterpret_cast<int (*)(int, const char*, int, const char*)>(dlsym(RTLD_NEXT, "renameat"));
+  if (real == NULL)
+    real =
+        reinterpret_cast<int (*)(int, const char*, int, const char*)>(dlsym(RTLD_NEXT, "renameat"));
   int rc = real(olddirfd, oldpath, newdirfd, newpath);
   if (rc == 0) log_line("renameat %s %s", oldpath, newpath);
   return rc;
@@ -71,7 +74,8 @@ int renameat(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
 
 int rename(const char* oldpath, const char* newpath) {
   static int (*real)(const char*, const char*) = NULL;
-  if (real == NULL) real = reinterpret_cast<int (*)(const char*, const char*)>(dlsym(RTLD_NEXT, "rename"));
+  if (real == NULL)
+    real = reinterpret_cast<int (*)(const char*, const char*)>(dlsym(RTLD_NEXT, "rename"));
   int rc = real(oldpath, newpath);
   if (rc == 0) log_line("renameat %s %s", oldpath, newpath);
   return rc;
@@ -80,7 +84,8 @@ int rename(const char* oldpath, const char* newpath) {
 int linkat(int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags) {
   static int (*real)(int, const char*, int, const char*, int) = NULL;
   if (real == NULL)
-    real = reinterpret_cast<int (*)(int, const char*, int, const char*, int)>(dlsym(RTLD_NEXT, "linkat"));
+    real = reinterpret_cast<int (*)(int, const char*, int, const char*, int)>(
+        dlsym(RTLD_NEXT, "linkat"));
   int rc = real(olddirfd, oldpath, newdirfd, newpath, flags);
   if (rc == 0) log_line("linkat %s", newpath);
   return rc;

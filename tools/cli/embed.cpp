@@ -216,7 +216,8 @@ int run_embed(const EmbedOptions& options) {
   // "-" is not standard output here: the output is a .npy that is published only when complete.
   for (const NamedFile& o : outputs) {
     if (o.path == "-") {
-      throw UsageError(o.option + " '-': tokemb writes its outputs to files (published only when "
+      throw UsageError(o.option +
+                       " '-': tokemb writes its outputs to files (published only when "
                        "complete), not to standard output; for a file named '-', write ./-");
     }
   }
