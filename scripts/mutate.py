@@ -145,11 +145,10 @@ class Suite:
         if rc != 0:
             return out
         self.site_pkg = out.strip().splitlines()[-1]
-        self.python_dirty = False
         return ""
 
     def rebuild(self, rel, ninja):
-        """Rebuilds what a change to \p rel affects; returns the error output or ''."""
+        """Rebuilds what a change to the file rel affects; returns the error output or ''."""
         rc, out = run(ninja)
         if rc != 0:
             return out or "build failed"
@@ -160,19 +159,23 @@ class Suite:
             shutil.copy2(os.path.join(self.src, rel),
                          os.path.join(self.site_pkg, os.path.relpath(rel, "python/tokemb")))
         elif rel.startswith(LIBRARY_DIRS):
-            self.python_dirty = True
+            self.python_dirty = True  # the installed extension holds the mutant
             return self.install_python()
         return ""
 
-    def restore(self, rel):
+    def restore(self, rel, ninja):
+        """After the file rel was restored: puts the unmutated code back where the tests see it."""
         if self.args.no_python or self.site_pkg is None:
             return
         if rel.startswith("python/tokemb/"):
             shutil.copy2(os.path.join(self.src, rel),
                          os.path.join(self.site_pkg, os.path.relpath(rel, "python/tokemb")))
         elif self.python_dirty:
-            # The next library mutant reinstalls anyway; a C++-only one must not see this one.
-            self.install_python()
+            # The extension links the library statically: rebuild it unmutated, then reinstall,
+            # so that the next mutant's pytest run does not see this one.
+            run(ninja)
+            if not self.install_python():
+                self.python_dirty = False
 
     def run_items(self, items):
         """Runs each item; returns (item, output) for the first that fails, else None."""
@@ -286,7 +289,7 @@ def main():
             finally:
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(original)
-                suite.restore(m["file"])
+                suite.restore(m["file"], ninja)
         results.append((m, status, note))
         print(f"[{i}/{len(mutants)}] {status.upper():8} {m['name']}  ({m['file']}, "
               f"{time.time() - t:.0f} s) {note}", flush=True)
@@ -294,7 +297,7 @@ def main():
     # Leave the scratch build (and the installed package) matching the unmutated sources.
     run(ninja)
     if not args.no_python and suite.python_dirty:
-        suite.install_python()
+        suite.install_python()  # (restore() failed to; try once more)
     counts = {s: sum(1 for _, st, _ in results if st == s) for s in ("killed", "survived", "error")}
     print(f"== mutate: {counts['killed']} killed, {counts['survived']} survived, "
           f"{counts['error']} error(s) in {time.time() - t0:.0f} s")
