@@ -1365,6 +1365,11 @@ def main():
     TOKEMB = os.path.abspath(args.tokemb)
     WORKDIR = os.path.abspath(args.workdir)
     os.makedirs(WORKDIR, exist_ok=True)
+    if os.name == "posix":
+        # A runner started in the background by a non-interactive shell inherits SIGINT ignored,
+        # and tokemb keeps an ignored SIGINT ignored (on purpose): give the runs under test the
+        # default disposition, which the tests that send SIGINT expect.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 
