@@ -447,7 +447,10 @@ TEST_F(FileLayer, ReadersRefuseFifosAndDevicesWithoutBlocking) {
       {fifo, "a FIFO (named pipe)"},
       {"/dev/null", "a character device"},
       {dir_.string(), "a directory"}};
-  for (const auto& [p, what] : cases) {
+  for (const auto& one : cases) {
+    // Not a structured binding: lambdas cannot capture those in C++17 (clang refuses).
+    const std::string& p = one.first;
+    const std::string& what = one.second;
     SCOPED_TRACE(p);
     const std::vector<std::function<void()>> calls = {
         [&] { (void)read_npy(p); }, [&] { (void)read_safetensors(p); }, [&] { load_weights(m, p); },
