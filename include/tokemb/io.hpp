@@ -68,8 +68,9 @@ std::string output_target(const std::string& path, int* existing_mode = nullptr)
 /// An output file in the making; every tokemb writer writes through one. The constructor applies
 /// output_target, checks that the file's name fits the file system (NAME_MAX, usually 255
 /// bytes) and opens the file's data in the output's directory: an unnamed file (Linux
-/// O_TMPFILE) where the file system supports it, so that a process killed at any point
-/// (SIGKILL, the OOM killer) leaves nothing behind; elsewhere a new temporary ".NAME.tmp-XXXXXX"
+/// O_TMPFILE) where the file system supports it, so that a process killed while it writes
+/// (SIGKILL, the OOM killer) leaves nothing behind (prepare() gives the finished file a temporary
+/// name that publish() renames away); elsewhere a new temporary ".NAME.tmp-XXXXXX"
 /// created exclusively, never through a symbolic link. The descriptor is kept from creation to
 /// publication: the data is never reopened by name. Errors (IoError) name \p path, never a
 /// temporary. A replaced file keeps its permission bits; a new one gets 0666 minus the umask.
