@@ -2,6 +2,7 @@
 // little-endian loads and stores, the one data-size rule, and the writers' temporary files
 // (unique, exclusive, never through a link), concurrent writers and interruption.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,12 +11,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <tokemb/io.hpp>
+#include <tokemb/token_files.hpp>
 
 #include "host/io/bytes.hpp"
 #include "host/io/file.hpp"
@@ -279,6 +282,187 @@ TEST_F(FileLayer, InputFileReportsAFileThatChangedWhileReading) {
     FAIL() << "read a shrunk file";
   } catch (const IoError& e) {
     EXPECT_NE(std::string(e.what()).find("changed while reading"), std::string::npos) << e.what();
+  }
+}
+
+// ---- issue 20 ----------------------------------------------------------------------------------
+
+// Item 1: a path holding NUL is refused by every function that takes one, before any file is
+// touched ("victim\0.npy" used to replace "victim").
+TEST_F(FileLayer, PathsWithNulAreRefusedBeforeTouchingAnything) {
+  std::vector<float> v = {1, 2, 3, 4};
+  const TensorView t = host_view(v, DType::f32, {4});
+  const StreamView s = StreamView::legacy_default();
+  const std::string victim = path("victim");
+  write(victim, "precious");
+  const std::string bad = victim + std::string(1, '\0') + ".npy";
+  EmbeddingConfig c;
+  c.vocab_size = 4;
+  c.dim = 4;
+  c.context_length = 4;
+  Embedding m(c, s);
+  std::vector<std::pair<std::string, TensorView>> tensors = {{"a", t}};
+  const std::vector<std::function<void()>> calls = {
+      [&] { save_npy(bad, t, s); },         [&] { load_npy(bad, t, s); },
+      [&] { (void)read_npy(bad); },         [&] { save_safetensors(bad, tensors, s); },
+      [&] { (void)read_safetensors(bad); }, [&] { save_weights(m, bad); },
+      [&] { load_weights(m, bad); },        [&] { NpyWriter w(bad, DType::f32, {4}); },
+      [&] { OutputFile f(bad); },           [&] { (void)output_target(bad); },
+      [&] { (void)read_token_file(bad); },  [&] { TokenReader r(bad); },
+  };
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    SCOPED_TRACE(i);
+    try {
+      calls[i]();
+      ADD_FAILURE() << "a path with NUL was accepted";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("NUL"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(read(victim), "precious");
+    EXPECT_EQ(names(), std::vector<std::string>{"victim"});
+  }
+}
+
+// Item 3: where the file system has O_TMPFILE, the data has no name until it is published, so a
+// killed process leaves nothing; elsewhere (forced here) a named temporary that is removed.
+TEST_F(FileLayer, OutputFileDataHasNoNameUntilItIsPublished) {
+  for (bool unnamed : {true, false}) {
+    SCOPED_TRACE(unnamed);
+    detail::set_unnamed_output_files(unnamed);
+    const std::string out = path("out.bin");
+    {
+      OutputFile f(out);
+      if (unnamed && !f.unnamed()) {
+        detail::set_unnamed_output_files(true);
+        GTEST_SKIP() << "this file system has no O_TMPFILE";
+      }
+      EXPECT_EQ(f.unnamed(), unnamed);
+      f.write("hello", 5);
+      EXPECT_EQ(names().size(), unnamed ? 0u : 1u);
+      f.prepare();  // flushed, named, checked: ready
+      EXPECT_EQ(names().size(), 1u);
+      EXPECT_FALSE(fs::exists(out));
+      f.publish();
+    }
+    EXPECT_EQ(read(out), "hello");
+    EXPECT_EQ(names(), std::vector<std::string>{"out.bin"});
+    {
+      OutputFile abandoned(out);
+      abandoned.write("x", 1);
+    }  // discarded
+    EXPECT_EQ(read(out), "hello");
+    EXPECT_EQ(names(), std::vector<std::string>{"out.bin"});
+    fs::remove(out);
+  }
+  detail::set_unnamed_output_files(true);
+}
+
+// Item 2: the data is never reopened by name; a temporary swapped for a link (or another file)
+// while the output is written is never published.
+TEST_F(FileLayer, ASwappedTemporaryIsNeverPublished) {
+  detail::set_unnamed_output_files(false);  // a named temporary from the start
+  const std::string out = path("out.bin"), victim = path("victim");
+  write(victim, "precious");
+  {
+    OutputFile f(out);
+    f.write("mine", 4);
+    std::string tmp;
+    for (const std::string& n : names())
+      if (n.find(".tmp-") != std::string::npos) tmp = path(n);
+    ASSERT_FALSE(tmp.empty());
+    fs::remove(tmp);
+    fs::create_symlink(victim, tmp);
+    f.write("more", 4);
+    EXPECT_THROW(f.commit(), IoError);
+  }
+  detail::set_unnamed_output_files(true);
+  EXPECT_EQ(read(victim), "precious");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(out)));
+}
+
+// Item 4: prepare() checks the output again, so that an output that became a directory (or
+// read-only) while the work ran fails before anything is published.
+TEST_F(FileLayer, PrepareChecksTheOutputAgain) {
+  const std::string a = path("a.bin"), b = path("b.bin");
+  write(a, "old a");
+  OutputFile fa(a), fb(b);
+  fa.write("new a", 5);
+  fb.write("new b", 5);
+  fs::create_directory(b);
+  fa.prepare();
+  try {
+    fb.prepare();
+    FAIL() << "prepared over a directory";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("a directory"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read(a), "old a");  // nothing was published
+}
+
+// Item 9: a name longer than the file system allows is refused when the file is opened, not at
+// the final rename after all the work.
+TEST_F(FileLayer, OverlongNamesAreRefusedWhenTheOutputIsOpened) {
+  const long name_max = ::pathconf(dir_.c_str(), _PC_NAME_MAX);
+  const std::string longest(static_cast<std::size_t>(name_max > 0 ? name_max : 255), 'n');
+  for (const std::string& p : {path(longest + "x"), path(longest + "x/out.npy")}) {
+    try {
+      OutputFile f(p);
+      ADD_FAILURE() << "opened " << p.size() << " bytes";
+    } catch (const IoError& e) {
+      EXPECT_NE(std::string(e.what()).find(std::strerror(ENAMETOOLONG)), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_TRUE(names().empty());
+}
+
+// Item 13: read-only is decided from the mode bits: a 0444 file is refused also when the test
+// runs as root (whom access() always grants write permission).
+TEST_F(FileLayer, ReadOnlyOutputsAreRefusedEvenForRoot) {
+  std::vector<float> v = {1, 2};
+  const std::string out = path("ro.npy");
+  write(out, "read only");
+  fs::permissions(out, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  try {
+    save_npy(out, host_view(v, DType::f32, {2}), StreamView::legacy_default());
+    FAIL() << "replaced a 0444 file (euid " << ::geteuid() << ")";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("read-only"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read(out), "read only");
+  EXPECT_EQ(names(), std::vector<std::string>{"ro.npy"});
+}
+
+// Item 6: a FIFO (no writer: a blocking open would never return), a directory or a device is
+// refused by every reader, saying what it is.
+TEST_F(FileLayer, ReadersRefuseFifosAndDevicesWithoutBlocking) {
+  const std::string fifo = path("pipe");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  EmbeddingConfig c;
+  c.vocab_size = 4;
+  c.dim = 4;
+  c.context_length = 4;
+  Embedding m(c, StreamView::legacy_default());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {fifo, "a FIFO (named pipe)"},
+      {"/dev/null", "a character device"},
+      {dir_.string(), "a directory"}};
+  for (const auto& one : cases) {
+    // Not a structured binding: lambdas cannot capture those in C++17 (clang refuses).
+    const std::string& p = one.first;
+    const std::string& what = one.second;
+    SCOPED_TRACE(p);
+    const std::vector<std::function<void()>> calls = {
+        [&] { (void)read_npy(p); }, [&] { (void)read_safetensors(p); }, [&] { load_weights(m, p); },
+        [&] { (void)read_token_file(p); }, [&] { TokenReader r(p); }};
+    for (const auto& call : calls) {
+      try {
+        call();
+        ADD_FAILURE() << "read " << p;
+      } catch (const IoError& e) {
+        EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      }
+    }
   }
 }
 

@@ -1,9 +1,9 @@
 #pragma once
 // Private: the file layer. Reading files by offset with pread (never memory-mapped, so a file
-// that shrinks while it is read is an IoError, not a SIGBUS), and writing files atomically: to a
-// temporary with a unique name in the output's directory, created exclusively and never through
-// a symbolic link, renamed over the output on commit. Every failure throws tokemb::IoError naming
-// the file and the system's reason; allocation failure throws tokemb::OutOfMemory.
+// that shrinks while it is read is an IoError, not a SIGBUS; anything but a regular file is
+// refused before a blocking open), and the public tokemb::OutputFile (tokemb/io.hpp): atomic,
+// fsynced writes. Every failure throws tokemb::IoError naming the file and the system's reason;
+// allocation failure throws tokemb::OutOfMemory.
 
 #include <cstddef>
 #include <cstdint>
@@ -18,7 +18,9 @@
 
 namespace tokemb::detail {
 
-/// A regular file opened for reading; its size is taken when it is opened.
+/// A regular file opened for reading; its size is taken when it is opened. Anything else (a
+/// FIFO, a device, a directory, a socket) is refused with IoError saying what it is, without a
+/// blocking open: it is opened with O_NONBLOCK and checked with fstat before anything is read.
 class InputFile final : public ByteSource {
  public:
   explicit InputFile(const std::string& path);
@@ -44,29 +46,18 @@ class InputFile final : public ByteSource {
 /// The whole contents of \p path.
 std::vector<unsigned char> read_whole_file(const std::string& path);
 
-/// Writes a new temporary file in the directory of \p path, named ".NAME.tmp-XXXXXX" (NAME cut
-/// to 64 bytes, so any valid output name works; XXXXXX random), created with O_EXCL|O_NOFOLLOW
-/// so that it is never an existing file or a link. commit() flushes it to disk and renames it
-/// over \p path. Destroying an uncommitted file removes the temporary, so \p path is either
-/// untouched or complete, and concurrent writers of one path each publish a whole file.
-/// write() calls the interrupt check (set_write_interrupt_check) before every chunk of at most
-/// 16 MiB and, when it asks to stop, removes the temporary and throws IoError.
-class OutputFile {
- public:
-  explicit OutputFile(const std::string& path);
-  ~OutputFile();
-  OutputFile(const OutputFile&) = delete;
-  OutputFile& operator=(const OutputFile&) = delete;
+/// InvalidArgument when \p path is empty or holds a NUL byte (a C path would stop there and name
+/// another file: "victim\0.npy" is "victim"). \p what names the caller in the message.
+void check_path(const std::string& path, const char* what);
 
-  void write(const void* data, std::size_t n);
-  void commit();
-  const std::string& path() const noexcept { return path_; }
+/// True when the installed write interrupt check (set_write_interrupt_check) asks to stop.
+bool interrupt_requested() noexcept;
 
- private:
-  void close_and_remove() noexcept;
-  std::string path_, tmp_;
-  int fd_ = -1;
-};
+/// For tests: when false, OutputFile never uses O_TMPFILE (the named-temporary fallback).
+void set_unnamed_output_files(bool enabled) noexcept;
+
+/// "a directory", "a FIFO (named pipe)", ... for a file type from st_mode.
+const char* file_type_name(unsigned mode) noexcept;
 
 /// A byte vector of \p n bytes; std::bad_alloc becomes tokemb::OutOfMemory naming \p what.
 inline std::vector<unsigned char> make_bytes(std::size_t n, const char* what) {

@@ -261,6 +261,10 @@ NpyHeader read_npy_header(const ByteSource& src, Trailing trailing) {
       TOKEMB_FAIL(IoError, ".npy: format version ", major, ".", minor,
                   " is not supported (1.0, 2.0 and 3.0 are)");
     }
+    // Refused before anything is allocated or read: a header claiming gigabytes is not a .npy.
+    TOKEMB_EXPECTS(header_len <= npy_max_header_bytes, IoError, ".npy: the header declares ",
+                   header_len, " bytes, more than the limit of ", npy_max_header_bytes,
+                   " bytes (NumPy writes a few hundred at most): not a real .npy file");
     TOKEMB_EXPECTS(header_len <= size - header_start, IoError, ".npy: the header declares ",
                    header_len, " bytes but only ", size - header_start, " follow: truncated file");
     std::string dict(static_cast<std::size_t>(header_len), '\0');
@@ -288,12 +292,12 @@ NpyHeader parse_npy_header(const void* bytes, std::size_t size) {
                                  detail::Trailing::allowed);
 }
 
-HostTensor parse_npy(const void* bytes, std::size_t size) {
-  TOKEMB_EXPECTS(bytes != nullptr || size == 0, InvalidArgument,
-                 "parse_npy: bytes is a null pointer but size is ", size);
-  const NpyHeader h = detail::read_npy_header(detail::MemorySource(bytes, size, "<memory>"),
-                                              detail::Trailing::rejected);
-  return detail::with_tokemb_alloc_errors("parse_npy", [&] {
+namespace {
+
+// A whole .npy from \p src: the header is read and checked first, then only the data.
+HostTensor npy_tensor(const detail::ByteSource& src) {
+  const NpyHeader h = detail::read_npy_header(src, detail::Trailing::rejected);
+  return detail::with_tokemb_alloc_errors("reading a .npy file", [&] {
     const std::string& d = h.descr;
     TOKEMB_EXPECTS(!(d.size() > 1 && d[0] == '>'), IoError, ".npy: descr '", d,
                    "' is big-endian, which is not supported (save little-endian data)");
@@ -319,18 +323,26 @@ HostTensor parse_npy(const void* bytes, std::size_t size) {
     HostTensor t;
     t.dtype = dtype;
     t.shape = detail::make_shape(h.shape);
-    t.data = detail::make_bytes(h.data_bytes, "parse_npy");
-    if (h.data_bytes)
-      std::memcpy(t.data.data(), static_cast<const unsigned char*>(bytes) + h.data_offset,
-                  h.data_bytes);
+    t.data = detail::make_bytes(h.data_bytes, "reading a .npy file");
+    if (h.data_bytes) src.read_at(h.data_offset, t.data.data(), h.data_bytes);
     return t;
   });
 }
 
+}  // namespace
+
+HostTensor parse_npy(const void* bytes, std::size_t size) {
+  TOKEMB_EXPECTS(bytes != nullptr || size == 0, InvalidArgument,
+                 "parse_npy: bytes is a null pointer but size is ", size);
+  return npy_tensor(detail::MemorySource(bytes, size, "<memory>"));
+}
+
 HostTensor read_npy(const std::string& path) {
-  const std::vector<unsigned char> bytes = detail::read_whole_file(path);
+  // The header is read and checked before the data: a file whose header is absurd is refused
+  // without reading (or allocating) the rest.
+  const detail::InputFile file(path);
   try {
-    return parse_npy(bytes.data(), bytes.size());
+    return npy_tensor(file);
   } catch (const IoError& e) {
     // Name the file; keep the location of the check that failed.
     throw detail::ErrorLocation::at(IoError("'" + path + "': " + e.what()), e.file(), e.line());
@@ -343,7 +355,7 @@ void save_npy(const std::string& path, const TensorView& tensor, StreamView stre
                  "'): the tensor has a null data pointer");
   std::vector<unsigned char> data = detail::tensor_to_host_bytes(tensor, stream, "save_npy");
   if (tensor.dtype == DType::bf16) data = widen_bf16(data.data(), data.size() / 2);
-  detail::OutputFile file(path);
+  OutputFile file(path);
   const std::string header = header_bytes(tensor.dtype, tensor.shape);
   file.write(header.data(), header.size());
   file.write(data.data(), data.size());
@@ -364,32 +376,45 @@ void load_npy(const std::string& path, const TensorView& dst, StreamView stream)
 // ---- NpyWriter -----------------------------------------------------------------------------
 
 struct NpyWriter::Impl {
-  detail::OutputFile file;
+  std::unique_ptr<OutputFile> owned;  // null when the caller owns the file
+  OutputFile* file = nullptr;
   DType dtype;
   std::uint64_t expected = 0;  // bytes of input (in dtype) still to come
   std::uint64_t written = 0;
-  Impl(const std::string& path, DType d) : file(path), dtype(d) {}
 };
 
-NpyWriter::NpyWriter(const std::string& path, DType dtype, Shape shape) {
+std::unique_ptr<NpyWriter::Impl> NpyWriter::open(const std::string& path, OutputFile* file,
+                                                 DType dtype, const Shape& shape) {
   check_dtype(dtype, "NpyWriter");
   const std::int64_t n = shape.numel();
   std::uint64_t bytes = 0;
   TOKEMB_EXPECTS(!__builtin_mul_overflow(static_cast<std::uint64_t>(n), dtype_size(dtype), &bytes),
                  InvalidArgument, "NpyWriter('", path, "'): ", shape.str(), " of ",
                  dtype_name(dtype), " overflows 64 bits");
-  auto impl = std::make_unique<Impl>(path, dtype);
+  auto impl = std::make_unique<Impl>();
+  if (file == nullptr) {
+    impl->owned = std::make_unique<OutputFile>(path);
+    file = impl->owned.get();
+  }
+  impl->file = file;
+  impl->dtype = dtype;
   impl->expected = bytes;
   const std::string header = header_bytes(dtype, shape);
-  impl->file.write(header.data(), header.size());
-  impl_ = std::move(impl);
+  impl->file->write(header.data(), header.size());
+  return impl;
 }
+
+NpyWriter::NpyWriter(const std::string& path, DType dtype, Shape shape)
+    : impl_(open(path, nullptr, dtype, shape)) {}
+
+NpyWriter::NpyWriter(OutputFile& file, DType dtype, Shape shape)
+    : impl_(open(file.path(), &file, dtype, shape)) {}
 
 NpyWriter::~NpyWriter() = default;
 
 void NpyWriter::write(const void* data, std::size_t bytes) {
   TOKEMB_EXPECTS(impl_ != nullptr, InvalidArgument, "NpyWriter::write: the writer is closed");
-  const std::string& path = impl_->file.path();
+  const std::string& path = impl_->file->path();
   const std::size_t item = dtype_size(impl_->dtype);
   TOKEMB_EXPECTS(bytes % item == 0, InvalidArgument, "NpyWriter::write('", path, "'): ", bytes,
                  " bytes is not a whole number of ", dtype_name(impl_->dtype), " elements (", item,
@@ -405,10 +430,10 @@ void NpyWriter::write(const void* data, std::size_t bytes) {
     for (std::size_t done = 0; done < bytes / 2; done += chunk) {
       const std::size_t count = std::min(chunk, bytes / 2 - done);
       const std::vector<unsigned char> wide = widen_bf16(src + 2 * done, count);
-      impl_->file.write(wide.data(), wide.size());
+      impl_->file->write(wide.data(), wide.size());
     }
   } else {
-    impl_->file.write(data, bytes);
+    impl_->file->write(data, bytes);
   }
   impl_->written += bytes;
 }
@@ -416,9 +441,9 @@ void NpyWriter::write(const void* data, std::size_t bytes) {
 void NpyWriter::commit() {
   TOKEMB_EXPECTS(impl_ != nullptr, InvalidArgument, "NpyWriter::commit: the writer is closed");
   TOKEMB_EXPECTS(impl_->written == impl_->expected, InvalidArgument, "NpyWriter::commit('",
-                 impl_->file.path(), "'): only ", impl_->written, " of the declared ",
+                 impl_->file->path(), "'): only ", impl_->written, " of the declared ",
                  impl_->expected, " bytes were written");
-  impl_->file.commit();
+  if (impl_->owned) impl_->file->commit();
   impl_.reset();
 }
 

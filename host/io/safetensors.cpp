@@ -2,6 +2,8 @@
 // before it is used), whole-file parser, reader, writer, and the module's weights.
 #include <algorithm>
 #include <cstring>
+#include <string_view>
+#include <unordered_set>
 
 #include <tokemb/io.hpp>
 
@@ -82,17 +84,28 @@ struct Header {
 
 // A shape entry or data offset: a plain non-negative integer below 2^63. Says which rule a
 // value breaks: not an integer at all, or an integer too large for any file.
-std::int64_t index_value(const detail::json::Value& v, const std::string& where,
-                         const std::string& name, const char* field) {
-  std::int64_t out = 0;
-  if (v.as_index(&out)) return out;
-  const bool digits = v.is_number() && !v.text.empty() &&
-                      v.text.find_first_not_of("0123456789") == std::string::npos;
-  TOKEMB_EXPECTS(!digits, IoError, where, ": tensor '", name, "' has ", field, " value ", v.text,
-                 ", larger than any file can hold (the limit is 2^63 - 1)");
-  TOKEMB_FAIL(IoError, where, ": tensor '", name, "' has ", field, " value ",
-              v.is_number() ? v.text : std::string("of another type"),
-              " that is not a non-negative integer");
+std::int64_t index_value(detail::json::Reader& r, const std::string& where, const std::string& name,
+                         const char* field) {
+  const char c = r.peek();
+  if (!(c == '-' || (c >= '0' && c <= '9'))) {
+    TOKEMB_FAIL(IoError, where, ": tensor '", name, "' has ", field,
+                " value of another type that is not a non-negative integer");
+  }
+  const std::string text = r.number_value("a number was expected");
+  std::int64_t v = 0;
+  bool digits = !text.empty(), fits = true;
+  for (char ch : text) {
+    if (ch < '0' || ch > '9') {
+      digits = false;
+      break;
+    }
+    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, ch - '0', &v)) fits = false;
+  }
+  TOKEMB_EXPECTS(!digits || fits, IoError, where, ": tensor '", name, "' has ", field, " value ",
+                 text, ", larger than any file can hold (the limit is 2^63 - 1)");
+  TOKEMB_EXPECTS(digits, IoError, where, ": tensor '", name, "' has ", field, " value ", text,
+                 " that is not a non-negative integer");
+  return v;
 }
 
 // The header length N from the first 8 bytes, checked against the total size.
@@ -108,68 +121,126 @@ std::uint64_t header_length(const unsigned char* first8, std::uint64_t total,
   return n;
 }
 
-// Validates the JSON header against a data buffer of data_size bytes.
+// Checks for an interrupt every this many JSON values while parsing a header.
+constexpr std::uint64_t interrupt_every = 4096;
+
+// One tensor's object: dtype, shape and data_offsets (other members are validated and ignored).
+Entry tensor_entry(detail::json::Reader& r, std::string name, std::uint64_t data_size,
+                   const std::string& where) {
+  TOKEMB_EXPECTS(r.peek() == '{', IoError, where, ": tensor '", name, "' is not an object");
+  Entry e;
+  e.name = std::move(name);
+  const std::string& nm = e.name;
+  bool have_dtype = false, have_shape = false, have_offsets = false;
+  std::int64_t offsets[2] = {0, 0};
+  std::size_t n_offsets = 0;
+  detail::json::KeySet keys;
+  r.begin_object();
+  bool first = true;
+  std::string key;
+  while (r.next_member(first, key)) {
+    if (!keys.insert(key, r.key_offset(), r)) r.fail("duplicate key in an object");
+    if (key == "dtype") {
+      TOKEMB_EXPECTS(r.peek() == '"', IoError, where, ": tensor '", nm, "' has no string 'dtype'");
+      const std::string dtype = r.string_value("a string was expected");
+      for (const DtypeInfo& info : dtype_infos)
+        if (dtype == info.name) e.info = &info;
+      TOKEMB_EXPECTS(e.info != nullptr, IoError, where, ": tensor '", nm, "' has unknown dtype '",
+                     dtype, "'");
+      have_dtype = true;
+    } else if (key == "shape") {
+      TOKEMB_EXPECTS(r.peek() == '[', IoError, where, ": tensor '", nm, "' has no array 'shape'");
+      r.begin_array();
+      bool f = true;
+      while (r.next_item(f)) {
+        TOKEMB_EXPECTS(e.shape.size() < max_rank, IoError, where, ": tensor '", nm,
+                       "' has more than ", max_rank, " dimensions");
+        e.shape.push_back(index_value(r, where, nm, "a 'shape'"));
+      }
+      have_shape = true;
+    } else if (key == "data_offsets") {
+      TOKEMB_EXPECTS(r.peek() == '[', IoError, where, ": tensor '", nm,
+                     "' needs 'data_offsets': [begin, end] of non-negative integers");
+      r.begin_array();
+      bool f = true;
+      while (r.next_item(f)) {
+        TOKEMB_EXPECTS(n_offsets < 2, IoError, where, ": tensor '", nm,
+                       "' needs 'data_offsets': [begin, end] of non-negative integers");
+        offsets[n_offsets++] = index_value(r, where, nm, "a 'data_offsets'");
+      }
+      have_offsets = true;
+    } else {
+      r.skip_value(2);
+    }
+  }
+  TOKEMB_EXPECTS(have_dtype, IoError, where, ": tensor '", nm, "' has no string 'dtype'");
+  TOKEMB_EXPECTS(have_shape, IoError, where, ": tensor '", nm, "' has no array 'shape'");
+  TOKEMB_EXPECTS(have_offsets && n_offsets == 2, IoError, where, ": tensor '", nm,
+                 "' needs 'data_offsets': [begin, end] of non-negative integers");
+  std::uint64_t numel = 1;
+  for (std::int64_t dim : e.shape)
+    TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dim), &numel), IoError,
+                   where, ": tensor '", nm, "': the element count overflows");
+  TOKEMB_EXPECTS(numel <= static_cast<std::uint64_t>(INT64_MAX), IoError, where, ": tensor '", nm,
+                 "': the element count overflows int64");
+  std::uint64_t nbytes = 0;
+  TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, e.info->size, &nbytes), IoError, where,
+                 ": tensor '", nm, "': the byte size overflows");
+  e.begin = static_cast<std::uint64_t>(offsets[0]);
+  e.end = static_cast<std::uint64_t>(offsets[1]);
+  TOKEMB_EXPECTS(e.begin <= e.end && e.end <= data_size, IoError, where, ": tensor '", nm,
+                 "' has data_offsets [", e.begin, ", ", e.end, "] outside the data buffer of ",
+                 data_size, " bytes (truncated or corrupt file)");
+  TOKEMB_EXPECTS(e.end - e.begin == nbytes, IoError, where, ": tensor '", nm,
+                 "' has data_offsets [", e.begin, ", ", e.end, "] (", e.end - e.begin,
+                 " bytes) but its dtype ", e.info->name, " and shape need ", nbytes, " bytes");
+  return e;
+}
+
+// Validates the JSON header against a data buffer of data_size bytes, in one pass: nothing but
+// the entries and one key set is kept, so time is linear in n and memory a small multiple of it.
 Header parse_header(const unsigned char* json, std::size_t n, std::uint64_t data_size,
                     const std::string& what) {
   const std::string where = what + " header";
-  const detail::json::Value root =
-      detail::json::parse(reinterpret_cast<const char*>(json), n, where);
-  TOKEMB_EXPECTS(root.is_object(), IoError, where, ": the header must be a JSON object");
+  detail::json::Reader r(reinterpret_cast<const char*>(json), n, where);
+  TOKEMB_EXPECTS(r.peek() == '{', IoError, where, ": the header must be a JSON object");
   Header h;
   h.data_start = 8 + n;
-  for (std::size_t k = 0; k < root.keys.size(); ++k) {
-    const std::string& name = root.keys[k];
-    const detail::json::Value& v = root.values[k];
+  detail::json::KeySet names;
+  std::uint64_t next_check = 0;
+  r.begin_object();
+  bool first = true;
+  std::string name;
+  while (r.next_member(first, name)) {
+    if (r.values() >= next_check) {
+      next_check = r.values() + interrupt_every;
+      TOKEMB_EXPECTS(!detail::interrupt_requested(), IoError, where,
+                     ": reading the header was interrupted");
+    }
+    if (!names.insert(name, r.key_offset(), r)) r.fail("duplicate key in an object");
     if (name == "__metadata__") {
-      TOKEMB_EXPECTS(v.is_object(), IoError, where, ": '__metadata__' must be an object");
-      for (std::size_t m = 0; m < v.values.size(); ++m)
-        TOKEMB_EXPECTS(v.values[m].is_string(), IoError, where, ": '__metadata__' value '",
-                       v.keys[m], "' is not a string");
+      TOKEMB_EXPECTS(r.peek() == '{', IoError, where, ": '__metadata__' must be an object");
+      detail::json::KeySet keys;
+      r.begin_object();
+      bool f = true;
+      std::string key;
+      while (r.next_member(f, key)) {
+        if (!keys.insert(key, r.key_offset(), r)) r.fail("duplicate key in an object");
+        TOKEMB_EXPECTS(r.peek() == '"', IoError, where, ": '__metadata__' value '", key,
+                       "' is not a string");
+        (void)r.string_value("a string was expected");
+        if (r.values() >= next_check) {
+          next_check = r.values() + interrupt_every;
+          TOKEMB_EXPECTS(!detail::interrupt_requested(), IoError, where,
+                         ": reading the header was interrupted");
+        }
+      }
       continue;
     }
-    TOKEMB_EXPECTS(v.is_object(), IoError, where, ": tensor '", name, "' is not an object");
-    Entry e;
-    e.name = name;
-    const auto* dtype = v.find("dtype");
-    TOKEMB_EXPECTS(dtype && dtype->is_string(), IoError, where, ": tensor '", name,
-                   "' has no string 'dtype'");
-    for (const DtypeInfo& info : dtype_infos)
-      if (dtype->text == info.name) e.info = &info;
-    TOKEMB_EXPECTS(e.info != nullptr, IoError, where, ": tensor '", name, "' has unknown dtype '",
-                   dtype->text, "'");
-    const auto* shape = v.find("shape");
-    TOKEMB_EXPECTS(shape && shape->is_array(), IoError, where, ": tensor '", name,
-                   "' has no array 'shape'");
-    TOKEMB_EXPECTS(shape->items.size() <= max_rank, IoError, where, ": tensor '", name, "' has ",
-                   shape->items.size(), " dimensions, more than ", max_rank);
-    std::uint64_t numel = 1;
-    for (const auto& d : shape->items) {
-      const std::int64_t dim = index_value(d, where, name, "a 'shape'");
-      e.shape.push_back(dim);
-      TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dim), &numel),
-                     IoError, where, ": tensor '", name, "': the element count overflows");
-    }
-    TOKEMB_EXPECTS(numel <= static_cast<std::uint64_t>(INT64_MAX), IoError, where, ": tensor '",
-                   name, "': the element count overflows int64");
-    std::uint64_t nbytes = 0;
-    TOKEMB_EXPECTS(!__builtin_mul_overflow(numel, e.info->size, &nbytes), IoError, where,
-                   ": tensor '", name, "': the byte size overflows");
-    const auto* offs = v.find("data_offsets");
-    TOKEMB_EXPECTS(offs && offs->is_array() && offs->items.size() == 2, IoError, where,
-                   ": tensor '", name,
-                   "' needs 'data_offsets': [begin, end] of non-negative integers");
-    const std::int64_t b = index_value(offs->items[0], where, name, "a 'data_offsets'");
-    const std::int64_t en = index_value(offs->items[1], where, name, "a 'data_offsets'");
-    e.begin = static_cast<std::uint64_t>(b);
-    e.end = static_cast<std::uint64_t>(en);
-    TOKEMB_EXPECTS(e.begin <= e.end && e.end <= data_size, IoError, where, ": tensor '", name,
-                   "' has data_offsets [", e.begin, ", ", e.end, "] outside the data buffer of ",
-                   data_size, " bytes (truncated or corrupt file)");
-    TOKEMB_EXPECTS(e.end - e.begin == nbytes, IoError, where, ": tensor '", name,
-                   "' has data_offsets [", e.begin, ", ", e.end, "] (", e.end - e.begin,
-                   " bytes) but its dtype ", e.info->name, " and shape need ", nbytes, " bytes");
-    h.entries.push_back(std::move(e));
+    h.entries.push_back(tensor_entry(r, std::move(name), data_size, where));
+    name.clear();
   }
+  r.finish();
   std::vector<const Entry*> sorted;
   for (const Entry& e : h.entries) sorted.push_back(&e);
   std::sort(sorted.begin(), sorted.end(), [](const Entry* a, const Entry* b) {
@@ -248,30 +319,33 @@ std::vector<std::pair<std::string, HostTensor>> read_safetensors(const std::stri
   }
 }
 
-void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, TensorView>>& tensors,
-                      StreamView stream) {
-  const std::string what = "save_safetensors('" + path + "')";
+namespace {
+
+// Checks the tensors' names and views, then writes the file into \p file (not published). The
+// checks come first, so that with a path nothing is created for bad arguments.
+void check_tensors(const std::vector<std::pair<std::string, TensorView>>& tensors,
+                   const std::string& what) {
+  std::unordered_set<std::string_view> seen;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const std::string& name = tensors[i].first;
     const TensorView& t = tensors[i].second;
     TOKEMB_EXPECTS(!name.empty(), InvalidArgument, what, ": tensor ", i, " has an empty name");
     TOKEMB_EXPECTS(name != "__metadata__", InvalidArgument, what,
                    ": '__metadata__' is reserved and cannot name a tensor");
-    for (std::size_t j = 0; j < i; ++j)
-      TOKEMB_EXPECTS(tensors[j].first != name, InvalidArgument, what, ": the name '", name,
-                     "' is used twice");
-    try {
-      (void)detail::json::parse(detail::json::quote(name).data(), detail::json::quote(name).size(),
-                                "name");
-    } catch (const IoError&) {
-      TOKEMB_FAIL(InvalidArgument, what, ": tensor ", i, "'s name is not valid UTF-8");
-    }
+    TOKEMB_EXPECTS(seen.insert(name).second, InvalidArgument, what, ": the name '", name,
+                   "' is used twice");
+    TOKEMB_EXPECTS(detail::json::valid_utf8(name), InvalidArgument, what, ": tensor ", i,
+                   "'s name is not valid UTF-8");
     TOKEMB_EXPECTS(dtype_size(t.dtype) != 0, InvalidArgument, what, ": tensor '", name,
                    "' has an invalid dtype");
     TOKEMB_EXPECTS(t.data != nullptr, InvalidArgument, what, ": tensor '", name,
                    "' has a null data pointer");
   }
+}
+
+void write_safetensors(OutputFile& file,
+                       const std::vector<std::pair<std::string, TensorView>>& tensors,
+                       StreamView stream) {
   std::vector<std::vector<unsigned char>> data;
   std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
   std::uint64_t offset = 0;
@@ -288,21 +362,51 @@ void save_safetensors(const std::string& path,
   header.append((8 - header.size() % 8) % 8, ' ');  // the data buffer starts 8-byte aligned
   unsigned char len[8];
   detail::store_u64_le(len, header.size());
-  detail::OutputFile file(path);
   file.write(len, 8);
   file.write(header.data(), header.size());
   for (const auto& d : data) file.write(d.data(), d.size());
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, TensorView>>& tensors,
+                      StreamView stream) {
+  check_tensors(tensors, "save_safetensors('" + path + "')");
+  OutputFile file(path);
+  write_safetensors(file, tensors, stream);
   file.commit();
 }
 
-void save_weights(Embedding& module, const std::string& path, const WeightNames& names) {
+void save_safetensors(OutputFile& file,
+                      const std::vector<std::pair<std::string, TensorView>>& tensors,
+                      StreamView stream) {
+  check_tensors(tensors, "save_safetensors('" + file.path() + "')");
+  write_safetensors(file, tensors, stream);
+}
+
+namespace {
+
+std::vector<std::pair<std::string, TensorView>> weight_tensors(Embedding& module,
+                                                               const std::string& path,
+                                                               const WeightNames& names) {
   std::vector<std::pair<std::string, TensorView>> tensors = {{names.token, module.token_table()}};
   if (!module.position_table().empty()) {
     TOKEMB_EXPECTS(names.position != names.token, InvalidArgument, "save_weights('", path,
                    "'): the token and position tables have the same name '", names.token, "'");
     tensors.emplace_back(names.position, module.position_table());
   }
-  save_safetensors(path, tensors, module.stream());
+  return tensors;
+}
+
+}  // namespace
+
+void save_weights(Embedding& module, const std::string& path, const WeightNames& names) {
+  save_safetensors(path, weight_tensors(module, path, names), module.stream());
+}
+
+void save_weights(Embedding& module, OutputFile& file, const WeightNames& names) {
+  save_safetensors(file, weight_tensors(module, file.path(), names), module.stream());
 }
 
 void load_weights(Embedding& module, const std::string& path, const WeightNames& names) {

@@ -3,8 +3,9 @@
 /// Saving and loading tables: NumPy .npy and safetensors. Loading reads and checks the whole
 /// file (dtype, shape, byte size, header) before anything is written to the destination, so a
 /// truncated, corrupt or mismatched file raises IoError / InvalidArgument and leaves the table as
-/// it was. Writers write to "path.tmp" and rename it into place, so \p path is never left
-/// half-written.
+/// it was. Writers write into an OutputFile (below) and publish it only when it is complete, so
+/// \p path is never left half-written. Every function that takes a path refuses one that holds a
+/// NUL byte (InvalidArgument), before touching any file.
 ///
 /// Errors: IoError when a file cannot be opened, read or written, or is malformed (bad magic,
 /// bad header, truncated, overlapping or out-of-range offsets, sizes that do not add up);
@@ -20,6 +21,7 @@
 /// the destination's, except that f32 data may be loaded into a bf16 or f16 table (rounded to
 /// nearest even; how GPT-2's f32 checkpoint fills a bf16 module). Data is little-endian.
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,8 +47,9 @@ struct HostTensor {
 /// that the program's SIGINT handler sets). It must be safe to call from any thread.
 using WriteInterruptCheck = bool (*)() noexcept;
 /// Installs \p check for every writer of this library (save_npy, save_safetensors,
-/// save_weights, NpyWriter): before each chunk of at most 16 MiB they write, and before they
-/// publish the file, they call it; when it returns true they remove their temporary file and
+/// save_weights, NpyWriter, OutputFile) and for the safetensors header parser: writers call it
+/// before each chunk of at most 16 MiB they write and before they publish the file, the parser
+/// every 4096 JSON values; when it returns true they discard their output (or stop parsing) and
 /// throw IoError ("... was interrupted"), leaving \p path as it was. nullptr (the default)
 /// removes the check. Process-wide.
 void set_write_interrupt_check(WriteInterruptCheck check) noexcept;
@@ -57,15 +60,64 @@ void set_write_interrupt_check(WriteInterruptCheck check) noexcept;
 /// \p existing_mode to the permission bits of the file being replaced, or to -1 when there is
 /// none (then a new file gets 0666 minus the umask). Throws IoError when an existing output is
 /// not a regular file (a directory, device or FIFO: replacing /dev/null with a file would break
-/// the system), when it is not writable by this process (a read-only file is never replaced),
-/// or when a symbolic link points nowhere.
+/// the system), when it is read-only (no write permission bit set, decided from the mode bits so
+/// that root does not replace a 0444 file either, or not writable by this process), or when a
+/// symbolic link points nowhere; InvalidArgument when \p path is empty or holds a NUL byte.
 std::string output_target(const std::string& path, int* existing_mode = nullptr);
+
+/// An output file in the making; every tokemb writer writes through one. The constructor applies
+/// output_target, checks that the file's name fits the file system (NAME_MAX, usually 255
+/// bytes) and opens the file's data in the output's directory: an unnamed file (Linux
+/// O_TMPFILE) where the file system supports it, so that a process killed while it writes
+/// (SIGKILL, the OOM killer) leaves nothing behind (prepare() gives the finished file a temporary
+/// name that publish() renames away); elsewhere a new temporary ".NAME.tmp-XXXXXX"
+/// created exclusively, never through a symbolic link. The descriptor is kept from creation to
+/// publication: the data is never reopened by name. Errors (IoError) name \p path, never a
+/// temporary. A replaced file keeps its permission bits; a new one gets 0666 minus the umask.
+///
+/// prepare() makes the file ready to publish: it calls the interrupt check, fsyncs the data,
+/// checks the output again (output_target) and, for an unnamed file, links it into the
+/// directory under a temporary name. publish() renames it over the output and fsyncs the
+/// directory, so that the new file survives a crash once publish() returns. commit() is both.
+/// Several outputs that must appear together are all prepared first, then all published.
+/// Destroying an unpublished OutputFile discards its data (an unnamed file vanishes; a temporary
+/// is removed), so \p path is either untouched or complete, and concurrent writers of one path
+/// each publish a whole file.
+class OutputFile {
+ public:
+  explicit OutputFile(const std::string& path);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  /// Appends \p n bytes (interrupt check before every chunk of at most 16 MiB).
+  void write(const void* data, std::size_t n);
+  void prepare();
+  void publish();
+  void commit();
+  /// The path given to the constructor.
+  const std::string& path() const noexcept { return path_; }
+  /// True when the data lives in an unnamed (O_TMPFILE) file until prepare().
+  bool unnamed() const noexcept { return unnamed_; }
+
+ private:
+  void discard() noexcept;
+  [[noreturn]] void fail(int err, const std::string& what);
+  std::string path_;      // as given (messages)
+  std::string dir_;       // directory of the file replaced ("" for the working directory)
+  std::string name_;      // its name in dir_
+  std::string tmp_name_;  // the temporary's name in dir_; empty while unnamed
+  int dir_fd_ = -1, fd_ = -1;
+  bool unnamed_ = false, prepared_ = false, published_ = false;
+};
 
 // ---- .npy --------------------------------------------------------------------------------------
 
 /// The header of a .npy file: descr such as "<f4", "<i8", "<u2"; C-order shape; where the
 /// data starts. parse_npy_header checks the magic, version, header syntax and that the file is
-/// long enough for the data; it accepts any descr (callers decide which they support).
+/// long enough for the data; it accepts any descr (callers decide which they support). A header
+/// longer than npy_max_header_bytes is refused before it is read (NumPy itself reads at most
+/// 10000 bytes by default; nothing real comes near the limit).
 struct NpyHeader {
   std::string descr;
   bool fortran_order = false;
@@ -74,6 +126,8 @@ struct NpyHeader {
   std::size_t data_bytes = 0;  ///< numel * item size, checked against the file size
 };
 NpyHeader parse_npy_header(const void* bytes, std::size_t size);
+/// The longest .npy header (the dict after the length field) tokemb reads: 256 KiB.
+constexpr std::size_t npy_max_header_bytes = std::size_t{256} << 10;
 
 /// Parses a complete .npy file image held in memory. Throws IoError on anything malformed, on a
 /// descr other than '<f4', '<f2', '<i4', '<i8' (also '=' or '|' byte order), on big-endian or
@@ -89,11 +143,14 @@ void save_npy(const std::string& path, const TensorView& tensor, StreamView stre
 void load_npy(const std::string& path, const TensorView& dst, StreamView stream);
 
 /// Writes a large .npy of known dtype and shape chunk by chunk (the CLI's [N, T, D] output):
-/// data goes to a temporary file (see above); commit() checks that every byte was written and
-/// renames it over \p path; destroying an uncommitted writer removes the temporary file.
+/// data goes to an OutputFile (see above); commit() checks that every byte was written and
+/// publishes the file; destroying an uncommitted writer discards it. Given an OutputFile of the
+/// caller's, the writer writes into it and commit() only checks the byte count: the caller
+/// prepares and publishes the file (with its other outputs).
 class NpyWriter {
  public:
   NpyWriter(const std::string& path, DType dtype, Shape shape);
+  NpyWriter(OutputFile& file, DType dtype, Shape shape);
   ~NpyWriter();
   NpyWriter(const NpyWriter&) = delete;
   NpyWriter& operator=(const NpyWriter&) = delete;
@@ -103,14 +160,18 @@ class NpyWriter {
 
  private:
   struct Impl;
+  static std::unique_ptr<Impl> open(const std::string& path, OutputFile* file, DType dtype,
+                                    const Shape& shape);
   std::unique_ptr<Impl> impl_;  // null once committed
 };
 
 // ---- safetensors -------------------------------------------------------------------------------
 
 /// Parses a complete safetensors file image held in memory into named tensors, in file order.
-/// Validates the 8-byte header length (<= 100 MB and within the input), the JSON header (strict
-/// RFC 8259, UTF-8, no duplicate keys; '__metadata__' must map strings to strings), every
+/// Validates the 8-byte header length (<= 100 MB, the reference implementation's limit, and
+/// within the input), the JSON header (strict RFC 8259, UTF-8, no duplicate keys; '__metadata__'
+/// must map strings to strings; parsed in one pass, in time linear in its size and memory a small
+/// multiple of it, calling the interrupt check as it goes), every
 /// tensor's dtype, shape and data_offsets (inside the data buffer, size == numel * item size,
 /// no two tensors overlapping). Throws IoError on any violation, and also for tensors of a dtype
 /// tokemb cannot hold (F64, U8, ...) or of rank > 4.
@@ -124,6 +185,10 @@ std::vector<std::pair<std::string, HostTensor>> read_safetensors(const std::stri
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, TensorView>>& tensors,
                       StreamView stream);
+/// The same into a caller's OutputFile, which the caller prepares and publishes.
+void save_safetensors(OutputFile& file,
+                      const std::vector<std::pair<std::string, TensorView>>& tensors,
+                      StreamView stream);
 
 /// Tensor names used for a module's tables; GPT-2 checkpoints call them these.
 struct WeightNames {
@@ -133,6 +198,8 @@ struct WeightNames {
 
 /// Saves the module's tables as safetensors (the position table only if the module has one).
 void save_weights(Embedding& module, const std::string& path, const WeightNames& names = {});
+/// The same into a caller's OutputFile, which the caller prepares and publishes.
+void save_weights(Embedding& module, OutputFile& file, const WeightNames& names = {});
 /// Loads the module's tables from safetensors. Only the header and the two named tensors are
 /// read (a whole GPT-2 checkpoint is fine; other tensors are validated and ignored). Each table
 /// must be present with exactly the table's shape and a compatible dtype (equal, or F32 into a

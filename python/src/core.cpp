@@ -656,6 +656,15 @@ NB_MODULE(_core, m) {
         "allocate"_a.none(), TOKEMB_OP_KW, "accumulate"_a, "deterministic"_a, "stream"_a);
 #undef TOKEMB_OP_KW
   m.def("check_errors", &py_check_errors, "device_index"_a, "stream"_a, "clear"_a);
+  // The checks to_view makes (a DLPack array, a dtype tokemb has, C-contiguous, CPU or CUDA),
+  // and for ids an index dtype: what forward() checks before it allocates its output.
+  m.def("check_array", [](nb::handle x, const std::string& fn, const std::string& name, bool ids) {
+    const Arg a = to_view(x, fn.c_str(), name.c_str(), false);
+    if (ids && a.view.dtype != DType::i32 && a.view.dtype != DType::i64) {
+      throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " has dtype " +
+                            tokemb::dtype_name(a.view.dtype) + ", expected i32 or i64");
+    }
+  });
 
   // Fallback allocation for frameworks without an allocator the package knows (JAX): an
   // uninitialised tensor owned by a tokemb::Buffer, returned as a nanobind array (__dlpack__).

@@ -74,6 +74,10 @@ def _path(p, fn, name="path"):
         s.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidArgument(f"{fn}: {name} {s!r} is not valid UTF-8") from None
+    if "\0" in s:
+        # A C path stops at the NUL: "victim\0.npy" would be the file "victim".
+        raise InvalidArgument(f"{fn}: {name} {s!r} holds a NUL byte at index {s.index(chr(0))}; "
+                              "a path cannot contain NUL")
     return s
 
 
@@ -168,6 +172,11 @@ def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, po
     vstart, vsize = _vocab(fn, vocab_start, vocab_size)
     allocated = out is None
     if allocated:
+        # Validate first, allocate second: the ids' and the table's dtype and layout are checked
+        # before their shapes size a new array (a huge broadcast of float ids must give this
+        # error, not the framework's "unable to allocate").
+        _core.check_array(c.arg(ids, "ids"), fn, "ids", True)
+        _core.check_array(c.arg(token_table, "token_table"), fn, "token_table", False)
         out = c.empty(token_table, _shape(ids) + (shape[1],))
     _core.forward(c.arg(ids, "ids"), c.arg(token_table, "token_table"),
                   c.arg(pos_table, "pos_table"), c.arg(out, "out", write=True),
@@ -311,16 +320,19 @@ def _host_array(arr, dtype, framework_name):
 
 def save_npy(path, array, *, stream=None):
     """Writes ``array`` (CPU or CUDA) as .npy; bfloat16 is widened to float32 (NumPy has no
-    bfloat16). Written to ``path.tmp`` and renamed into place."""
+    bfloat16). Written into an unnamed (or temporary) file in ``path``'s directory, flushed to
+    disk and renamed into place only when complete."""
+    path = _path(path, "tokemb.save_npy")
     c, s = _stream_for("tokemb.save_npy", array, "tensor", stream)
-    _core.save_npy(_path(path, "tokemb.save_npy"), c.arg(array, "tensor"), s)
+    _core.save_npy(path, c.arg(array, "tensor"), s)
 
 
 def load_npy(path, out, *, stream=None):
     """Reads a .npy into ``out`` (same shape; same dtype, or float32 into bf16/f16). ``out`` is
     untouched on any error. Returns ``out``."""
+    path = _path(path, "tokemb.load_npy")
     c, s = _stream_for("tokemb.load_npy", out, "out", stream)
-    _core.load_npy(_path(path, "tokemb.load_npy"), c.arg(out, "out", write=True), s)
+    _core.load_npy(path, c.arg(out, "out", write=True), s)
     return out
 
 
@@ -388,7 +400,8 @@ TokenFile.__doc__ = ("Token ids read from a file: format ('npy', 'bin', 'llmc'),
 
 def read_token_file(path, format="auto", max_tokens=-1):
     """Reads token ids from .npy (int32/int64/uint16), nanoGPT's raw uint16 .bin or an llm.c
-    shard; at most ``max_tokens`` ids (negative: all), memory-mapped."""
+    shard into a new int64 array; at most ``max_tokens`` ids (negative: all). The file is read
+    with pread (never memory-mapped); anything but a regular file is refused."""
     fn = "tokemb.read_token_file"
     return TokenFile(*_core.read_token_file(_path(path, fn), str(format),
                                             _index(max_tokens, fn, "max_tokens", optional=False)))
@@ -397,7 +410,15 @@ def read_token_file(path, format="auto", max_tokens=-1):
 def parse_token_file(data, format="auto", max_tokens=-1, name="<memory>"):
     """Like :func:`read_token_file` on a file image held in ``data`` (bytes)."""
     fn = "tokemb.parse_token_file"
-    return TokenFile(*_core.parse_token_file(bytes(data), str(format),
+    if isinstance(data, str):
+        raise InvalidArgument(f"{fn}: data is a str; expected the file's bytes (bytes, bytearray "
+                              "or memoryview; read_token_file takes a path)")
+    try:
+        data = bytes(memoryview(data))
+    except TypeError:
+        raise InvalidArgument(f"{fn}: data must be bytes-like (bytes, bytearray or memoryview); "
+                              f"got {type(data).__name__}") from None
+    return TokenFile(*_core.parse_token_file(data, str(format),
                                              _index(max_tokens, fn, "max_tokens", optional=False),
                                              str(name)))
 

@@ -28,6 +28,12 @@ def device_of(x, fn, name):
     except AttributeError:
         raise InvalidArgument(f"{fn}: {name} is not a DLPack array (got {type(x).__name__}); "
                               "pass a NumPy, PyTorch, CuPy or JAX array") from None
+    except (ValueError, RuntimeError, TypeError, BufferError) as e:
+        # A tensor DLPack cannot describe, e.g. PyTorch's meta device (no memory at all).
+        where = getattr(getattr(x, "device", None), "type", None)
+        raise InvalidArgument(f"{fn}: {name} is on device {str(where or type(x).__name__)!r}, "
+                              f"which DLPack cannot hand over ({e}); tokemb takes CPU and CUDA "
+                              "arrays") from None
     return int(dev[0]), int(dev[1])
 
 

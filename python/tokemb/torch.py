@@ -516,9 +516,14 @@ class TokenPositionEmbedding(nn.Module):
         for key, w in ((prefix + "tok_emb.weight", tw), (prefix + "pos_emb.weight", pw)):
             if w is not None and (not isinstance(w, torch.Tensor) or w.dim() != 2):
                 raise _tk.InvalidArgument(
-                    f"from_state_dict: '{key}' is "
+                    f"from_state_dict: state_dict['{key}'] is "
                     f"{list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}; "
                     "expected a 2-D tensor")
+            if w is not None and w.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                raise _tk.InvalidArgument(
+                    f"from_state_dict: state_dict['{key}'] has dtype "
+                    f"{str(w.dtype).replace('torch.', '')}; expected float32, bfloat16 or "
+                    "float16 (an embedding table)")
         padding_idx = _tk._index(padding_idx, "from_state_dict", "padding_idx")
         if device is None:
             device = tw.device

@@ -27,6 +27,7 @@ import unittest
 
 TOKEMB = None
 WORKDIR = None
+SHIM = None  # the LD_PRELOAD shim that logs fsync/rename/link calls (tests/cli/fsync_shim.cpp)
 
 LLMC_GPT2 = 20240520
 LLMC_LLAMA3 = 20240801
@@ -191,6 +192,35 @@ def run(*args, timeout=120):
     p = subprocess.run([TOKEMB] + [str(a) for a in args], capture_output=True, text=True,
                        timeout=timeout)
     return p.returncode, p.stdout, p.stderr
+
+
+def wait_stopped(p, timeout=120):
+    """Waits until process p is stopped (state T: it raised SIGSTOP at a test hook)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            return False
+        try:
+            with open("/proc/%d/stat" % p.pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        if state in ("T", "t"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def has_o_tmpfile(directory):
+    """True when the file system of `directory` supports O_TMPFILE (unnamed files)."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return False
+    try:
+        os.close(os.open(directory, flag | os.O_WRONLY, 0o600))
+        return True
+    except OSError:
+        return False
 
 
 class CliTest(unittest.TestCase):
@@ -687,24 +717,20 @@ class EmbedDataErrors(CliTest):
 class EmbedInterrupted(CliTest):
     @unittest.skipIf(os.name != "posix", "needs POSIX signals")
     def test_sigint_removes_the_temporary_file(self):
-        # Deterministic: the process is stopped (SIGSTOP) as soon as its temporary output exists,
-        # which is before its first window, so that SIGINT arrives with ~500000 windows (one
-        # write each, at least a second of work on any machine) still to go; SIGCONT lets it see
-        # the signal at its next window.
+        # Deterministic: the process stops itself (SIGSTOP, TOKEMB_TEST_STOP_AT) after its output
+        # is opened and before its first window, so that SIGINT arrives with ~500000 windows
+        # (one write each, at least a second of work on any machine) still to go; SIGCONT lets
+        # it see the signal at its next window.
         f = self.path("big.bin")
         write_raw_u16(f, [(i * 7919) % 50257 for i in range(500001)])
         out = self.path("out.npy")
         p = subprocess.Popen([TOKEMB, "embed", "--ids", f, "--vocab", "50257", "--dim", "16",
                               "--context", "1", "--stride", "1", "--batch", "1", "--out", out,
                               "--quiet"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while (not any(".tmp" in x for x in os.listdir(self.dir)) and p.poll() is None
-               and time.monotonic() < deadline):
-            pass  # busy wait: the stop must land early in the run
-        p.send_signal(signal.SIGSTOP)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, TOKEMB_TEST_STOP_AT="first-window"))
         try:
-            self.assertIsNone(p.poll(), "the run ended before it could be stopped")
+            self.assertTrue(wait_stopped(p), "the run did not stop at its first window")
             self.assertFalse(os.path.exists(out), "the run finished before it could be stopped")
             p.send_signal(signal.SIGINT)
         finally:
@@ -712,6 +738,24 @@ class EmbedInterrupted(CliTest):
         so, se = p.communicate(timeout=120)
         self.assertEqual(p.returncode, 130, se)
         self.assertIn("interrupted by signal", se)
+        self.assertNoOutput(out)
+
+    @unittest.skipIf(os.name != "posix", "needs POSIX signals")
+    def test_sigint_while_loading_the_weights(self):
+        """Issue 20 item 7: the safetensors header parser checks for Ctrl-C (exit 130)."""
+        ids = self.path("ids.npy")
+        write_npy_ids(ids, "<i4", [1, 2, 3, 4, 5, 6, 7, 0, 1])
+        w = self.path("w.st")
+        write_safetensors(w, {"wte.weight": ((8, 2), [0.5] * 16),
+                              "wpe.weight": ((4, 2), [0.25] * 8)})
+        out = self.path("out.npy")
+        p = subprocess.run([TOKEMB, "embed", "--ids", ids, "--vocab", "8", "--dim", "2",
+                            "--context", "4", "--weights", w, "--out", out],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, TOKEMB_TEST_SIGINT_AT="load-weights"))
+        self.assertEqual(p.returncode, 130, p.stderr)
+        self.assertIn("interrupted by signal", p.stderr)
+        self.assertIn("while loading the tables", p.stderr)
         self.assertNoOutput(out)
 
 
@@ -1008,9 +1052,8 @@ class OutputSafety(CliTest):
         deadline = time.monotonic() + 120
         sent = 0
         while p.poll() is None and time.monotonic() < deadline:
-            if any(".tmp" in x for x in os.listdir(self.dir)):
-                p.send_signal(signal.SIGINT)
-                sent += 1
+            p.send_signal(signal.SIGINT)  # ignored since before the run started
+            sent += 1
             time.sleep(0.02)
         so, se = p.communicate(timeout=60)
         self.assertEqual(p.returncode, 0, se)
@@ -1035,6 +1078,8 @@ class OutputSafety(CliTest):
             with self.subTest(args=args):
                 self.assertEqual(p.returncode, 1, p.stderr)
                 self.assertIn("standard output", p.stderr)
+                # Issue 20 item 14: the system's reason, not a made-up EIO.
+                self.assertIn(os.strerror(28), p.stderr)  # ENOSPC
 
     def test_huge_device_index_says_so(self):
         """Item 11: not "expected N >= 0"."""
@@ -1101,15 +1146,230 @@ class OutputSafety(CliTest):
         os.remove(ids)
 
 
+# ---- issue 20: files, hangs and misleading errors ---------------------------------------------
+
+class FilesRound3(OutputSafety):
+    """Issue 20 items 2-9, 13, 14 and the mutation gaps about --out's permissions."""
+
+    def popen_stopped_at(self, point, args, **kw):
+        p = subprocess.Popen([TOKEMB] + [str(a) for a in args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, TOKEMB_TEST_STOP_AT=point), **kw)
+        if not wait_stopped(p):
+            p.kill()
+            p.communicate()
+            self.fail("the run did not stop at " + point)
+        return p
+
+    @unittest.skipIf(not sys.platform.startswith("linux"), "O_TMPFILE is Linux's")
+    def test_sigkill_leaves_nothing(self):
+        """Item 3: the outputs live in unnamed (O_TMPFILE) files until they are published, so
+        a run killed at any point (SIGKILL, the OOM killer) leaves no file behind."""
+        if not has_o_tmpfile(self.dir):
+            self.skipTest("this file system has no O_TMPFILE (the named fallback is used)")
+        out, w = self.path("out.npy"), self.path("w.st")
+        p = self.popen_stopped_at("before-publish", self.embed(out, "--save-weights", w))
+        p.kill()  # SIGKILL, while every output is written and none published
+        p.communicate(timeout=60)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["ids.npy"])
+
+    def test_output_is_never_reopened_by_name(self):
+        """Item 2: the CLI closed its staging file and reopened it by name, so a staging file
+        swapped for a symbolic link sent the output to the link's target and published --out as
+        a link. The data is now written through the descriptor it was created with: where it has
+        a name at all (no O_TMPFILE), a swapped name is never published."""
+        out, victim = self.path("out.npy"), self.path("victim")
+        with open(victim, "wb") as f:
+            f.write(b"precious")
+        p = self.popen_stopped_at("first-window", self.embed(out))
+        swapped = [x for x in os.listdir(self.dir) if ".tmp" in x]
+        for name in swapped:
+            os.remove(self.path(name))
+            os.symlink(victim, self.path(name))
+        p.send_signal(signal.SIGCONT)
+        so, se = p.communicate(timeout=60)
+        self.assertEqual(file_bytes(victim), b"precious")
+        self.assertFalse(os.path.islink(out))
+        if swapped:
+            self.assertEqual(p.returncode, 1, se)
+            self.assertFalse(os.path.exists(out))
+        else:  # unnamed (O_TMPFILE): nothing to swap
+            self.assertEqual(p.returncode, 0, se)
+            self.assertEqual(read_npy(out)[2], (9, self.T, self.D))
+        self.assertEqual(sorted(x for x in os.listdir(self.dir) if ".tmp" not in x),
+                         sorted(["ids.npy", "victim"] + (["out.npy"] if not swapped else [])))
+
+    @unittest.skipIf(not sys.platform.startswith("linux"), "needs RLIMIT_FSIZE")
+    def test_write_error_names_the_users_path_and_stages_once(self):
+        """Item 3: a failing write (here: the file size limit, as a full disk would) names
+        --out's path, not a temporary (it once said '..out.npy.tmp-X.tmp-Y')."""
+        import resource
+        out = self.path("out.npy")
+
+        def limit():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+        args = ["embed", "--ids", self.ids, "--vocab", self.V, "--dim", 64, "--context", self.T,
+                "--out", out]  # 9 windows of 4 x 64 f32: 9 KiB, past the 4 KiB limit
+        p = subprocess.run([TOKEMB] + [str(a) for a in args], capture_output=True, text=True,
+                           timeout=60, preexec_fn=limit)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("'%s'" % out, p.stderr)
+        self.assertNotIn(".tmp", p.stderr)
+        self.assertIn(os.strerror(27), p.stderr)  # EFBIG: the system's reason
+        self.assertNoOutput(out)
+
+    def test_outputs_are_published_together_or_not_at_all(self):
+        """Item 4: --save-weights' path became a directory while the run worked: --out must not
+        be replaced either (it was published first, then the run failed)."""
+        out, w = self.path("out.npy"), self.path("w.st")
+        with open(out, "wb") as f:
+            f.write(b"previous result")
+        p = self.popen_stopped_at("before-publish", self.embed(out, "--save-weights", w))
+        os.mkdir(w)
+        p.send_signal(signal.SIGCONT)
+        so, se = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 1, se)
+        self.assertIn("--save-weights", se)
+        self.assertIn("a directory", se)
+        self.assertEqual(file_bytes(out), b"previous result")
+        self.assertTrue(os.path.isdir(w))
+        self.assertEqual([x for x in os.listdir(self.dir) if ".tmp" in x], [])
+
+    @unittest.skipIf(not sys.platform.startswith("linux"), "LD_PRELOAD shim, /proc")
+    def test_outputs_are_flushed_before_and_their_directory_after_the_rename(self):
+        """Item 5: every output is fsynced before any is renamed into place, and the directory
+        after its rename, before the run reports success (an LD_PRELOAD shim logs the calls)."""
+        if SHIM is None:
+            self.skipTest("run with --shim PATH (ctest passes it)")
+        out, w = self.path("out.npy"), self.path("w.st")
+        log = self.path("calls.log")
+        env = dict(os.environ, LD_PRELOAD=SHIM, TOKEMB_SHIM_LOG=log,
+                   ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+        p = subprocess.run([TOKEMB] + [str(a) for a in self.embed(out, "--save-weights", w)],
+                           capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(log) as f:
+            calls = [line.split(" ", 2) for line in f.read().splitlines()]
+        renames = [i for i, c in enumerate(calls) if c[0] == "renameat"]
+        self.assertEqual([os.path.basename(calls[i][2]) for i in renames], ["out.npy", "w.st"],
+                         calls)
+        file_syncs = [i for i, c in enumerate(calls) if c[:2] == ["fsync", "REG"]]
+        self.assertGreaterEqual(len(file_syncs), 2, calls)
+        self.assertLess(max(file_syncs[:2]), renames[0], "both outputs are flushed first")
+        for r in renames:
+            after = [c for c in calls[r + 1:] if c[:2] == ["fsync", "DIR"]]
+            self.assertTrue(after, "no directory fsync after %s" % calls[r])
+            self.assertEqual(os.path.realpath(after[0][2]), os.path.realpath(self.dir))
+        # The directory of --out is flushed before --save-weights is renamed.
+        self.assertIn(["fsync", "DIR"], [c[:2] for c in calls[renames[0]:renames[1]]])
+
+    @unittest.skipIf(not hasattr(os, "mkfifo"), "needs FIFOs")
+    def test_fifo_inputs_are_refused_without_blocking(self):
+        """Item 6: --ids or --weights naming a FIFO with no writer blocked in open() forever."""
+        fifo = self.path("pipe")
+        os.mkfifo(fifo)
+        out = self.path("out.npy")
+        for args in (self.embed(out, ids=fifo), self.embed(out, "--weights", fifo)):
+            with self.subTest(args=args):
+                rc, so, se = run(*args, timeout=30)
+                self.assertEqual(rc, 1, se)
+                self.assertIn("a FIFO (named pipe)", se)
+                self.assertIn("'%s'" % fifo, se)
+                self.assertNoOutput(out)
+
+    def test_absurd_npy_header_is_refused_before_it_is_read(self):
+        """Item 8: a format-2.0 header claiming 1.5 GiB was allocated and read (1.6 GB RSS);
+        a sparse file made it 3 GB. Now it is refused from the length field alone."""
+        ids = self.path("huge.npy")
+        claimed = 3 << 29  # 1.5 GiB
+        with open(ids, "wb") as f:
+            f.write(b"\x93NUMPY\x02\x00" + struct.pack("<I", claimed))
+            f.truncate(12 + claimed + 64)  # sparse: no disk used
+        out = self.path("out.npy")
+        start = time.monotonic()
+        self.assertFails(1, self.embed(out, ids=ids), "more than the limit of 262144 bytes",
+                         out=out)
+        self.assertLess(time.monotonic() - start, 10)
+
+    def test_overlong_out_name_is_refused_before_the_work(self):
+        """Item 9: a name longer than NAME_MAX failed only at the final rename."""
+        name_max = os.pathconf(self.dir, "PC_NAME_MAX")
+        for out in (self.path("n" * (name_max + 1) + ".npy"),
+                    self.path("d" * (name_max + 1) + "/out.npy")):
+            with self.subTest(out=out[-20:]):
+                rc, so, se = run(*self.embed(out))
+                self.assertEqual(rc, 1, se)
+                self.assertIn("--out", se)
+                self.assertIn(os.strerror(36), se)  # ENAMETOOLONG
+                self.assertEqual(so, "", "refused before anything was read or printed")
+                self.assertEqual(os.listdir(self.dir), ["ids.npy"])
+
+    def test_read_only_out_is_refused_even_as_root(self):
+        """Item 13: decided from the mode bits: access() grants root everything, so a 0444
+        --out used to be replaced when running as root."""
+        out = self.path("out.npy")
+        with open(out, "wb") as f:
+            f.write(b"read only")
+        os.chmod(out, 0o444)
+        self.assertFails(1, self.embed(out), "read-only", "--out")
+        self.assertEqual(file_bytes(out), b"read only")
+        self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o444)
+
+    def test_dash_is_refused(self):
+        """Item 14: --out - wrote a file named '-'; it is a usage error (./- is the file)."""
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        try:
+            self.assertUsageError(self.embed("-"), "--out '-'", "./-")
+            self.assertUsageError(self.embed(self.path("o.npy"), "--save-weights", "-"),
+                                  "--save-weights '-'")
+            self.assertFalse(os.path.exists("-"))
+            rc, so, se = run(*self.embed("./-", "--quiet"))
+            self.assertEqual(rc, 0, se)
+            self.assertTrue(os.path.isfile("-"))
+        finally:
+            os.chdir(cwd)
+
+    def test_new_out_gets_0666_minus_umask_and_a_replaced_file_keeps_its_mode(self):
+        """Mutation gap: a new --out gets 0666 & ~umask (not mkstemp's 0600), a replaced 0640
+        file stays 0640, both for --out and --save-weights."""
+        out, w = self.path("out.npy"), self.path("w.st")
+        p = subprocess.run([TOKEMB] + [str(a) for a in self.embed(out, "--save-weights", w)],
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: os.umask(0o002))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o664)
+        self.assertEqual(stat.S_IMODE(os.stat(w).st_mode), 0o664)
+        os.chmod(out, 0o640)
+        os.chmod(w, 0o640)
+        p = subprocess.run([TOKEMB] + [str(a) for a in self.embed(out, "--save-weights", w)],
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=lambda: os.umask(0o002))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o640)
+        self.assertEqual(stat.S_IMODE(os.stat(w).st_mode), 0o640)
+
+
+
 def main():
     global TOKEMB, WORKDIR
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokemb", required=True)
     parser.add_argument("--workdir", required=True)
+    parser.add_argument("--shim", default=None)
     args, rest = parser.parse_known_args()
+    global SHIM
+    SHIM = os.path.abspath(args.shim) if args.shim else None
     TOKEMB = os.path.abspath(args.tokemb)
     WORKDIR = os.path.abspath(args.workdir)
     os.makedirs(WORKDIR, exist_ok=True)
+    if os.name == "posix":
+        # A runner started in the background by a non-interactive shell inherits SIGINT ignored,
+        # and tokemb keeps an ignored SIGINT ignored (on purpose): give the runs under test the
+        # default disposition, which the tests that send SIGINT expect.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 

@@ -174,10 +174,14 @@ void check_ids_in_file(const TokenReader& reader, std::int64_t count, std::int64
 }
 
 // For the tests of interruption: raise SIGINT at a named point, so that a test can interrupt
-// a given phase deterministically (TOKEMB_TEST_SIGINT_AT=save-weights).
+// a given phase deterministically (TOKEMB_TEST_SIGINT_AT=save-weights or load-weights), and
+// stop the process (SIGSTOP) at one, so that a test can act while it waits
+// (TOKEMB_TEST_STOP_AT=first-window or before-publish).
 void test_hook_raise_sigint(const char* point) {
   const char* at = std::getenv("TOKEMB_TEST_SIGINT_AT");
   if (at != nullptr && std::strcmp(at, point) == 0) std::raise(SIGINT);
+  const char* stop = std::getenv("TOKEMB_TEST_STOP_AT");
+  if (stop != nullptr && std::strcmp(stop, point) == 0) std::raise(SIGSTOP);
 }
 
 }  // namespace
@@ -199,7 +203,7 @@ int run_embed(const EmbedOptions& options) {
   const TokenFormat format = parse_token_format(options.format);
   const bool quiet = options.quiet;
   const auto say = [quiet](const std::string& line) {
-    if (!quiet) std::printf("%s\n", line.c_str());
+    if (!quiet) print_stdout(line + "\n");
   };
   const std::optional<std::string>& weights_path = options.weights;
   const std::optional<std::string>& save_path = options.save_weights;
@@ -209,17 +213,27 @@ int run_embed(const EmbedOptions& options) {
   if (weights_path) inputs.push_back({"--weights", *weights_path});
   std::vector<NamedFile> outputs = {{"--out", out_path}};
   if (save_path) outputs.push_back({"--save-weights", *save_path});
+  // "-" is not standard output here: the output is a .npy that is published only when complete.
+  for (const NamedFile& o : outputs) {
+    if (o.path == "-") {
+      throw UsageError(o.option +
+                       " '-': tokemb writes its outputs to files (published only when "
+                       "complete), not to standard output; for a file named '-', write ./-");
+    }
+  }
   check_distinct_files(inputs, outputs);
 
   // ---- data (errors from here on: exit 1) -------------------------------------------------------
   const Stopwatch clock;
   // From here on SIGINT / SIGTERM stop the run (exit 130); the staged outputs are removed.
   const SignalGuard signals;
-  // Every output is staged in its directory first, so that a missing or unwritable directory
-  // is reported before anything is read; nothing is published until everything succeeded.
-  StagedOutput out_file({"--out", out_path});
-  std::optional<StagedOutput> weights_file;
-  if (save_path) weights_file.emplace(NamedFile{"--save-weights", *save_path});
+  // Every output is opened in its directory first (tokemb::OutputFile), so that a missing or
+  // unwritable directory or an overlong name is reported before anything is read; nothing is
+  // published until everything succeeded.
+  const NamedFile out_named{"--out", out_path};
+  const std::unique_ptr<OutputFile> out_file = open_output(out_named);
+  std::unique_ptr<OutputFile> weights_file;
+  if (save_path) weights_file = open_output(NamedFile{"--save-weights", *save_path});
 
   const DeviceChoice choice = choose_device(device_flag);
   const Device dev = choice.device;
@@ -267,7 +281,10 @@ int run_embed(const EmbedOptions& options) {
                              " on " + dev.str() + ")";
   Embedding module = allocating(tables, [&] { return Embedding(cfg, stream); });
   if (weights_path) {
-    allocating(tables + " from " + *weights_path, [&] { load_weights(module, *weights_path); });
+    test_hook_raise_sigint("load-weights");
+    interruptible("while loading the tables from " + *weights_path, [&] {
+      allocating(tables + " from " + *weights_path, [&] { load_weights(module, *weights_path); });
+    });
     say("tables: loaded wte.weight " + Shape{V, D}.str() + " and wpe.weight " + Shape{T, D}.str() +
         " from " + *weights_path);
   } else {
@@ -305,8 +322,9 @@ int run_embed(const EmbedOptions& options) {
   const std::size_t row_bytes = static_cast<std::size_t>(T * D) * dtype_size(dtype);
 
   {
-    NpyWriter writer(out_file.staging_path(), dtype, out_shape);
+    NpyWriter writer(*out_file, dtype, out_shape);
     Progress progress(N, !quiet);
+    test_hook_raise_sigint("first-window");
     for (std::int64_t w = 0; w < N; w += B) {
       stop_if_interrupted("after " + std::to_string(w) + " of " + std::to_string(N) + " windows");
       const std::int64_t b = std::min(B, N - w);
@@ -345,18 +363,21 @@ int run_embed(const EmbedOptions& options) {
     test_hook_raise_sigint("save-weights");
     interruptible("while saving the tables to " + *save_path, [&] {
       allocating("the host copy of " + tables + " to save them",
-                 [&] { save_weights(module, weights_file->staging_path()); });
+                 [&] { save_weights(module, *weights_file); });
     });
     say("saved the tables to " + *save_path);
   }
 
-  // Publish last: only when every output is complete and stdout took every line, and in a fixed
-  // order (--out, then --save-weights).
+  // Publish last: only when every output is complete and stdout took every line; every output
+  // is flushed to disk and checked again before the first is renamed into place, in a fixed
+  // order (--out, then --save-weights), and each directory is flushed after its rename.
+  test_hook_raise_sigint("before-publish");
   stop_if_interrupted("before publishing the outputs");
   flush_stdout();
   stop_if_interrupted("before publishing the outputs");
-  out_file.publish();
-  if (weights_file) weights_file->publish();
+  std::vector<std::pair<NamedFile, OutputFile*>> ready = {{out_named, out_file.get()}};
+  if (weights_file) ready.push_back({NamedFile{"--save-weights", *save_path}, weights_file.get()});
+  interruptible("before publishing the outputs", [&] { publish_all(ready); });
   return 0;
 }
 

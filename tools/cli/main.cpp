@@ -21,7 +21,7 @@ constexpr int kOk = 0, kDataError = 1, kUsageError = 2, kInterrupted = 130;
 int dispatch(int argc, char** argv, std::string& command) {
   const tokemb::cli::Invocation inv = tokemb::cli::parse_command_line(argc, argv, command);
   if (inv.help) {
-    std::fputs(inv.help->c_str(), stdout);
+    tokemb::cli::print_stdout(*inv.help);
     return kOk;
   }
   if (inv.command == "demo") return tokemb::cli::run_demo(inv.demo);

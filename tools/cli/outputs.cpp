@@ -67,6 +67,12 @@ std::string resolved_path(const std::string& path) {
   throw IoError(what + ": " + std::strerror(err));
 }
 
+// \p e's message prefixed with the option that named the file ("--out: ...").
+template <class E>
+E detail_rethrow(const NamedFile& file, const E& e) {
+  return E(file.option + ": " + e.what());
+}
+
 }  // namespace
 
 bool same_file(const std::string& a, const std::string& b) {
@@ -97,61 +103,53 @@ void check_distinct_files(const std::vector<NamedFile>& inputs,
   }
 }
 
-StagedOutput::StagedOutput(NamedFile file) : file_(std::move(file)) {
-  {
-    const auto [dir, name] = split_path(file_.path);
-    if (name.empty() || name == "." || name == "..") {
-      throw IoError(file_.option + " '" + file_.path + "' names a directory, not a file");
+std::unique_ptr<OutputFile> open_output(const NamedFile& file) {
+  try {
+    return std::make_unique<OutputFile>(file.path);
+  } catch (const IoError& e) {
+    throw detail_rethrow<IoError>(file, e);
+  } catch (const InvalidArgument& e) {
+    throw detail_rethrow<InvalidArgument>(file, e);
+  }
+}
+
+void publish_all(const std::vector<std::pair<NamedFile, OutputFile*>>& outputs) {
+  for (const auto& [file, out] : outputs) {
+    try {
+      out->prepare();
+    } catch (const IoError& e) {
+      throw detail_rethrow<IoError>(file, e);
     }
   }
-  // The library's rule for outputs: through a symbolic link to its target, never over a
-  // directory, device, FIFO or read-only file; a replaced file keeps its permissions.
-  int mode = -1;
-  try {
-    target_ = output_target(file_.path, &mode);
-  } catch (const IoError& e) {
-    throw IoError(file_.option + ": " + e.what());
+  for (const auto& [file, out] : outputs) {
+    try {
+      out->publish();
+    } catch (const IoError& e) {
+      throw detail_rethrow<IoError>(file, e);
+    }
   }
-  const auto [dir, name] = split_path(target_);
-  // mkstemp creates the file with O_CREAT | O_EXCL: never an existing file, never a link.
-  // The name is cut so that it stays within NAME_MAX for any valid output name.
-  std::string templ = dir + "." + name.substr(0, 64) + ".tmp-XXXXXX";
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  const int fd = ::mkstemp(buf.data());
-  if (fd < 0) {
-    const int err = errno;
-    fail_errno(file_.option + " '" + file_.path + "': cannot create a file in the directory '" +
-                   (dir.empty() ? std::string(".") : dir) + "'",
-               err);
-  }
-  if (mode < 0) {  // a new file: what open(2) with 0666 would give under this umask
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    mode = static_cast<int>(0666 & ~mask);
-  }
-  (void)::fchmod(fd, static_cast<mode_t>(mode));  // mkstemp made it 0600
-  ::close(fd);
-  staging_ = buf.data();
 }
 
-StagedOutput::~StagedOutput() {
-  if (!published_ && !staging_.empty()) ::unlink(staging_.c_str());
-}
+namespace {
+int g_stdout_errno = 0;  // the reason of the first failed write to stdout
+}  // namespace
 
-void StagedOutput::publish() {
-  if (std::rename(staging_.c_str(), target_.c_str()) != 0) {
-    const int err = errno;
-    fail_errno(file_.option + ": renaming '" + staging_ + "' to '" + target_ + "' failed", err);
+void print_stdout(const std::string& text) {
+  errno = 0;
+  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() && g_stdout_errno == 0) {
+    g_stdout_errno = errno != 0 ? errno : EIO;
   }
-  published_ = true;
 }
 
 void flush_stdout() {
   errno = 0;
-  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-    const int err = errno != 0 ? errno : EIO;
-    fail_errno("cannot write to standard output", err);
+  const bool flushed = std::fflush(stdout) == 0;
+  const int err = errno;
+  if (!flushed || std::ferror(stdout)) {
+    // A write that failed earlier (inside fwrite) left its reason in g_stdout_errno; a later
+    // fflush with nothing left to write reports none.
+    fail_errno("cannot write to standard output",
+               g_stdout_errno != 0 ? g_stdout_errno : (!flushed && err != 0 ? err : EIO));
   }
 }
 

@@ -2,10 +2,14 @@
 // Private to the tokemb CLI: never losing a user's file. Outputs are compared with the inputs
 // and with each other as files (not spellings) before anything is read; each output is staged
 // in its own directory at the start (so a missing or unwritable directory fails before the long
-// work) and published (renamed over its path) only after every output is complete.
+// work) and published (renamed over its path) only after every output is complete and ready.
 
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <tokemb/io.hpp>
 
 namespace tokemb::cli {
 
@@ -25,34 +29,19 @@ bool same_file(const std::string& a, const std::string& b);
 void check_distinct_files(const std::vector<NamedFile>& inputs,
                           const std::vector<NamedFile>& outputs);
 
-/// An output in the making: a new, uniquely named, empty staging file next to the output
-/// (".NAME.tmp-XXXXXX", created exclusively, never through a link, with the permissions of the
-/// file it will replace) that the writers fill by replacing it, and that publish() renames over
-/// the output (tokemb::output_target: the target of a symbolic link; never a directory, device,
-/// FIFO or read-only file). Destroying an unpublished output
-/// removes the staging file; the output itself is never touched before publish().
-class StagedOutput {
- public:
-  /// Creates the staging file; IoError (naming \p option and the directory) when the
-  /// directory is missing or not writable.
-  StagedOutput(NamedFile file);
-  ~StagedOutput();
-  StagedOutput(const StagedOutput&) = delete;
-  StagedOutput& operator=(const StagedOutput&) = delete;
+/// An output in the making (tokemb::OutputFile: the library's rule for outputs, an unnamed
+/// O_TMPFILE file or a uniquely named temporary next to the output, kept open from creation to
+/// publication), created when the run starts so that a missing or unwritable directory or an
+/// overlong name fails before the long work. Errors name \p file's option and path.
+std::unique_ptr<OutputFile> open_output(const NamedFile& file);
 
-  /// Where to write the output's contents (a writer may replace this file).
-  const std::string& staging_path() const noexcept { return staging_; }
-  const std::string& path() const noexcept { return file_.path; }
-  /// Renames the staging file over the output. IoError if the staging file is gone or the
-  /// rename fails.
-  void publish();
+/// Publishes every output, or none: each is prepared (flushed to disk, the output checked
+/// again) before the first is renamed into place, in the given order. Errors name the option.
+void publish_all(const std::vector<std::pair<NamedFile, OutputFile*>>& outputs);
 
- private:
-  NamedFile file_;
-  std::string target_;  // the file publish() replaces: file_.path, or the target of its link
-  std::string staging_;
-  bool published_ = false;
-};
+/// Writes \p text to stdout, remembering the system's reason if it fails (ENOSPC on a full
+/// disk) for flush_stdout.
+void print_stdout(const std::string& text);
 
 /// Flushes stdout; IoError ("cannot write to standard output: ...") if anything written to it
 /// failed. Called before outputs are published, so that a failing stdout leaves them alone.
