@@ -73,6 +73,8 @@ const Case kCases[] = {
     {"N1300_identical_long_run", 10, 130, 24, 500, 256, IdDistribution::identical, PosMode::ids, 0,
      false},
     {"N3000_zipf_V40_runs", 20, 150, 12, 40, 150, IdDistribution::zipf, PosMode::offset, 0, true},
+    // GPT-2's D on 32 rows: 192 packs of f32, 96 of bf16/f16 per row (blocks narrower than 256).
+    {"D768_32_rows", 2, 16, 768, 1000, 32, IdDistribution::zipf, PosMode::offset, 3, true},
     {"N65536_identical", 64, 1024, 128, 50257, 1024, IdDistribution::identical, PosMode::offset, 0,
      false},
     {"N65536_zipf_ids", 64, 1024, 64, 50257, 1024, IdDistribution::zipf, PosMode::ids, 0, true},
@@ -124,15 +126,16 @@ TYPED_TEST(GpuOps, ForwardAndBackwardMatchCpuReference) {
   // with more than 4096 rows, which the sanitizers would make slow.
   const bool small = std::getenv("TOKEMB_TEST_SMALL") != nullptr;
   // TOKEMB_TEST_SIM=1 (scripts/sim-check.sh: GPGPU-Sim executes about 10^5 instructions per
-  // second) keeps the cases of at most kSimElements dout elements; the cases marked "for the
-  // simulator" below stand in for the larger ones' tile, chunk and column-block geometry.
+  // second, and copies every table in and out of its memory model) keeps the cases of at most
+  // kSimElements dout elements and tables of at most kSimTable elements; the cases marked "for
+  // the simulator" below stand in for the larger ones' tile, chunk and column-block geometry.
   const bool sim = std::getenv("TOKEMB_TEST_SIM") != nullptr;
-  constexpr std::int64_t kSimElements = 65536;
+  constexpr std::int64_t kSimElements = 65536, kSimTable = 1 << 20;
   const char* only = std::getenv("TOKEMB_TEST_CASE");  // one case by name, to replay a failure
   for (const Case& c : kCases) {
     if (only != nullptr && std::string(only) != c.name) continue;
     if ((small || sim) && c.B * c.T > 4096) continue;
-    if (sim && c.B * c.T * c.D > kSimElements) continue;
+    if (sim && (c.B * c.T * c.D > kSimElements || c.V * c.D > kSimTable)) continue;
     const auto seed = fresh_seed();
     SCOPED_TRACE(std::string(c.name) + " seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);

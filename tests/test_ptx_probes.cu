@@ -291,5 +291,70 @@ TEST_F(GpuPtxProbe, F16ConversionsRoundAsIeeeDefines) {
   }
 }
 
+// Loads and stores at device addresses above 4 GiB. GPGPU-Sim kept only the low 32 bits of a
+// ld/st address while its cudaMemcpy used all 64 (fixed by scripts/gpusim/
+// 40-ld-st-64bit-addresses.patch): past 4 GiB of simulated heap (it starts at 3 GiB, so a few
+// GPT-2-sized tables reach it) kernels read zeros and their stores vanished. The probe allocates
+// until it holds a buffer above 2^32 (on a real GPU the first allocation already is; on the
+// simulator that costs address space, not memory), then moves values through it with ld.global,
+// ld.global.nc, st.global, atom.global and 16-byte vector accesses, checked from the host.
+__global__ void wide_address_kernel(const std::uint32_t* in, std::uint32_t* out, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= n) return;
+  std::uint32_t nc;
+  asm("ld.global.nc.u32 %0, [%1];" : "=r"(nc) : "l"(in + i));
+  out[i] = in[i] * 3u + nc;                              // ld.global + st.global
+  atomicAdd(out + n + (i % 4), 1u);                      // atom.global
+  if (i % 4 == 0 && i + 4 <= n) {                        // ld/st.global.v4
+    const uint4 v = *reinterpret_cast<const uint4*>(in + i);
+    *reinterpret_cast<uint4*>(out + n + 4 + i) = make_uint4(v.w, v.z, v.y, v.x);
+  }
+}
+
+TEST_F(GpuPtxProbe, LoadsAndStoresAboveFourGiB) {
+  constexpr std::uintptr_t kFourGiB = std::uintptr_t{1} << 32;
+  constexpr std::size_t kStep = std::size_t{512} << 20;  // spacer allocations, if needed
+  std::vector<void*> spacers;
+  auto release = [&] {
+    for (void* p : spacers) cudaFree(p);
+    spacers.clear();
+  };
+  constexpr int n = 1024;  // a multiple of 4
+  std::uint32_t *in = nullptr, *out = nullptr;
+  for (int tries = 0; tries < 16; ++tries) {
+    ASSERT_EQ(cudaMalloc(&in, n * sizeof(std::uint32_t)), cudaSuccess);
+    if (reinterpret_cast<std::uintptr_t>(in) >= kFourGiB) break;
+    spacers.push_back(in);
+    in = nullptr;
+    void* spacer = nullptr;
+    if (cudaMalloc(&spacer, kStep) != cudaSuccess) break;  // a small GPU: test what we have
+    spacers.push_back(spacer);
+  }
+  if (in == nullptr) {
+    release();
+    (void)cudaGetLastError();
+    GTEST_SKIP() << "could not place a buffer above 4 GiB of device address space";
+  }
+  ASSERT_EQ(cudaMalloc(&out, (2 * n + 4) * sizeof(std::uint32_t)), cudaSuccess);
+  std::mt19937_64 rng(fresh_seed());
+  std::vector<std::uint32_t> host(n);
+  for (auto& x : host) x = static_cast<std::uint32_t>(rng());
+  ASSERT_EQ(cudaMemcpy(in, host.data(), n * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(out, 0, (2 * n + 4) * 4), cudaSuccess);
+  wide_address_kernel<<<n / 128, 128, 0, stream().value()>>>(in, out, n);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream().value()), cudaSuccess);
+  std::vector<std::uint32_t> got(2 * n + 4);
+  ASSERT_EQ(cudaMemcpy(got.data(), out, got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(in);
+  cudaFree(out);
+  release();
+  for (int i = 0; i < n; ++i) ASSERT_EQ(got[i], host[i] * 4u) << "element " << i;
+  for (int q = 0; q < 4; ++q) EXPECT_EQ(got[n + q], static_cast<std::uint32_t>(n / 4)) << q;
+  for (int i = 0; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; ++j)
+      ASSERT_EQ(got[n + 4 + i + j], host[i + 3 - j]) << "vector element " << i + j;
+}
+
 }  // namespace
 }  // namespace tokemb::test
