@@ -118,7 +118,7 @@ if [ -f "$cache/lib/libcudart.so.13" ]; then
   echo "== sim-check: simulator cached in $cache"
 else
   stage "install simulator build dependencies" sim_deps
-  stage "build the simulator into $cache (once per machine; about 20 min on 2 cores)" build_simulator
+  stage "build the simulator into $cache (once per machine: a few minutes)" build_simulator
 fi
 
 # ---- 2. the project, as compute_75 PTX with a shared cudart ---------------------------------------
