@@ -53,6 +53,10 @@ def _index(x, fn, name, *, optional=True):
     ``optional``."""
     if x is None and optional:
         return None
+    if isinstance(x, bool) or type(x).__name__ == "bool_":
+        # operator.index(True) is 1: padding_idx=True would silently mean row 1.
+        raise InvalidArgument(f"{fn}: {name} must be an int{' or None' if optional else ''}; "
+                              f"got {type(x).__name__}")
     try:
         v = operator.index(x)
     except TypeError:
@@ -84,6 +88,14 @@ def _path(p, fn, name="path"):
 def _int(x, fn, name):
     """A required integer argument (see _index)."""
     return _index(x, fn, name, optional=False)
+
+
+def _flag(x, fn, name):
+    """A bool argument: True/False (or NumPy's bool_) only. bool('False') is True: a string, None
+    or a number for ``accumulate`` would silently pick the other mode."""
+    if isinstance(x, bool) or type(x).__name__ == "bool_":
+        return bool(x)
+    raise InvalidArgument(f"{fn}: {name} must be True or False; got {type(x).__name__} {x!r}")
 
 
 def _shape(x):
@@ -220,7 +232,8 @@ def backward(ids, dout, grad_token, grad_pos=None, *, position_offset=0, positio
                    c.arg(grad_pos, "grad_pos", write=True), c.workspace if c.cuda else None,
                    po, c.arg(position_ids, "position_ids"), c.arg(cu_seqlens, "cu_seqlens"),
                    pad, p, s, o, mode, c.arg(seed_offset, "seed_offset"), vstart, vsize,
-                   bool(accumulate), bool(deterministic), c.stream)
+                   _flag(accumulate, fn, "accumulate"), _flag(deterministic, fn, "deterministic"),
+                   c.stream)
 
 
 def check_errors(device=0, *, stream=None, clear=True):
@@ -438,15 +451,24 @@ def tokens_for_windows(count, max_length, stride):
                                     _int(stride, fn, "stride"))
 
 
-def _ids64(ids):
+def _ids64(ids, fn, name="ids"):
+    """Token ids (any integer array or sequence) as a flat int64 NumPy array; anything else
+    (floats, which a cast would truncate, strings, objects) is InvalidArgument."""
     import numpy as np
-    return np.ascontiguousarray(np.asarray(ids).reshape(-1), dtype=np.int64)
+    try:
+        a = np.asarray(ids)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.dtype.kind not in "iu":
+        what = type(ids).__name__ if a is None else f"{type(ids).__name__} of dtype {a.dtype}"
+        raise InvalidArgument(f"{fn}: {name} must hold integer token ids; got {what}")
+    return np.ascontiguousarray(a.reshape(-1), dtype=np.int64)
 
 
 def cut_windows(ids, max_length, stride, first=0, count=None):
     """Windows [first, first + count) of ``ids`` as an int64 array [count, max_length]."""
     fn = "tokemb.cut_windows"
-    ids = _ids64(ids)
+    ids = _ids64(ids, fn)
     max_length, stride = _int(max_length, fn, "max_length"), _int(stride, fn, "stride")
     first = _int(first, fn, "first")
     if count is None:
@@ -461,5 +483,6 @@ def sliding_windows(ids, max_length, stride=None):
 
 def check_token_ids(ids, vocab_size, source="ids"):
     """Raises IndexOutOfRange naming ``source`` and the first id outside [0, vocab_size)."""
-    _core.check_token_ids(_ids64(ids), _int(vocab_size, "tokemb.check_token_ids", "vocab_size"),
+    _core.check_token_ids(_ids64(ids, "tokemb.check_token_ids"),
+                          _int(vocab_size, "tokemb.check_token_ids", "vocab_size"),
                           str(source))

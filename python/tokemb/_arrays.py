@@ -68,14 +68,19 @@ class Call:
         self.dev = device_of(anchor, fn, anchor_name)
         self.cuda = is_cuda(self.dev)
         self.explicit_stream = stream is not None
-        if not self.cuda:
-            self.stream = 0
-        elif stream is not None:
+        given = None
+        if stream is not None:  # checked on the CPU too: a wrong stream is a bug wherever it runs
             try:
-                self.stream = int(stream)
+                if isinstance(stream, (bool, str, bytes, float)):
+                    raise TypeError
+                given = int(stream)
             except (TypeError, ValueError):
                 raise InvalidArgument(f"{fn}: stream must be an int (a cudaStream_t handle) or "
                                       f"None; got {type(stream).__name__}") from None
+        if not self.cuda:
+            self.stream = 0
+        elif given is not None:
+            self.stream = given
         else:
             self.stream = current_stream(self.fw, self.dev)
 

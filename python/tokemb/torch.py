@@ -400,6 +400,16 @@ class TokenPositionEmbedding(nn.Module):
                  deterministic=False, dropout=0.0, dropout_mode="element", device=None,
                  dtype=None, process_group=None, sequence_parallel=False):
         super().__init__()
+        fn = "TokenPositionEmbedding"
+        # Checked here, with tokemb's errors, rather than by nn.Embedding's allocation (a negative
+        # size is torch's RuntimeError there, a float a TypeError, dim = 0 only fails at forward).
+        vocab_size = _tk._int(vocab_size, fn, "vocab_size")
+        dim = _tk._int(dim, fn, "dim")
+        context_length = _tk._int(context_length, fn, "context_length")
+        for name, value, least in (("vocab_size", vocab_size, 1), ("dim", dim, 1),
+                                   ("context_length", context_length, 0)):
+            if value < least:
+                raise _tk.InvalidArgument(f"{fn}: {name} is {value}; valid range [{least}, 2**63)")
         factory = {"device": device, "dtype": dtype}
         self.process_group = process_group
         self.sequence_parallel = bool(sequence_parallel)

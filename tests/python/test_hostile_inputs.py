@@ -108,3 +108,69 @@ def test_from_state_dict_refuses_integer_tables():
     with pytest.raises(tokemb.InvalidArgument,
                        match=r"state_dict\['pos_emb.weight'\] has dtype int32"):
         TokenPositionEmbedding.from_state_dict(sd)
+
+
+# ---- found by the hostile retest after issue 20's fixes ----------------------------------------
+
+def _small():
+    ids = np.array([[1, 2, 3]], dtype=np.int64)
+    dout = np.ones((1, 3, 4), dtype=np.float32)
+    return ids, dout, np.ones((10, 4), dtype=np.float32)
+
+
+@pytest.mark.parametrize("value", ["False", "no", None, 0, 1.0, np.int64(0)])
+def test_flags_must_be_bools(value):
+    """accumulate='False' used to be bool('False') == True: it accumulated into the gradients
+    the caller asked to overwrite."""
+    ids, dout, g = _small()
+    before = g.copy()
+    for name in ("accumulate", "deterministic"):
+        with pytest.raises(tokemb.InvalidArgument, match=f"tokemb.backward: {name} must be True "
+                                                         "or False"):
+            tokemb.backward(ids, dout, g, **{name: value})
+        np.testing.assert_array_equal(g, before)  # refused before writing
+    tokemb.backward(ids, dout, g, accumulate=np.bool_(False))  # NumPy's bool is a bool
+    np.testing.assert_array_equal(g[1], np.ones(4, np.float32))
+
+
+def test_integer_arguments_refuse_bools():
+    """padding_idx=True was taken as row 1 (dropout_p=True was already refused)."""
+    ids, _, table = _small()
+    with pytest.raises(tokemb.InvalidArgument, match="padding_idx must be an int or None; got "
+                                                     "bool"):
+        tokemb.forward(ids, table, padding_idx=True)
+    with pytest.raises(tokemb.InvalidArgument, match="position_offset must be an int; got bool"):
+        tokemb.forward(ids, table, position_offset=False)
+
+
+@pytest.mark.parametrize("stream", ["x", object(), 1.5, True])
+def test_stream_is_checked_on_the_cpu_too(stream):
+    ids, _, table = _small()
+    with pytest.raises(tokemb.InvalidArgument, match="stream must be an int"):
+        tokemb.forward(ids, table, stream=stream)
+
+
+@pytest.mark.parametrize("ids", [np.array([1.5, 2.0]), np.zeros(3, np.float32), "abc",
+                                 ["a", "b"], [object()]])
+def test_token_id_helpers_want_integers(ids):
+    """check_token_ids accepted 1.5 (truncated to 1); sliding_windows('abc') raised ValueError."""
+    with pytest.raises(tokemb.InvalidArgument, match="check_token_ids: ids must hold integer"):
+        tokemb.check_token_ids(ids, 10)
+    with pytest.raises(tokemb.InvalidArgument, match="cut_windows: ids must hold integer"):
+        tokemb.sliding_windows(ids, 4, 4)
+
+
+@pytest.mark.parametrize("args, match", [
+    ((-1, 4, 8), "vocab_size is -1; valid range \\[1, "),
+    ((10, 0, 8), "dim is 0; valid range \\[1, "),
+    ((10, 4, -2), "context_length is -2; valid range \\[0, "),
+    ((10.5, 4, 8), "vocab_size must be an int; got float"),
+    ((10, "4", 8), "dim must be an int; got str"),
+])
+def test_module_sizes_are_checked_by_tokemb(args, match):
+    """Negative sizes were torch's RuntimeError, a float its TypeError, dim 0 failed only at the
+    first forward."""
+    pytest.importorskip("torch")
+    from tokemb.torch import TokenPositionEmbedding
+    with pytest.raises(tokemb.InvalidArgument, match="TokenPositionEmbedding: " + match):
+        TokenPositionEmbedding(*args)
