@@ -311,14 +311,24 @@ void OutputFile::write(const void* data, std::size_t n) {
   }
 }
 
-void OutputFile::prepare() {
-  if (prepared_) return;
+void OutputFile::flush() {
+  if (flushed_ || prepared_) return;
   TOKEMB_EXPECTS(fd_ >= 0, IoError, "publishing '", path_, "': the file is already closed");
   if (detail::interrupt_requested()) {
     discard();
     TOKEMB_FAIL(IoError, "writing '", path_, "' was interrupted; the file was not written");
   }
   if (::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS) fail(errno, "flushing");
+  flushed_ = true;
+}
+
+void OutputFile::prepare() {
+  if (prepared_) return;
+  flush();
+  if (detail::interrupt_requested()) {
+    discard();
+    TOKEMB_FAIL(IoError, "writing '", path_, "' was interrupted; the file was not written");
+  }
   // The output may have changed since the constructor checked it (a directory or a read-only
   // file put in its place): check again before anything is published.
   try {

@@ -79,7 +79,8 @@ std::string output_target(const std::string& path, int* existing_mode = nullptr)
 /// checks the output again (output_target) and, for an unnamed file, links it into the
 /// directory under a temporary name. publish() renames it over the output and fsyncs the
 /// directory, so that the new file survives a crash once publish() returns. commit() is both.
-/// Several outputs that must appear together are all prepared first, then all published.
+/// Several outputs that must appear together are all flushed, then all prepared, then all
+/// published.
 /// Destroying an unpublished OutputFile discards its data (an unnamed file vanishes; a temporary
 /// is removed), so \p path is either untouched or complete, and concurrent writers of one path
 /// each publish a whole file.
@@ -92,6 +93,10 @@ class OutputFile {
 
   /// Appends \p n bytes (interrupt check before every chunk of at most 16 MiB).
   void write(const void* data, std::size_t n);
+  /// Makes the data durable (fsync) without naming it; prepare() does it when it has not been
+  /// done. Outputs that appear together: flush all, then prepare all, then publish all, so that
+  /// no temporary name exists while a (possibly long) fsync runs.
+  void flush();
   void prepare();
   void publish();
   void commit();
@@ -108,7 +113,7 @@ class OutputFile {
   std::string name_;      // its name in dir_
   std::string tmp_name_;  // the temporary's name in dir_; empty while unnamed
   int dir_fd_ = -1, fd_ = -1;
-  bool unnamed_ = false, prepared_ = false, published_ = false;
+  bool unnamed_ = false, flushed_ = false, prepared_ = false, published_ = false;
 };
 
 // ---- .npy --------------------------------------------------------------------------------------

@@ -1258,6 +1258,11 @@ class FilesRound3(OutputSafety):
         file_syncs = [i for i, c in enumerate(calls) if c[:2] == ["fsync", "REG"]]
         self.assertGreaterEqual(len(file_syncs), 2, calls)
         self.assertLess(max(file_syncs[:2]), renames[0], "both outputs are flushed first")
+        # ... and before either gets a temporary name (O_TMPFILE): a kill during a long fsync
+        # leaves no .NAME.tmp-* behind (found by the issue-20 retest with a delayed fsync).
+        links = [i for i, c in enumerate(calls) if c[0] == "linkat"]
+        if links:
+            self.assertLess(max(file_syncs[:2]), min(links), calls)
         for r in renames:
             after = [c for c in calls[r + 1:] if c[:2] == ["fsync", "DIR"]]
             self.assertTrue(after, "no directory fsync after %s" % calls[r])

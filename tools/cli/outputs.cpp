@@ -114,6 +114,16 @@ std::unique_ptr<OutputFile> open_output(const NamedFile& file) {
 }
 
 void publish_all(const std::vector<std::pair<NamedFile, OutputFile*>>& outputs) {
+  // Every fsync first, then names and renames back to back: a kill during a long fsync leaves no
+  // temporary name behind (the data is still in unnamed files), and the window in which one
+  // output is published and another not is as short as the renames.
+  for (const auto& [file, out] : outputs) {
+    try {
+      out->flush();
+    } catch (const IoError& e) {
+      throw detail_rethrow<IoError>(file, e);
+    }
+  }
   for (const auto& [file, out] : outputs) {
     try {
       out->prepare();
