@@ -356,5 +356,69 @@ TEST_F(GpuPtxProbe, LoadsAndStoresAboveFourGiB) {
       ASSERT_EQ(got[n + 4 + i + j], host[i + 3 - j]) << "vector element " << i + j;
 }
 
+// fma.rn.f32 / fma.rn.f64 round once. GPGPU-Sim computed a * b + c with two roundings (fixed by
+// scripts/gpusim/50-fma-single-rounding.patch), so GPU init's fmaf(u, width, low) differed from
+// the CPU's std::fma in the last bit (found by GpuInitFinish). c = -(a * b rounded) makes the
+// difference plain: the fused result is a*b's rounding error, the twice-rounded one is 0.
+__global__ void fma_kernel(const float* a, const float* b, const float* c, float* out32,
+                           const double* x, const double* y, const double* z, double* out64,
+                           int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= n) return;
+  asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(out32[i]) : "f"(a[i]), "f"(b[i]), "f"(c[i]));
+  asm("fma.rn.f64 %0, %1, %2, %3;" : "=d"(out64[i]) : "d"(x[i]), "d"(y[i]), "d"(z[i]));
+}
+
+TEST_F(GpuPtxProbe, FusedMultiplyAddRoundsOnce) {
+  std::mt19937_64 rng(fresh_seed());
+  std::uniform_real_distribution<double> u(-2.0, 2.0);
+  constexpr int n = 1024;
+  std::vector<float> a(n), b(n), c(n), want32(n);
+  std::vector<double> x(n), y(n), z(n), want64(n);
+  for (int i = 0; i < n; ++i) {
+    a[i] = static_cast<float>(u(rng));
+    b[i] = static_cast<float>(u(rng));
+    c[i] = i % 2 ? static_cast<float>(u(rng)) : -(a[i] * b[i]);
+    x[i] = u(rng);
+    y[i] = u(rng);
+    z[i] = i % 2 ? u(rng) : -(x[i] * y[i]);
+    want32[i] = std::fma(a[i], b[i], c[i]);
+    want64[i] = std::fma(x[i], y[i], z[i]);
+  }
+  std::vector<void*> bufs;
+  auto up = [&](const auto& v) {
+    void* d = nullptr;
+    EXPECT_EQ(cudaMalloc(&d, v.size() * sizeof(v[0])), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(d, v.data(), v.size() * sizeof(v[0]), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    bufs.push_back(d);
+    return d;
+  };
+  auto* da = static_cast<float*>(up(a));
+  auto* db = static_cast<float*>(up(b));
+  auto* dc = static_cast<float*>(up(c));
+  auto* d32 = static_cast<float*>(up(want32));
+  auto* dx = static_cast<double*>(up(x));
+  auto* dy = static_cast<double*>(up(y));
+  auto* dz = static_cast<double*>(up(z));
+  auto* d64 = static_cast<double*>(up(want64));
+  fma_kernel<<<n / 128, 128, 0, stream().value()>>>(da, db, dc, d32, dx, dy, dz, d64, n);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream().value()), cudaSuccess);
+  std::vector<float> got32(n);
+  std::vector<double> got64(n);
+  ASSERT_EQ(cudaMemcpy(got32.data(), d32, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(got64.data(), d64, n * 8, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (void* p : bufs) cudaFree(p);
+  for (int i = 0; i < n; ++i) {
+    ASSERT_TRUE(same_bits(&got32[i], &want32[i], 4))
+        << "fma.rn.f32(" << a[i] << ", " << b[i] << ", " << c[i] << ") = " << got32[i]
+        << ", want " << want32[i];
+    ASSERT_TRUE(same_bits(&got64[i], &want64[i], 8))
+        << "fma.rn.f64(" << x[i] << ", " << y[i] << ", " << z[i] << ") = " << got64[i]
+        << ", want " << want64[i];
+  }
+}
+
 }  // namespace
 }  // namespace tokemb::test
