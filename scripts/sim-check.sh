@@ -12,7 +12,7 @@
 #      in build-sim/ (TOKEMB_SIM_BUILD_DIR);
 #   3. runs every gpu-labelled test that the simulator can run, each in its own process
 #      (functional mode, SM75_RTX2060 configuration, TOKEMB_TEST_SIM=1: simulator-sized cases),
-#      as many at a time as there are cores, and
+#      as many at a time as there are cores (SIM_JOBS to change), and
 #      prints "N passed, N failed, N skipped"; exit status non-zero on any failure, time-out or
 #      crash. Logs and summary.tsv in build-sim/results/ (--out).
 # --perf: instead of the tests, runs the forward and both backward strategies at B=1,
@@ -44,7 +44,7 @@ tarball=$src/gpgpu-sim-src.tar.gz
 [ -f "$tarball" ] || { echo "sim-check: no simulator source at '$tarball' (--src DIR)" >&2; exit 2; }
 cuda=${CUDA_HOME:-/usr/local/cuda}
 [ -x "$cuda/bin/nvcc" ] || { echo "sim-check: no CUDA toolkit at '$cuda' (CUDA_HOME)" >&2; exit 2; }
-jobs=$(nproc)
+jobs=${SIM_JOBS:-$(nproc)}
 build=${TOKEMB_SIM_BUILD_DIR:-$root/build-sim}
 out=${out:-$build/results}
 t_start=$(date +%s)
