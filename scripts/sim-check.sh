@@ -122,7 +122,7 @@ else
 fi
 
 # ---- 2. the project, as compute_75 PTX with a shared cudart ---------------------------------------
-# TOKEMB_TEST_SMALL-sized tests only need tokemb_tests; --perf needs tokemb_sim_perf.
+# The tests need tokemb_tests; --perf needs tokemb_sim_perf.
 build_project() {
   local benchmarks=OFF
   [ "$perf" = 0 ] || benchmarks=ON  # tokemb_sim_perf lives in bench/
