@@ -314,21 +314,22 @@ void OutputFile::write(const void* data, std::size_t n) {
 void OutputFile::flush() {
   if (flushed_ || prepared_) return;
   TOKEMB_EXPECTS(fd_ >= 0, IoError, "publishing '", path_, "': the file is already closed");
-  if (detail::interrupt_requested()) {
-    discard();
-    TOKEMB_FAIL(IoError, "writing '", path_, "' was interrupted; the file was not written");
-  }
+  stop_if_interrupted();
   if (::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS) fail(errno, "flushing");
   flushed_ = true;
+}
+
+// Ctrl-C before a step that gives the data a name: discard it, the output stays as it was.
+void OutputFile::stop_if_interrupted() {
+  if (!detail::interrupt_requested()) return;
+  discard();
+  TOKEMB_FAIL(IoError, "writing '", path_, "' was interrupted; the file was not written");
 }
 
 void OutputFile::prepare() {
   if (prepared_) return;
   flush();
-  if (detail::interrupt_requested()) {
-    discard();
-    TOKEMB_FAIL(IoError, "writing '", path_, "' was interrupted; the file was not written");
-  }
+  stop_if_interrupted();  // flush() may have run long before, in publish_all's first pass
   // The output may have changed since the constructor checked it (a directory or a read-only
   // file put in its place): check again before anything is published.
   try {

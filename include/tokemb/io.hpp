@@ -107,6 +107,7 @@ class OutputFile {
 
  private:
   void discard() noexcept;
+  void stop_if_interrupted();
   [[noreturn]] void fail(int err, const std::string& what);
   std::string path_;      // as given (messages)
   std::string dir_;       // directory of the file replaced ("" for the working directory)
