@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import path_calls
 
 import tokemb
 
@@ -170,17 +171,7 @@ def test_weights_with_equal_names_raise(rng, tmp_path):
 def test_paths_are_checked_not_stringified(rng, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a = rng.standard_normal((3, 2)).astype(np.float32)
-    calls = [
-        ("save_npy", lambda p: tokemb.save_npy(p, a)),
-        ("load_npy", lambda p: tokemb.load_npy(p, np.zeros_like(a))),
-        ("read_npy", lambda p: tokemb.read_npy(p)),
-        ("save_safetensors", lambda p: tokemb.save_safetensors(p, {"a": a})),
-        ("read_safetensors", lambda p: tokemb.read_safetensors(p)),
-        ("save_weights", lambda p: tokemb.save_weights(p, a)),
-        ("load_weights", lambda p: tokemb.load_weights(p, np.zeros_like(a))),
-        ("read_token_file", lambda p: tokemb.read_token_file(p)),
-    ]
-    for fn, call in calls:
+    for fn, call in path_calls(a):
         for bad in (None, 3, 1.5):
             with pytest.raises(tokemb.InvalidArgument, match=f"tokemb.{fn}: path"):
                 call(bad)

@@ -5,19 +5,8 @@ import numpy as np
 import pytest
 
 import tokemb
+from helpers import path_calls
 
-
-def _path_calls(a):
-    return [
-        ("save_npy", lambda p: tokemb.save_npy(p, a)),
-        ("load_npy", lambda p: tokemb.load_npy(p, np.zeros_like(a))),
-        ("read_npy", lambda p: tokemb.read_npy(p)),
-        ("save_safetensors", lambda p: tokemb.save_safetensors(p, {"a": a})),
-        ("read_safetensors", lambda p: tokemb.read_safetensors(p)),
-        ("save_weights", lambda p: tokemb.save_weights(p, a)),
-        ("load_weights", lambda p: tokemb.load_weights(p, np.zeros_like(a))),
-        ("read_token_file", lambda p: tokemb.read_token_file(p)),
-    ]
 
 
 def test_paths_with_nul_are_refused_before_touching_anything(tmp_path, monkeypatch):
@@ -26,7 +15,7 @@ def test_paths_with_nul_are_refused_before_touching_anything(tmp_path, monkeypat
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     a = np.arange(6, dtype=np.float32).reshape(3, 2)
-    for fn, call in _path_calls(a):
+    for fn, call in path_calls(a):
         for bad in ("victim\0.npy", b"victim\0.npy", tmp_path / "victim\0.npy"):
             with pytest.raises(tokemb.InvalidArgument, match=f"tokemb.{fn}: path .*NUL"):
                 call(bad)
