@@ -42,6 +42,32 @@ struct SliceLayout {
   bool sequence_first = false;  // [T/w, B, D] (else [B, T/w, D])
 };
 
+/// Where the rows of a strided tensor live: row r (row-major over the dimensions it covers) is at
+/// element offset offset(r). Used for ids and position ids (every dimension) and for dout (all
+/// but the last). Built by host/validate.cpp, which merges neighbouring dimensions whenever
+/// their strides allow, so a contiguous tensor has rank 1 (offset(r) = r * stride[0]) and a
+/// slice of rows (ids[:, :-1]) rank 2.
+struct RowLayout {
+  static constexpr int max_rank = 7;  // ids of out's maximum rank (8) less the D dimension
+  int rank = 1;
+  std::int64_t size[max_rank] = {};    // size[0] (the outermost) is never read
+  std::int64_t stride[max_rank] = {1};  // in elements; any sign
+
+  TOKEMB_HOST_DEVICE bool contiguous_rows(std::int64_t row_elems) const {
+    return rank == 1 && stride[0] == row_elems;
+  }
+  TOKEMB_HOST_DEVICE std::int64_t offset(std::int64_t r) const {
+    if (rank == 1) return r * stride[0];  // the common case: one multiply
+    std::int64_t off = 0;
+    for (int i = rank - 1; i > 0; --i) {
+      const std::int64_t q = r / size[i];
+      off += (r - q * size[i]) * stride[i];
+      r = q;
+    }
+    return off + r * stride[0];
+  }
+};
+
 /// Fused dropout (core/dropout.hpp has the mask rule). Off when threshold == 0.
 struct DropoutParams {
   std::uint32_t threshold = 0;  // drop when (word >> 8) < threshold; round(p * 2^24)
@@ -56,15 +82,17 @@ struct DropoutParams {
 /// What forward and backward have in common: where each row's token and position come from,
 /// and the dropout applied to it (to forward's output, and to dout before the scatter).
 struct RowParams {
-  const void* ids = nullptr;  // [B, T]
+  const void* ids = nullptr;  // [..., T], element ids_layout.offset(r) for row r
   DType id_type = DType::i64;
-  const void* pos_ids = nullptr;  // [B, T] or nullptr: position = offset + t
+  RowLayout ids_layout;
+  const void* pos_ids = nullptr;  // the ids' shape, or nullptr: position = offset + t
   DType pos_id_type = DType::i64;
+  RowLayout pos_layout;
   // Packed sequences: int32 [num_seqs + 1]; row i of sequence s has position
   // offset + i - cu_seqlens[s]. Exclusive with pos_ids. Checked per row (core/rows.hpp).
   const std::int32_t* cu_seqlens = nullptr;
   std::int64_t num_seqs = 0;
-  std::int64_t B = 0, T = 0, D = 0;
+  std::int64_t B = 0, T = 0, D = 0;  // B: the product of the ids' leading dimensions
   std::int64_t V = 0;  // token-table rows this call reads and writes (< 2^31): the shard's rows
                        // that hold valid ids (rows of a padded vocabulary past them excluded)
   // Vocabulary-parallel shards: the table's row 0 is global id vocab_start; ids in
@@ -98,18 +126,30 @@ struct ForwardParams : RowParams {
   DType dtype = DType::f32;           // of both tables and out
 };
 
-/// Whether backward takes the sort-based path, which needs a workspace: the deterministic mode,
-/// and every overwrite. The one place this rule lives (the CUDA dispatch and the module ask it).
+/// The mode a backward call runs in: 16-bit gradient tables must be written once per element
+/// with one rounding, which only the sort-based path does (atomics would round at every add).
+/// The one place this rule lives.
+inline BackwardMode effective_backward_mode(BackwardMode mode, DType grad_type) {
+  return grad_type == DType::bf16 || grad_type == DType::f16 ? BackwardMode::deterministic : mode;
+}
+
+/// Whether backward takes the sort-based path, which needs a workspace: the deterministic mode
+/// (effective_backward_mode), and every overwrite. The one place this rule lives (the CUDA
+/// dispatch and the module ask it).
 inline bool backward_sorts(BackwardMode mode, bool accumulate) {
   return mode == BackwardMode::deterministic || !accumulate;
 }
 
 struct BackwardParams : RowParams {
-  const void* dout = nullptr;  // [B, T, D]
+  const void* dout = nullptr;  // [..., T, D]: row r at dout_layout.offset(r), column c at
+                               // + c * dout_col_stride
   DType dout_type = DType::f32;
-  float* grad_token = nullptr;  // [V, D]
-  float* grad_pos = nullptr;    // [P, D] or nullptr
-  BackwardMode mode = BackwardMode::atomic;
+  RowLayout dout_layout;
+  std::int64_t dout_col_stride = 1;
+  void* grad_token = nullptr;  // [V, D] of grad_type
+  void* grad_pos = nullptr;    // [P, D] of grad_type, or nullptr
+  DType grad_type = DType::f32;  // f32, or dout_type (validated)
+  BackwardMode mode = BackwardMode::atomic;  // effective_backward_mode's
   bool accumulate = true;  // false: every gradient row is written (zero where nothing lands)
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;

@@ -65,6 +65,53 @@ bool operator==(const Shape& a, const Shape& b) noexcept {
   return true;
 }
 
+TensorView::TensorView(const void* data_, DType dtype_, Shape shape_, const std::int64_t* strides_,
+                       Device device_)
+    : TensorView(data_, dtype_, shape_, device_) {
+  TOKEMB_EXPECTS(strides_ != nullptr || shape.rank() == 0, InvalidArgument,
+                 "TensorView: strides is a null pointer for a tensor of rank ", shape.rank());
+  strided = true;
+  for (int i = 0; i < shape.rank(); ++i) strides[static_cast<std::size_t>(i)] = strides_[i];
+}
+
+std::int64_t TensorView::stride(int i) const noexcept {
+  if (strided) return strides[static_cast<std::size_t>(i)];
+  std::int64_t s = 1;  // row-major; cannot overflow when numel() does not
+  for (int j = shape.rank() - 1; j > i; --j) s *= shape[j];
+  return s;
+}
+
+bool TensorView::is_contiguous() const noexcept {
+  if (!strided) return true;
+  std::int64_t expect = 1;
+  for (int i = shape.rank() - 1; i >= 0; --i) {
+    if (shape[i] == 0) return true;
+    if (shape[i] != 1 && strides[static_cast<std::size_t>(i)] != expect) return false;
+    if (__builtin_mul_overflow(expect, shape[i], &expect)) return false;
+  }
+  return true;
+}
+
+std::pair<std::int64_t, std::int64_t> TensorView::extent() const {
+  const std::int64_t n = numel();
+  if (n == 0) return {0, 0};
+  const auto size = static_cast<std::int64_t>(dtype_size(dtype));
+  std::int64_t lo = 0, hi = 0;  // element offsets of the first and last element
+  for (int i = 0; i < shape.rank(); ++i) {
+    std::int64_t span = 0;
+    TOKEMB_EXPECTS(!__builtin_mul_overflow(stride(i), shape[i] - 1, &span), InvalidArgument,
+                   "TensorView ", shape.str(), ": the stride of dimension ", i, " (", stride(i),
+                   ") times its size overflows int64");
+    TOKEMB_EXPECTS(!__builtin_add_overflow(span < 0 ? lo : hi, span, span < 0 ? &lo : &hi),
+                   InvalidArgument, "TensorView ", shape.str(), ": its extent overflows int64");
+  }
+  std::int64_t first = 0, last = 0;
+  TOKEMB_EXPECTS(!__builtin_mul_overflow(lo, size, &first) &&
+                     !__builtin_mul_overflow(hi + 1, size, &last),
+                 InvalidArgument, "TensorView ", shape.str(), ": its extent overflows int64");
+  return {first, last};
+}
+
 Buffer::Buffer(DType dtype, Shape shape, Device device) {
   const std::int64_t n = shape.numel();
   std::size_t bytes = 0;

@@ -19,6 +19,8 @@ const char* dtype_name(DType t) noexcept {
       return "i32";
     case DType::i64:
       return "i64";
+    case DType::f64:
+      return "f64";
   }
   return "unknown";
 }
@@ -29,7 +31,9 @@ DType parse_dtype(const std::string& name) {
   if (name == "f16" || name == "float16") return DType::f16;
   if (name == "i32" || name == "int32") return DType::i32;
   if (name == "i64" || name == "int64") return DType::i64;
-  TOKEMB_FAIL(InvalidArgument, "dtype name '", name, "' is not one of f32, bf16, f16, i32, i64");
+  if (name == "f64" || name == "float64") return DType::f64;
+  TOKEMB_FAIL(InvalidArgument, "dtype name '", name,
+              "' is not one of f32, bf16, f16, f64, i32, i64");
 }
 
 std::string Device::str() const {

@@ -2,11 +2,20 @@
 /// \file ops.hpp
 /// Stateless operations on tensor views: the fused forward lookup and the accumulating backward.
 ///
-/// Shapes: ids [B, T] (i32 or i64), token_table [V, D], pos_table [P, D] (P = context length),
-/// out and dout [B, T, D]; token_table, pos_table and out share one floating dtype (f32, bf16 or
-/// f16), dout may have any floating dtype, gradients are f32. All tensors of one call live on one
-/// device. On a CUDA device the work is enqueued on the given stream and the call returns without
-/// synchronising or allocating (it can be captured in a CUDA graph); on the CPU it runs at once.
+/// Shapes: ids [..., T]: any number (at least one) of dimensions, positions running along the last
+/// (the book's arange(T)); the leading dimensions are the batch, B their product, and row
+/// r = b * T + t of a call is the ids' element in row-major order. ids (i32 or i64), position_ids
+/// (the ids' shape) and dout ([..., T, D]) may have any strides (TensorView::strided: slices,
+/// transposes, broadcasts), read in place; the kernels take a contiguous fast path when the
+/// strides allow it. token_table [V, D], pos_table [P, D] (P = context length), out [..., T, D]
+/// and the gradient tables are contiguous.
+///
+/// Dtypes: token_table, pos_table and out share one floating dtype (f32, bf16, f16 or f64);
+/// arithmetic is f32 (f64 for f64 tables) with one rounding per element written. dout may have
+/// any floating dtype; grad_token and grad_pos share one dtype, f32 or dout's (see backward()).
+/// All tensors of one call live on one device. On a CUDA device the work is enqueued on the
+/// given stream and the call returns without synchronising or allocating (it can be captured in
+/// a CUDA graph); on the CPU it runs at once.
 
 #include <cstddef>
 #include <cstdint>
@@ -73,7 +82,8 @@ struct Options {
   /// Position of time step t is position_offset + t (decoding with a KV cache). Ignored when
   /// position_ids is given.
   std::int64_t position_offset = 0;
-  /// Explicit positions [B, T] (i32 or i64) for packed sequences; empty for offset + t.
+  /// Explicit positions (i32 or i64, the shape of ids, any strides) for packed sequences; empty
+  /// for offset + t.
   TensorView position_ids;
   /// Packed sequences without a position tensor (FlashAttention's convention): int32 [S + 1],
   /// non-decreasing from 0 to B * T, indexing the flattened rows. Row i of sequence s
@@ -137,8 +147,16 @@ std::size_t backward_workspace_size(const TensorView& ids, const TensorView& dou
 /// first):
 ///   grad_token[ids[b, t], :] += dout[b, t, :]   (except padding_idx)
 ///   grad_pos[pos(b, t), :]   += dout[b, t, :]   (when grad_pos is not empty)
-/// grad_token [V, D] and grad_pos [P, D] are f32. An empty batch (B = 0 or T = 0) adds nothing
-/// (with accumulate false: both gradients become zero).
+/// grad_token [V, D] and grad_pos [P, D] share one dtype:
+///  * f32, for dout of f32, bf16 or f16: summed in f32;
+///  * dout's dtype (the table's dtype when dout is the output's gradient), so that no f32 copy of
+///    a bf16 table's gradient is needed. bf16/f16: the sums are formed in f32 and each gradient
+///    element is written once with one rounding (accumulating: the old value is read, added in
+///    f32 and rounded once). Atomic adds into a 16-bit table cannot round once, so these calls
+///    always take the sort-based path (BackwardMode::deterministic), whatever backward_mode
+///    says, and need its workspace. f64 (dout f64): summed in f64, either mode.
+/// An empty batch (B = 0 or T = 0) adds nothing (with accumulate false: both gradients become
+/// zero).
 void backward(const TensorView& ids, const TensorView& dout, const TensorView& grad_token,
               const TensorView& grad_pos, const Options& options, Workspace workspace,
               StreamView stream);

@@ -9,9 +9,10 @@
 
 namespace tokemb {
 
-/// Scalar type of a tensor. Tables and activations are f32, bf16 or f16 (arithmetic is always
-/// done in f32; gradients are always f32); token ids and position ids are i32 or i64.
-enum class DType : std::uint8_t { f32, bf16, f16, i32, i64 };
+/// Scalar type of a tensor. Tables and activations are f32, bf16, f16 or f64 (arithmetic is done
+/// in f32 for the first three and in f64 for f64); token ids and position ids are i32 or i64.
+/// New values are appended, so a dtype's number never changes.
+enum class DType : std::uint8_t { f32, bf16, f16, i32, i64, f64 };
 
 /// Size of one element of \p t in bytes.
 constexpr std::size_t dtype_size(DType t) noexcept {
@@ -26,21 +27,23 @@ constexpr std::size_t dtype_size(DType t) noexcept {
       return 4;
     case DType::i64:
       return 8;
+    case DType::f64:
+      return 8;
   }
   return 0;
 }
 
-/// True for the floating types a table or activation may have (f32, bf16, f16).
+/// True for the floating types a table or activation may have (f32, bf16, f16, f64).
 constexpr bool is_floating(DType t) noexcept {
-  return t == DType::f32 || t == DType::bf16 || t == DType::f16;
+  return t == DType::f32 || t == DType::bf16 || t == DType::f16 || t == DType::f64;
 }
 /// True for the index types ids and position ids may have (i32, i64).
 constexpr bool is_index(DType t) noexcept { return t == DType::i32 || t == DType::i64; }
 
-/// Lower-case name: "f32", "bf16", "f16", "i32", "i64".
+/// Lower-case name: "f32", "bf16", "f16", "i32", "i64", "f64".
 const char* dtype_name(DType t) noexcept;
 /// Parses a name produced by dtype_name (also accepts "float32", "bfloat16", "float16",
-/// "int32", "int64"); throws tokemb::InvalidArgument for anything else.
+/// "int32", "int64", "float64"); throws tokemb::InvalidArgument for anything else.
 DType parse_dtype(const std::string& name);
 
 /// Where a tensor lives.
@@ -143,7 +146,7 @@ struct f16_t {
   }
 };
 
-/// The f32 value of a host element of any floating dtype.
+/// The f32 value of a host element of f32, bf16 or f16.
 inline float to_float(float x) noexcept { return x; }
 inline float to_float(bf16_t x) noexcept { return x.to_float(); }
 inline float to_float(f16_t x) noexcept { return x.to_float(); }
