@@ -420,5 +420,47 @@ TEST_F(GpuPtxProbe, FusedMultiplyAddRoundsOnce) {
   }
 }
 
+// atom.global.add.f64 (atomicAdd on double, sm_60+: the atomic backward of f64 gradients).
+// GPGPU-Sim implemented atom.add for u32, s32, u64 and f32 only and dropped the f64 add (no
+// write; "type mismatch with instruction"), so every f64 gradient stayed at its starting value.
+// Fixed by scripts/gpusim/60-atom-add-f64.patch. Each of n threads adds k * 2^-30 (k = i + 1)
+// to one of 4 cells and returns the old value: the sums are exact in any order, and the old
+// values prove each add read what it replaced.
+__global__ void atomic_add_f64_kernel(double* cells, double* old, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= n) return;
+  old[i] = atomicAdd(cells + i % 4, static_cast<double>(i + 1) * 0x1p-30);
+}
+
+TEST_F(GpuPtxProbe, AtomicAddOnF64) {
+  constexpr int n = 512;
+  double* cells = nullptr;
+  double* old = nullptr;
+  ASSERT_EQ(cudaMalloc(&cells, 4 * sizeof(double)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&old, n * sizeof(double)), cudaSuccess);
+  const double start[4] = {1.0, -2.5, 0.0, 1e-300};
+  ASSERT_EQ(cudaMemcpy(cells, start, sizeof(start), cudaMemcpyHostToDevice), cudaSuccess);
+  atomic_add_f64_kernel<<<n / 128, 128, 0, stream().value()>>>(cells, old, n);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream().value()), cudaSuccess);
+  double got[4];
+  std::vector<double> olds(n);
+  ASSERT_EQ(cudaMemcpy(got, cells, sizeof(got), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(olds.data(), old, n * sizeof(double), cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(cells);
+  cudaFree(old);
+  for (int c = 0; c < 4; ++c) {
+    double want = start[c];
+    for (int i = c; i < n; i += 4) want += static_cast<double>(i + 1) * 0x1p-30;
+    EXPECT_EQ(got[c], want) << "cell " << c;
+    // The old values of one cell are its start and partial sums: every one is below the total
+    // (the adds are positive) and at least the start.
+    for (int i = c; i < n; i += 4) {
+      EXPECT_GE(olds[static_cast<std::size_t>(i)], start[c]) << "thread " << i;
+      EXPECT_LT(olds[static_cast<std::size_t>(i)], want) << "thread " << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tokemb::test
