@@ -28,7 +28,7 @@ t0=$(date +%s)
 if [ ! -x "$bin" ]; then
   if [ ! -f "$build/CMakeCache.txt" ]; then
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKEMB_BUILD_BENCHMARKS=ON \
-      -DTOKEMB_BUILD_TESTS=OFF -DTOKEMB_BUILD_TOOLS=OFF || exit 1
+      -DTOKEMB_BUILD_TESTS=OFF -DTOKEMB_BUILD_TOOLS=OFF -DTOKEMB_FETCH_DEPS=ON || exit 1
   fi
   cmake --build "$build" --target tokemb_bench -j "$(nproc)" || exit 1
 fi

@@ -41,7 +41,7 @@ step() {
 } >"$out/environment.txt" 2>&1
 
 step configure 120 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES=native -DTOKEMB_BUILD_BENCHMARKS=ON
+  -DCMAKE_CUDA_ARCHITECTURES=native -DTOKEMB_BUILD_BENCHMARKS=ON -DTOKEMB_FETCH_DEPS=ON
 step build 300 cmake --build "$build" -j "$jobs"
 if [ $failed -eq 0 ]; then
   step ctest-cpu 240 ctest --test-dir "$build" -L cpu -j "$jobs" --output-on-failure
