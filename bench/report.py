@@ -2,8 +2,11 @@
 """Turns tokemb_bench's Google Benchmark JSON (and, if present, bench/torch_baseline.py's JSON)
 into a Markdown report and a PNG chart.
 
-  report.py --bench bench.json [--torch torch.json] [--env environment.txt]
+  report.py --bench bench.json [--torch torch.json] [--torch torch-cpu.json] [--env environment.txt]
             --out-md report.md [--out-png report.png] [--out-json merged.json]
+
+--torch may be given twice: the GPU run of bench/torch_baseline.py and its --device cpu run, whose
+cpu_fwd / cpu_bwd rows go beside tokemb's CPU-reference rows.
 
 Standard library only; matplotlib is optional (without it the report says so and has no chart).
 Works with our numbers alone (no PyTorch JSON, or one that says PyTorch was unavailable) and
@@ -64,6 +67,20 @@ def load_torch(path):
     return doc.get("context", {}), res
 
 
+def load_torch_runs(paths):
+    """(GPU context, CPU context or None, merged results) of any number of torch_baseline.py
+    JSON files: the --device cpu run is told apart by its context's "device"."""
+    gpu_ctx, cpu_ctx, res = None, None, {}
+    for path in paths or [None]:
+        ctx, rows = load_torch(path)
+        res.update(rows)
+        if ctx.get("device") == "cpu":
+            cpu_ctx = ctx
+        elif gpu_ctx is None or gpu_ctx.get("status") != "ok":
+            gpu_ctx = ctx
+    return gpu_ctx or {"status": "no PyTorch JSON for the GPU"}, cpu_ctx, res
+
+
 def fmt_ms(v):
     if v is None:
         return "—"
@@ -87,7 +104,8 @@ def torch_ms(tres, key, op, variant):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", required=True, help="tokemb_bench --benchmark_out JSON")
-    ap.add_argument("--torch", help="bench/torch_baseline.py JSON (optional)")
+    ap.add_argument("--torch", action="append",
+                    help="bench/torch_baseline.py JSON (optional; twice for its GPU and --device cpu runs)")
     ap.add_argument("--env", help="text file with nvidia-smi output etc. (optional)")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-png")
@@ -95,7 +113,7 @@ def main():
     args = ap.parse_args()
 
     ctx, rows = load_bench(args.bench)
-    tctx, tres = load_torch(args.torch)
+    tctx, cpu_tctx, tres = load_torch_runs(args.torch)
     keys = []
     for (op, key) in rows:
         if key not in keys:
@@ -115,8 +133,16 @@ def main():
     if tctx.get("status") == "ok":
         md.append(f"- PyTorch {tctx.get('torch')} (CUDA {tctx.get('cuda')}, Triton {tctx.get('triton')}) on "
                   f"{tctx.get('gpu')}, timed with {tctx.get('timer')}")
-    else:
+    elif gpu_rows:
         md.append(f"- PyTorch columns empty: {tctx.get('status', 'no PyTorch JSON')}")
+    if cpu_tctx and cpu_tctx.get("status") == "ok":
+        md.append(f"- PyTorch {cpu_tctx.get('torch')} on the CPU ({cpu_tctx.get('cpu')}, "
+                  f"{cpu_tctx.get('threads')} thread(s)) beside the CPU reference, timed with "
+                  f"{cpu_tctx.get('timer')}")
+    elif cpu_rows:
+        md.append("- PyTorch CPU columns empty: "
+                  + (cpu_tctx.get("status", "?") if cpu_tctx else
+                     "no `torch_baseline.py --device cpu` JSON"))
     if args.env and os.path.exists(args.env):
         with open(args.env) as f:
             env = " / ".join(line.strip() for line in f if line.strip())
@@ -208,17 +234,27 @@ def main():
             md.append("")
 
     if cpu_rows:
-        md.append("CPU reference (single thread, same shapes; backward includes zeroing both gradient tables):")
+        md.append("CPU reference (single thread, same shapes; backward includes zeroing both gradient tables), "
+                  "beside PyTorch eager on CPU tensors (`F.embedding(ids, wte) + wpe[off:off+T]`; "
+                  "`embedding_dense_backward + dout.sum(0)`, fresh gradients in dout's dtype; "
+                  "`bench/torch_baseline.py --device cpu`); *vs torch* is tokemb's time divided by "
+                  "PyTorch's (below 1 is faster):")
         md.append("")
-        md.append("| case | op | ms | GB/s |")
-        md.append("|---|---|---|---|")
+        md.append("| case | op | ms | GB/s | torch eager ms | vs torch |")
+        md.append("|---|---|---|---|---|---|")
         for op, key in cpu_rows:
             r = rows[(op, key)]
+            te, te_note = torch_ms(tres, key, op, "eager")
+            torch_cell = fmt_ms(te) if te is not None else (te_note or "—")[:40]
             if "error" in r:
-                md.append(f"| {key} | {op} | error: {r['error'][:120]} | |")
+                md.append(f"| {key} | {op} | error: {r['error'][:120]} | | {torch_cell} | |")
+                merged.append(dict(r, torch_eager_ms=te))
             else:
-                md.append(f"| {key} | {op} | {fmt_ms(r.get('median_ms'))} | {fmt(r.get('GBps'), '.2f')} |")
-            merged.append(r)
+                med = r.get("median_ms")
+                vs = med / te if (te and med) else None
+                md.append(f"| {key} | {op} | {fmt_ms(med)} | {fmt(r.get('GBps'), '.2f')} | {torch_cell} "
+                          f"| {fmt(vs, '.2f')} |")
+                merged.append(dict(r, torch_eager_ms=te, vs_torch=vs))
         md.append("")
 
     # bench/torch_baseline.py's whole-step rows: forward + backward through autograd.
@@ -249,7 +285,8 @@ def main():
         f.write("\n".join(md))
     if args.out_json:
         with open(args.out_json, "w") as f:
-            json.dump({"context": ctx, "torch_context": tctx, "rows": merged}, f, indent=1)
+            json.dump({"context": ctx, "torch_context": tctx, "torch_cpu_context": cpu_tctx,
+                       "rows": merged}, f, indent=1)
     print(f"report: {args.out_md} ({len(gpu_rows)} GPU rows, {len(cpu_rows)} CPU rows, "
           f"{sum(1 for r in tres.values() if r.get('ms') is not None)} PyTorch timings)")
     return 0

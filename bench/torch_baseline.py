@@ -30,7 +30,14 @@ for comparison with tokemb_bench's distinct_tokens counter (needs no PyTorch).
 Note: PyTorch's backward returns gradients in dout's dtype (bf16 in the bf16 cases), tokemb's
 are always f32; the JSON records grad_dtype.
 
-Usage: torch_baseline.py --out torch.json [--budget-s 80] [--only-targets]
+With --device cpu it times the same eager forward and backward on CPU tensors instead (ops
+cpu_fwd and cpu_bwd, tokemb_bench's names for its CPU-reference rows, so that bench/report.py puts
+each PyTorch CPU time beside the C++ CPU reference's): torch.set_num_threads(--threads, default
+1, like the single-threaded CPU reference), time.perf_counter, median of the repetitions after
+one untimed call (first touch of the output pages, as tokemb_bench does). No torch.compile there.
+
+Usage: torch_baseline.py --out torch.json [--budget-s 80] [--only-targets] [--shapes a,b]
+                         [--device cuda|cpu] [--threads N]
 Exit status 0 when PyTorch or CUDA is missing (the JSON says so), so scripts can call it blindly.
 """
 
@@ -147,9 +154,21 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="eager only")
     ap.add_argument("--print-distinct", action="store_true",
                     help="print the distinct-token count of every case's ids and exit (no PyTorch needed)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                    help="cuda (default): the GPU rows; cpu: eager rows on CPU tensors (ops cpu_fwd, "
+                         "cpu_bwd) beside tokemb's CPU reference")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="--device cpu: torch.set_num_threads (default 1, like tokemb's CPU reference)")
+    ap.add_argument("--shapes", help="comma-separated shapes to run (default: all), e.g. book,decode_b64")
     args = ap.parse_args()
 
     groups = GROUPS[:TARGET_GROUPS] if args.only_targets else GROUPS
+    if args.shapes:
+        wanted = args.shapes.split(",")
+        unknown = [w for w in wanted if w not in SHAPES]
+        if unknown:
+            ap.error(f"--shapes: unknown {', '.join(unknown)} (known: {', '.join(SHAPES)})")
+        groups = [g for g in groups if g[0] in wanted]
     if args.print_distinct:
         for shape, dtype, dists in groups:
             V, D, P, B, T, off = SHAPES[shape]
@@ -162,7 +181,7 @@ def main():
     t_start = time.time()
     doc = {"tool": "bench/torch_baseline.py", "context": {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "nvidia_driver": nvidia_driver()}, "results": []}
+        "nvidia_driver": nvidia_driver(), "device": args.device}, "results": []}
 
     def write():  # atomically: a run killed by a timeout leaves the last complete file
         # A new, uniquely named temporary next to the output (never an existing file or a link
@@ -186,6 +205,8 @@ def main():
         write()
         print(doc["context"]["status"], file=sys.stderr)
         return 0
+    if args.device == "cpu":
+        return run_cpu(args, torch, F, doc, write, groups, t_start)
     if not torch.cuda.is_available():
         doc["context"]["status"] = "PyTorch has no CUDA device"
         write()
@@ -389,6 +410,69 @@ def main():
         torch.cuda.empty_cache()
         write()  # partial results survive a timeout
 
+    ctx["elapsed_s"] = round(time.time() - t_start, 1)
+    write()
+    return 0
+
+
+def run_cpu(args, torch, F, doc, write, groups, t_start):
+    """--device cpu: eager forward and backward on CPU tensors, as ops cpu_fwd / cpu_bwd."""
+    import platform
+
+    torch.set_num_threads(max(1, args.threads))
+    ctx = doc["context"]
+    ctx.update({"status": "ok", "device": "cpu", "torch": torch.__version__,
+                "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                "timer": ("time.perf_counter, median of the repetitions after one untimed call; "
+                          f"rep {args.rep_ms} ms (at least 3)")})
+    torch_dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+
+    def bench_ms(fn):
+        fn()  # untimed: first touch of the output and gradient pages
+        times = []
+        while len(times) < 3 or (sum(times) < args.rep_ms and len(times) < 1000):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        times.sort()
+        return times[len(times) // 2]
+
+    gen = torch.Generator()
+    for shape, dtype, dists in groups:
+        V, D, P, B, T, off = SHAPES[shape]
+        dt = torch_dtype[dtype]
+        gen.manual_seed(0)
+        wte = (torch.rand(V, D, generator=gen) * 0.04 - 0.02).to(dt)
+        wpe = (torch.rand(P, D, generator=gen) * 0.04 - 0.02).to(dt)
+        dout = (torch.rand(B, T, D, generator=gen) * 2 - 1).to(dt)
+        for dist in dists:
+            host_ids = make_ids(dist, V, B * T)
+            ids = torch.tensor(host_ids, dtype=torch.int64).view(B, T)
+            base = {"case": case_key(shape, dtype, dist), "shape": shape, "dtype": dtype, "ids": "i64",
+                    "dist": dist, "distinct_tokens": len(set(host_ids)), "device": "cpu"}
+            calls = {
+                "cpu_fwd": lambda: F.embedding(ids, wte) + wpe[off:off + T],
+                "cpu_bwd": lambda: (torch.ops.aten.embedding_dense_backward(dout, ids, V, -1, False),
+                                    dout.sum(0)),
+            }
+            for op, call in calls.items():
+                r = dict(base, op=op, variant="eager", ms=None)
+                if op == "cpu_bwd":
+                    r["grad_dtype"] = dtype
+                if time.time() - t_start > args.budget_s:
+                    r["status"] = f"skipped: time budget of {args.budget_s:.0f} s used"
+                else:
+                    try:
+                        with torch.no_grad():
+                            r["ms"] = bench_ms(call)
+                        r["status"] = "ok"
+                    except Exception as e:  # noqa: BLE001 - record, never crash
+                        r["status"] = "failed: " + f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                doc["results"].append(r)
+                ms = f"{r['ms']:.4f} ms" if r["ms"] is not None else r["status"]
+                print(f"{r['case']:32s} {op} eager    {ms}", flush=True)
+        del wte, wpe, dout
+        write()  # partial results survive a timeout
     ctx["elapsed_s"] = round(time.time() - t_start, 1)
     write()
     return 0

@@ -8,6 +8,16 @@ if(NOT _tokemb_with_cuda STREQUAL "OFF")
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(TOKEMB_HAS_CUDA ON)
+    # nvcc compiles one .cu once per architecture (80-real;90 by default: sm_80 and sm_90 code
+    # plus PTX), one after the other unless told to use threads. --threads=N runs them in
+    # parallel (0: up to one thread per CPU, never more than the architectures); an empty
+    # TOKEMB_CUDA_THREADS, or a --threads/-t already in CMAKE_CUDA_FLAGS, leaves nvcc as it is.
+    set(TOKEMB_CUDA_THREADS "0" CACHE STRING
+        "nvcc --threads for tokemb's CUDA sources (0: one per CPU; empty: nvcc's default)")
+    if(NOT TOKEMB_CUDA_THREADS STREQUAL "" AND CMAKE_CUDA_COMPILER_ID STREQUAL "NVIDIA"
+       AND NOT CMAKE_CUDA_FLAGS MATCHES "(^| )(--threads|-t)([= ]|$)")
+      add_compile_options("$<$<COMPILE_LANGUAGE:CUDA>:--threads=${TOKEMB_CUDA_THREADS}>")
+    endif()
   elseif(_tokemb_with_cuda STREQUAL "ON")
     message(FATAL_ERROR "TOKEMB_WITH_CUDA=ON but no CUDA compiler was found")
   else()

@@ -28,3 +28,13 @@ install(FILES ${PROJECT_BINARY_DIR}/tokembConfig.cmake ${PROJECT_BINARY_DIR}/tok
 # includes tokembTargets.cmake next to it, which points at this build's library and headers.
 export(EXPORT tokembTargets NAMESPACE tokemb::
        FILE ${PROJECT_BINARY_DIR}/tokembTargets.cmake)
+
+# The fingerprint of the sources this prefix is installed from (cmake/TokembSourceHash.cmake),
+# computed when `cmake --install` runs: TOKEMB_PYTHON_PREBUILT checks it before linking.
+install(CODE "
+  include(\"${PROJECT_SOURCE_DIR}/cmake/TokembSourceHash.cmake\")
+  tokemb_source_hash(_tokemb_hash \"${PROJECT_SOURCE_DIR}\")
+  set(_tokemb_hash_file \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/cmake/tokemb/tokembSourceHash.txt\")
+  message(STATUS \"Installing: \${_tokemb_hash_file}\")
+  file(WRITE \"\${_tokemb_hash_file}\" \"\${_tokemb_hash}\\n\")
+")

@@ -2,6 +2,8 @@
 # scripts/bench.sh RESULTS_DIR — tokemb's benchmarks, the PyTorch baseline and the report:
 #   RESULTS_DIR/bench.json, bench.txt   tokemb_bench (Google Benchmark JSON / console)
 #   RESULTS_DIR/torch.json, torch.txt   bench/torch_baseline.py (status only if no PyTorch/CUDA)
+#   RESULTS_DIR/torch-cpu.json, .txt    bench/torch_baseline.py --device cpu: PyTorch beside the
+#                                       CPU-reference rows (status only if no PyTorch)
 #   RESULTS_DIR/report.md, report.png   bench/report.py (table; chart if matplotlib is there)
 #   RESULTS_DIR/merged.json, environment.txt
 # Environment:
@@ -9,9 +11,10 @@
 #                           (Release) and built here if the binary is missing
 #   TOKEMB_BENCH_MIN_TIME   Google Benchmark min time per row, seconds (default 0.03)
 #   TOKEMB_TORCH_BUDGET_S   PyTorch script stops starting measurements after this (default 60)
+#   TOKEMB_TORCH_CPU_BUDGET_S  the same for its --device cpu run (default 30; hard cap +30 s)
 #   PYTHON                  interpreter for the two scripts (default python3)
-# Budget: about 2 minutes on an H100 machine (tokemb_bench ~40 s, PyTorch incl. torch.compile
-# warm-up <= ~90 s, hard-capped). Exit status: non-zero if tokemb_bench or the report failed;
+# Budget: about 3 minutes on an H100 machine (tokemb_bench ~40 s, PyTorch incl. torch.compile
+# warm-up <= ~90 s, PyTorch on the CPU <= ~60 s, each hard-capped). Exit status: non-zero if tokemb_bench or the report failed;
 # a missing or failing PyTorch only leaves its columns empty.
 set -uo pipefail
 out=${1:?usage: scripts/bench.sh RESULTS_DIR}
@@ -21,6 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${TOKEMB_BUILD_DIR:-$root/build}
 min_time=${TOKEMB_BENCH_MIN_TIME:-0.03}
 torch_budget=${TOKEMB_TORCH_BUDGET_S:-60}
+torch_cpu_budget=${TOKEMB_TORCH_CPU_BUDGET_S:-30}
 py=${PYTHON:-python3}
 bin=$build/bench/tokemb_bench
 t0=$(date +%s)
@@ -28,7 +32,7 @@ t0=$(date +%s)
 if [ ! -x "$bin" ]; then
   if [ ! -f "$build/CMakeCache.txt" ]; then
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKEMB_BUILD_BENCHMARKS=ON \
-      -DTOKEMB_BUILD_TESTS=OFF -DTOKEMB_BUILD_TOOLS=OFF || exit 1
+      -DTOKEMB_BUILD_TESTS=OFF -DTOKEMB_BUILD_TOOLS=OFF -DTOKEMB_FETCH_DEPS=ON || exit 1
   fi
   cmake --build "$build" --target tokemb_bench -j "$(nproc)" || exit 1
 fi
@@ -52,9 +56,15 @@ torch_rc=$?
 tail -n 40 "$out/torch.txt"
 echo "== PyTorch baseline rc=$torch_rc ($(($(date +%s) - t0))s so far)"
 
+echo "== PyTorch on the CPU, beside the CPU reference (budget ${torch_cpu_budget}s)"
+timeout --kill-after=5 $((torch_cpu_budget + 30)) "$py" "$root/bench/torch_baseline.py" \
+  --device cpu --out "$out/torch-cpu.json" --budget-s "$torch_cpu_budget" >"$out/torch-cpu.txt" 2>&1
+echo "== PyTorch CPU rc=$? ($(($(date +%s) - t0))s so far)"
+
 report_rc=1
 if [ -s "$out/bench.json" ]; then
   "$py" "$root/bench/report.py" --bench "$out/bench.json" --torch "$out/torch.json" \
+    --torch "$out/torch-cpu.json" \
     --env "$out/environment.txt" --out-md "$out/report.md" --out-png "$out/report.png" \
     --out-json "$out/merged.json"
   report_rc=$?

@@ -867,6 +867,47 @@ def file_bytes(path):
         return f.read()
 
 
+class EmbedProgress(CliTest):
+    """Preparing the tables (PyTorch-like init: 15-30 s at GPT-2 size on a slow machine) says it
+    is still working, on stderr, like the windows' progress; nothing for short steps, nothing with
+    --quiet. TOKEMB_TEST_PROGRESS_S shortens the one-second period so that a small run shows it."""
+
+    def setUp(self):
+        super().setUp()
+        self.ids = self.path("ids.npy")
+        write_npy_ids(self.ids, "<i4", [(i * 7) % 50257 for i in range(40)])
+
+    def embed(self, *extra, period=None):
+        env = dict(os.environ)
+        env.pop("TOKEMB_TEST_PROGRESS_S", None)
+        if period is not None:
+            env["TOKEMB_TEST_PROGRESS_S"] = str(period)
+        p = subprocess.run([TOKEMB, "embed", "--ids", self.ids, "--vocab", "50257", "--dim", "64",
+                            "--context", "4", "--out", self.path("o.npy")] + list(extra),
+                           capture_output=True, text=True, timeout=120, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout, p.stderr
+
+    def test_initialising_the_tables_shows_progress(self):
+        so, se = self.embed(period=0.001)
+        what = ("tokemb embed: initialising the tables ([50257, 64] + [4, 64] f32, 12.3 MiB on cpu)"
+                " like PyTorch: ")
+        lines = se.splitlines()
+        beats = [l for l in lines if l.startswith(what) and l.endswith(" s elapsed")]
+        self.assertTrue(beats, se)
+        done = [l for l in lines if l.startswith(what + "done in ")]
+        self.assertEqual(len(done), 1, se)
+        self.assertLess(lines.index(beats[-1]), lines.index(done[0]), se)
+        self.assertNotIn("elapsed", so)  # progress never goes to stdout
+        self.assertIn("initialised like torch.manual_seed(123)", so)
+
+    def test_short_steps_and_quiet_runs_print_no_progress(self):
+        so, se = self.embed()
+        self.assertEqual(se, "")
+        so, se = self.embed("--quiet", period=0.001)
+        self.assertEqual((so, se), ("", ""))
+
+
 class OutputSafety(CliTest):
     V, D, T = 64, 4, 4
 

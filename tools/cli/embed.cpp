@@ -3,13 +3,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <csignal>
+#include <exception>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <tokemb/init.hpp>
@@ -26,18 +30,28 @@ namespace tokemb::cli {
 
 namespace {
 
+// How often progress lines are printed, in seconds: the first after this long, then once per
+// this long. 1 s; the tests set TOKEMB_TEST_PROGRESS_S (e.g. 0.001) to see the lines of a short run.
+double progress_period() {
+  const char* v = std::getenv("TOKEMB_TEST_PROGRESS_S");
+  if (v == nullptr) return 1.0;
+  const double p = std::strtod(v, nullptr);
+  return p > 0.001 ? p : 0.001;
+}
+
 // Prints "embedded 1200/5000 windows (24%)" to stderr at most once a second, after the first
 // second; nothing for short runs.
 class Progress {
  public:
   Progress(std::int64_t total, bool enabled)
-      : total_(total), enabled_(enabled), tty_(isatty(fileno(stderr)) != 0) {}
+      : total_(total), enabled_(enabled), tty_(isatty(fileno(stderr)) != 0),
+        period_(progress_period()), next_(period_) {}
   void update(std::int64_t done) {
     if (!enabled_) return;
     const double now = clock_.seconds();
     if (now < next_ && done < total_) return;
     if (done == total_ && !printed_) return;
-    next_ = now + 1.0;
+    next_ = now + period_;
     printed_ = true;
     const double left = done > 0 ? now * static_cast<double>(total_ - done) / done : 0.0;
     std::fprintf(stderr,
@@ -52,8 +66,66 @@ class Progress {
   Stopwatch clock_;
   std::int64_t total_;
   bool enabled_, tty_;
+  double period_;
   bool printed_ = false;
-  double next_ = 1.0;
+  double next_;
+};
+
+// While alive, a one-call step with no progress of its own (filling the tables like PyTorch
+// does, loading them from a file: 15-30 s at GPT-2 size on a slow machine) says on stderr that
+// it is still working: "tokemb embed: initialising the tables (...): 3 s elapsed", once a second
+// after the first second, from a thread of its own; nothing for short steps. On a terminal the
+// line is rewritten in place; the last one says "done in X s" (nothing more if the step fails).
+class Heartbeat {
+ public:
+  Heartbeat(std::string what, bool enabled)
+      : what_(std::move(what)), tty_(isatty(fileno(stderr)) != 0), period_(progress_period()) {
+    if (enabled) thread_ = std::thread([this] { run(); });
+  }
+  ~Heartbeat() {
+    if (!thread_.joinable()) return;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+    if (!printed_) return;
+    if (std::uncaught_exceptions() > uncaught_) {
+      // The step failed: its error follows on a line of its own; no "done".
+      if (tty_) std::fputc('\n', stderr);
+    } else {
+      std::fprintf(stderr, "%stokemb embed: %s: done in %.1f s\n", tty_ ? "\r" : "",
+                   what_.c_str(), clock_.seconds());
+    }
+    std::fflush(stderr);
+  }
+  Heartbeat(const Heartbeat&) = delete;
+  Heartbeat& operator=(const Heartbeat&) = delete;
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (double next = period_;; next += period_) {
+      const auto wait = std::chrono::duration<double>(next - clock_.seconds());
+      if (wake_.wait_for(lock, wait, [this] { return stop_; })) return;
+      std::fprintf(stderr, "%stokemb embed: %s: %.0f s elapsed%s", tty_ ? "\r" : "",
+                   what_.c_str(), clock_.seconds(), tty_ ? "" : "\n");
+      std::fflush(stderr);
+      printed_ = true;
+    }
+  }
+
+  Stopwatch clock_;
+  std::string what_;
+  bool tty_;
+  double period_;
+  int uncaught_ = std::uncaught_exceptions();
+  bool printed_ = false;  // written by the thread, read after join()
+  bool stop_ = false;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::thread thread_;
 };
 
 volatile std::sig_atomic_t g_signal = 0;
@@ -283,12 +355,16 @@ int run_embed(const EmbedOptions& options) {
   if (weights_path) {
     test_hook_raise_sigint("load-weights");
     interruptible("while loading the tables from " + *weights_path, [&] {
+      const Heartbeat beat("loading the tables from " + *weights_path, !quiet);
       allocating(tables + " from " + *weights_path, [&] { load_weights(module, *weights_path); });
     });
     say("tables: loaded wte.weight " + Shape{V, D}.str() + " and wpe.weight " + Shape{T, D}.str() +
         " from " + *weights_path);
   } else {
-    allocating(tables + " to initialise them", [&] { init_module_pytorch(module, seed); });
+    allocating(tables + " to initialise them", [&] {
+      const Heartbeat beat("initialising " + tables + " like PyTorch", !quiet);
+      init_module_pytorch(module, seed);
+    });
     say("tables: token " + Shape{V, D}.str() + " + position " + Shape{T, D}.str() + " " +
         dtype_name(dtype) + ", initialised like torch.manual_seed(" + std::to_string(seed) +
         "); nn.Embedding");

@@ -1,0 +1,62 @@
+# CTest: the one "no GPU here, skip the kernels" switch. The environment variable TOKEMB_WITH_CUDA
+# is the default of the cache variable of the same name (scripts/test.sh, scripts/demo.sh and
+# `pip install .` all reach CMake with it): OFF configures the CPU backend only; a value other
+# than AUTO/ON/OFF fails with a message; a build directory's cached choice stays, with a warning
+# naming both. Also, where this build has the CUDA backend (BUILD_HAS_CUDA), every nvcc command in
+# its compile_commands.json carries --threads, so the architectures of one .cu compile in parallel.
+# Inputs: TOKEMB_SOURCE_DIR, WORK_DIR, GENERATOR, CXX_COMPILER, BUILD_DIR, BUILD_HAS_CUDA.
+file(REMOVE_RECURSE "${WORK_DIR}")
+function(configure env_value)
+  execute_process(
+    COMMAND ${CMAKE_COMMAND} -E env "TOKEMB_WITH_CUDA=${env_value}"
+            ${CMAKE_COMMAND} -S "${TOKEMB_SOURCE_DIR}" -B "${WORK_DIR}" -G "${GENERATOR}"
+            "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}" -DTOKEMB_BUILD_TESTS=OFF
+            -DTOKEMB_BUILD_BENCHMARKS=OFF -DTOKEMB_BUILD_TOOLS=OFF -DTOKEMB_WITH_CURAND_HOST=OFF
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REGEX REPLACE "[ \t\r\n]+" " " flat "${out}\n${err}")
+  set(rc "${rc}" PARENT_SCOPE)
+  set(flat "${flat}" PARENT_SCOPE)
+endfunction()
+function(expect text)
+  string(FIND "${flat}" "${text}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "expected \"${text}\" in the configure output:\n${flat}")
+  endif()
+endfunction()
+
+configure(maybe)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "TOKEMB_WITH_CUDA=maybe configured:\n${flat}")
+endif()
+expect("the environment variable TOKEMB_WITH_CUDA is 'maybe': use AUTO, ON or OFF")
+file(REMOVE_RECURSE "${WORK_DIR}")
+
+configure(off)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "TOKEMB_WITH_CUDA=off failed to configure:\n${flat}")
+endif()
+expect("CUDA backend OFF")
+file(STRINGS "${WORK_DIR}/CMakeCache.txt" cached REGEX "^TOKEMB_WITH_CUDA:")
+if(NOT cached STREQUAL "TOKEMB_WITH_CUDA:STRING=OFF")
+  message(FATAL_ERROR "the cache holds '${cached}', not TOKEMB_WITH_CUDA:STRING=OFF")
+endif()
+
+configure(AUTO)
+expect("the environment says TOKEMB_WITH_CUDA=AUTO, but this build directory is configured with TOKEMB_WITH_CUDA=OFF, which stays")
+expect("CUDA backend OFF")
+file(REMOVE_RECURSE "${WORK_DIR}")
+
+if(BUILD_HAS_CUDA)
+  file(STRINGS "${BUILD_DIR}/compile_commands.json" nvcc_commands REGEX "\"command\": \"[^ ]*nvcc ")
+  list(LENGTH nvcc_commands n)
+  if(n EQUAL 0)
+    message(FATAL_ERROR "a CUDA build with no nvcc command in ${BUILD_DIR}/compile_commands.json")
+  endif()
+  foreach(c IN LISTS nvcc_commands)
+    if(NOT c MATCHES "--threads=")
+      message(FATAL_ERROR "an nvcc command without --threads: ${c}")
+    endif()
+  endforeach()
+  message(STATUS "${n} nvcc commands, each with --threads")
+endif()
+message(STATUS "TOKEMB_WITH_CUDA from the environment: OFF honoured, bad value refused, cache kept with a warning")
