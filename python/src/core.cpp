@@ -675,6 +675,11 @@ NB_MODULE(_core, m) {
       throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " has dtype " +
                             tokemb::dtype_name(a.view.dtype) + ", expected i32 or i64");
     }
+    if (!ids && !tokemb::is_floating(a.view.dtype)) {
+      throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " has dtype " +
+                            tokemb::dtype_name(a.view.dtype) +
+                            ", expected f32, bf16, f16 or f64 (a table)");
+    }
     if (!ids && !a.view.is_contiguous()) {
       std::string strides;
       for (int j = 0; j < a.view.shape.rank(); ++j)
