@@ -25,6 +25,7 @@ struct HostTypes {
   using f32 = float;
   using bf16 = bf16_t;
   using f16 = f16_t;
+  using f64 = double;
 };
 
 template <class Types, class F>
@@ -36,11 +37,13 @@ decltype(auto) dispatch_float(DType dtype, F&& f) {
       return f(type_tag<typename Types::bf16>{});
     case DType::f16:
       return f(type_tag<typename Types::f16>{});
+    case DType::f64:
+      return f(type_tag<typename Types::f64>{});
     default:
       break;
   }
   TOKEMB_FAIL(InvalidArgument, "dtype ", dtype_name(dtype),
-              " is not a floating type (f32, bf16, f16)");
+              " is not a floating type (f32, bf16, f16, f64)");
 }
 
 template <class F>
@@ -55,5 +58,13 @@ decltype(auto) dispatch_index(DType dtype, F&& f) {
   }
   TOKEMB_FAIL(InvalidArgument, "dtype ", dtype_name(dtype), " is not an index type (i32, i64)");
 }
+
+}  // namespace tokemb::detail
+
+namespace tokemb::detail {
+
+/// The type arithmetic on elements of T is done in: f32 for f32, bf16 and f16, f64 for f64.
+template <class T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 }  // namespace tokemb::detail

@@ -74,6 +74,10 @@ TOKEMB_HOST_DEVICE inline float dropout_factor(const DropoutParams& d, std::uint
 TOKEMB_HOST_DEVICE inline float dropout_apply(float x, float factor) {
   return factor == 0.0f ? 0.0f : x * factor;
 }
+/// The same for f64 tables: the f32 scale widened exactly, the product rounded once to f64.
+TOKEMB_HOST_DEVICE inline double dropout_apply(double x, float factor) {
+  return factor == 0.0f ? 0.0 : x * static_cast<double>(factor);
+}
 
 /// The factor of element (or, in token mode, row) \p index.
 TOKEMB_HOST_DEVICE inline float dropout_factor_at(const DropoutParams& d, std::uint64_t seed,

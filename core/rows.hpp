@@ -1,6 +1,7 @@
 #pragma once
 // Private, shared by host/ and kernels/: the row rule, written once. Row r = b * T + t of a call
-// reads token ids[r] and position pos(r): position_ids[r], or offset + r - cu_seqlens[s] for the
+// (the ids' elements in row-major order; strided ids are read at ids_layout.offset(r)) reads
+// token ids[r] and position pos(r): position_ids[r], or offset + r - cu_seqlens[s] for the
 // packed sequence s that holds r, or offset + t. It is valid when the token is in [0, V) and,
 // with a position table, the position is in [0, P) (and cu_seqlens is well formed). The CPU
 // reference, the host-side error scan and every kernel call resolve_row; only the loads differ (the
@@ -105,7 +106,7 @@ TOKEMB_HOST_DEVICE inline std::int64_t sequence_position(const RowParams& p, std
 template <class I>
 TOKEMB_HOST_DEVICE inline Row resolve_row(const RowParams& p, std::int64_t r) {
   Row row;
-  row.token = load_index<I>(p.ids, r);
+  row.token = load_index<I>(p.ids, p.ids_layout.offset(r));
   if (row.token < 0 || row.token >= p.valid_ids()) {
     row.status = RowStatus::bad_token;
   } else {
@@ -121,7 +122,8 @@ TOKEMB_HOST_DEVICE inline Row resolve_row(const RowParams& p, std::int64_t r) {
         return row;
       }
     } else {
-      row.position = p.pos_ids ? load_index(p.pos_ids, p.pos_id_type, r) : p.offset + r % p.T;
+      row.position = p.pos_ids ? load_index(p.pos_ids, p.pos_id_type, p.pos_layout.offset(r))
+                               : p.offset + r % p.T;
     }
     if (row.ok() && (row.position < 0 || row.position >= p.P)) row.status = RowStatus::bad_position;
   }

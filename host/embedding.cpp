@@ -3,6 +3,8 @@
 #include <tokemb/config.hpp>
 #include <tokemb/embedding.hpp>
 
+#include <type_traits>
+
 #include "core/check.hpp"
 #include "core/dispatch.hpp"
 #include "core/params.hpp"
@@ -27,7 +29,7 @@ const EmbeddingConfig& validated(const EmbeddingConfig& c) {
   TOKEMB_EXPECTS(c.context_length >= 0, InvalidArgument, op, ": context_length is ",
                  c.context_length, ", must be >= 0 (0: no position table)");
   TOKEMB_EXPECTS(is_floating(c.dtype), InvalidArgument, op, ": dtype is ", dtype_name(c.dtype),
-                 ", expected f32, bf16 or f16");
+                 ", expected f32, bf16, f16 or f64");
   if (c.padding_idx)
     TOKEMB_EXPECTS(*c.padding_idx >= -c.vocab_size && *c.padding_idx < c.vocab_size,
                    InvalidArgument, op, ": padding_idx ", *c.padding_idx,
@@ -41,6 +43,10 @@ const EmbeddingConfig& validated(const EmbeddingConfig& c) {
   return c;
 }
 
+// The module's gradients: f32 (summed in f32, as optimizers keep master weights), or f64 for an
+// f64 module (backward() needs f64 gradients for f64 sums).
+DType grad_dtype(DType table) { return table == DType::f64 ? DType::f64 : DType::f32; }
+
 Buffer make_table(DType dtype, std::int64_t rows, std::int64_t dim, Device device) {
   if (rows == 0) return Buffer();
   return Buffer(dtype, Shape{rows, dim}, device);
@@ -53,8 +59,9 @@ Embedding::Embedding(const EmbeddingConfig& config, StreamView stream)
       stream_(stream),
       token_table_(make_table(config.dtype, config.vocab_size, config.dim, config.device)),
       pos_table_(make_table(config.dtype, config.context_length, config.dim, config.device)),
-      token_grad_(make_table(DType::f32, config.vocab_size, config.dim, config.device)),
-      pos_grad_(make_table(DType::f32, config.context_length, config.dim, config.device)),
+      token_grad_(make_table(grad_dtype(config.dtype), config.vocab_size, config.dim, config.device)),
+      pos_grad_(make_table(grad_dtype(config.dtype), config.context_length, config.dim,
+                           config.device)),
       errors_(config.device, stream) {
   fill_zero(token_table_, stream_);
   fill_zero(pos_table_, stream_);
@@ -223,7 +230,13 @@ std::vector<float> Embedding::to_host(const TensorView& view) {
   detail::dispatch_float<detail::HostTypes>(view.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* src = static_cast<const T*>(host.data());
-    for (std::size_t i = 0; i < result.size(); ++i) result[i] = to_float(src[i]);
+    for (std::size_t i = 0; i < result.size(); ++i) {
+      if constexpr (std::is_same_v<T, double>) {
+        result[i] = static_cast<float>(src[i]);
+      } else {
+        result[i] = to_float(src[i]);
+      }
+    }
   });
   return result;
 }

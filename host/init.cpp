@@ -42,7 +42,7 @@ std::uint64_t splitmix64(std::uint64_t x) noexcept {
 
 void validate(const TensorView& table, const InitSpec& spec, const char* op) {
   TOKEMB_EXPECTS(is_floating(table.dtype), InvalidArgument, op, ": table dtype is ",
-                 dtype_name(table.dtype), ", expected f32, bf16 or f16");
+                 dtype_name(table.dtype), ", expected f32, bf16, f16 or f64");
   TOKEMB_EXPECTS(table.data != nullptr, InvalidArgument, op, ": table ", table.shape.str(),
                  " has a null data pointer");
   if (spec.kind == InitSpec::Kind::normal) {

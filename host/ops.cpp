@@ -81,9 +81,9 @@ void backward(const TensorView& ids, const TensorView& dout, const TensorView& g
     // (the rows this call may write: a padded vocabulary's extra rows stay untouched). No kernel
     // runs, so no 0-sized grid is launched.
     if (!p.accumulate) {
-      fill_zero(TensorView(p.grad_token, DType::f32, Shape{p.V, p.D}, ids.device), stream);
+      fill_zero(TensorView(p.grad_token, p.grad_type, Shape{p.V, p.D}, ids.device), stream);
       if (p.grad_pos != nullptr)
-        fill_zero(TensorView(p.grad_pos, DType::f32, Shape{p.P, p.D}, ids.device), stream);
+        fill_zero(TensorView(p.grad_pos, p.grad_type, Shape{p.P, p.D}, ids.device), stream);
     }
     return;
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <string>
 #include <utility>
 
 #include "core/check.hpp"
@@ -38,10 +39,12 @@ void expect_pointer(const char* op, const char* name, const void* p, std::size_t
 }
 
 // Tables need every dimension >= 1. Tensors shaped by the batch (ids, position_ids, out,
-// dout: leading dimensions B and T) may have B = 0 or T = 0 (an empty batch, as in
-// nn.Embedding): \p batch_dims of them may be 0; the pointer must still be a real one.
+// dout: the leading dimensions and T) may have zeros in them (an empty batch, as in
+// nn.Embedding): \p batch_dims of them may be 0; the pointer must still be a real one. Only
+// ids, position_ids and dout may be strided (\p strided_ok): the kernels write tables, outputs
+// and gradients, and read the tables, as dense rows.
 void expect_tensor(const char* op, const char* name, const TensorView& v, Device device, int rank,
-                   const char* layout, int batch_dims = 0) {
+                   const char* layout, int batch_dims = 0, bool strided_ok = false) {
   TOKEMB_EXPECTS(v.data != nullptr, InvalidArgument, op, ": ", name, " is a null pointer");
   TOKEMB_EXPECTS(v.device == device, InvalidArgument, op, ": ", name, " is on ", v.device.str(),
                  " but ids are on ", device.str(), "; all tensors of a call must share one device");
@@ -56,11 +59,63 @@ void expect_tensor(const char* op, const char* name, const TensorView& v, Device
                      "; the batch dimensions must be >= 0");
     } else {
       TOKEMB_EXPECTS(v.shape[i] > 0, InvalidArgument, op, ": ", name, " has shape ", v.shape.str(),
-                     batch_dims > 0 ? "; dimensions past B and T must be >= 1"
+                     batch_dims > 0 ? "; dimensions past the batch and T must be >= 1"
                                     : "; every dimension must be >= 1");
     }
   }
   (void)v.numel();  // throws InvalidArgument if the element count overflows int64
+  if (!strided_ok && !v.is_contiguous()) {
+    std::string strides;
+    for (int i = 0; i < rank; ++i) strides += (i ? ", " : "") + std::to_string(v.stride(i));
+    TOKEMB_FAIL(InvalidArgument, op, ": ", name, " of shape ", v.shape.str(), " has strides [",
+                strides, "]; it must be contiguous (only ids, position_ids and dout may be strided)");
+  }
+  if (!v.is_contiguous()) {  // a stride times its dimension must not overflow int64
+    try {
+      (void)v.extent();
+    } catch (const InvalidArgument& e) {
+      TOKEMB_FAIL(InvalidArgument, op, ": ", name, ": ", e.what());
+    }
+  }
+}
+
+// The row layout of the first \p dims dimensions of \p v (core/params.hpp: RowLayout), with
+// neighbouring dimensions merged where row-major order allows (stride[i] == stride[i + 1] *
+// size[i + 1]) and dimensions of size 1 dropped: contiguous rows become rank 1.
+RowLayout make_row_layout(const TensorView& v, int dims) {
+  std::int64_t size[Shape::max_rank], stride[Shape::max_rank];
+  int n = 0;
+  for (int i = 0; i < dims; ++i) {
+    if (v.shape[i] == 1) continue;
+    if (n > 0 && stride[n - 1] == v.stride(i) * v.shape[i]) {
+      size[n - 1] *= v.shape[i];  // cannot overflow: it divides numel()
+      stride[n - 1] = v.stride(i);
+    } else {
+      size[n] = v.shape[i];
+      stride[n] = v.stride(i);
+      ++n;
+    }
+  }
+  RowLayout l;
+  if (n == 0) {  // at most one row
+    l.rank = 1;
+    l.stride[0] = 0;
+    return l;
+  }
+  l.rank = n;
+  for (int i = 0; i < n; ++i) {
+    l.size[i] = size[i];
+    l.stride[i] = stride[i];
+  }
+  return l;
+}
+
+// \p s with one more dimension \p last (out and dout: ids' shape and D).
+Shape with_last(const Shape& s, std::int64_t last) {
+  std::int64_t d[Shape::max_rank];
+  for (int i = 0; i < s.rank(); ++i) d[i] = s[i];
+  d[s.rank()] = last;  // s.rank() < Shape::max_rank: ids' rank was checked
+  return Shape(d, s.rank() + 1);
 }
 
 void expect_shape(const char* op, const char* name, const TensorView& v, const Shape& expected,
@@ -96,8 +151,13 @@ struct Span {
   std::size_t bytes;
 };
 
+// A strided view's span is the byte range from its lowest to its highest element.
 Span span(const char* name, const TensorView& v) {
-  return Span{name, v.data, v.data == nullptr ? 0 : v.bytes()};
+  if (v.data == nullptr) return Span{name, nullptr, 0};
+  if (v.is_contiguous()) return Span{name, v.data, v.bytes()};
+  const auto [first, last] = v.extent();  // checked by expect_tensor
+  return Span{name, static_cast<const char*>(v.data) + first,
+              static_cast<std::size_t>(last - first)};
 }
 
 void expect_disjoint(const char* op, const Span& w, const Span& b) {
@@ -138,14 +198,20 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   TOKEMB_EXPECTS(ids.data != nullptr, InvalidArgument, op, ": ids is a null pointer");
   const Device dev = ids.device;
   if (dev.is_cuda()) require_cuda(dev, op);
-  expect_tensor(op, "ids", ids, dev, 2, "[B, T]", /*batch_dims=*/2);
+  const int rank = ids.shape.rank();
+  TOKEMB_EXPECTS(rank >= 1 && rank <= RowLayout::max_rank, InvalidArgument, op, ": ids has shape ",
+                 ids.shape.str(), " (rank ", rank, "); expected [..., T] of rank 1 to ",
+                 RowLayout::max_rank, " (positions run along the last dimension)");
+  expect_tensor(op, "ids", ids, dev, rank, "[..., T]", /*batch_dims=*/rank, /*strided_ok=*/true);
   TOKEMB_EXPECTS(is_index(ids.dtype), InvalidArgument, op, ": ids has dtype ",
                  dtype_name(ids.dtype), ", expected i32 or i64");
   RowParams r;
   r.ids = ids.data;
   r.id_type = ids.dtype;
-  r.B = ids.shape[0];
-  r.T = ids.shape[1];
+  r.ids_layout = make_row_layout(ids, rank);
+  r.B = 1;
+  for (int i = 0; i + 1 < rank; ++i) r.B *= ids.shape[i];  // a factor of numel (or 0): no overflow
+  r.T = ids.shape[rank - 1];
   r.D = D;
   TOKEMB_EXPECTS(V <= max_rows, InvalidArgument, op, ": vocabulary size ", V,
                  " exceeds the supported maximum ", max_rows);
@@ -197,12 +263,15 @@ RowParams validate_rows(const char* op, const TensorView& ids, std::int64_t V, s
   } else if (!is_absent(op, "position_ids", o.position_ids)) {
     TOKEMB_EXPECTS(P > 0, InvalidArgument, op,
                    ": position_ids given but there is no position table (positions are off)");
-    expect_tensor(op, "position_ids", o.position_ids, dev, 2, "[B, T]", /*batch_dims=*/2);
+    expect_tensor(op, "position_ids", o.position_ids, dev, o.position_ids.shape.rank(),
+                  "(the shape of ids)", /*batch_dims=*/o.position_ids.shape.rank(),
+                  /*strided_ok=*/true);
     TOKEMB_EXPECTS(is_index(o.position_ids.dtype), InvalidArgument, op, ": position_ids has dtype ",
                    dtype_name(o.position_ids.dtype), ", expected i32 or i64");
     expect_shape(op, "position_ids", o.position_ids, ids.shape, "(the shape of ids)");
     r.pos_ids = o.position_ids.data;
     r.pos_id_type = o.position_ids.dtype;
+    r.pos_layout = make_row_layout(o.position_ids, rank);
   } else if (P > 0) {
     // Offset positions are known on the host: check them now rather than per row.
     // An empty batch reads no position (as pos_emb(arange(offset, offset + 0)) in PyTorch).
@@ -248,7 +317,7 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   if (dev.is_cuda()) require_cuda(dev, op);  // before anything asks the CUDA driver
   expect_tensor(op, "token_table", token_table, dev, 2, "[V, D]");
   TOKEMB_EXPECTS(is_floating(token_table.dtype), InvalidArgument, op, ": token_table has dtype ",
-                 dtype_name(token_table.dtype), ", expected f32, bf16 or f16");
+                 dtype_name(token_table.dtype), ", expected f32, bf16, f16 or f64");
   const std::int64_t V = token_table.shape[0], D = token_table.shape[1];
   std::int64_t P = 0;
   if (!is_absent(op, "pos_table", pos_table)) {
@@ -262,8 +331,9 @@ ForwardParams validate_forward(const TensorView& ids, const TensorView& token_ta
   }
   ForwardParams p;
   static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
-  expect_tensor(op, "out", out, dev, 3, "[B, T, D]", /*batch_dims=*/2);
-  expect_shape(op, "out", out, Shape{p.B, p.T, D}, "[B, T, D]");
+  const int rank = ids.shape.rank() + 1;
+  expect_tensor(op, "out", out, dev, rank, "[..., T, D] (ids' shape and D)", /*batch_dims=*/rank - 1);
+  expect_shape(op, "out", out, with_last(ids.shape, D), "(ids' shape and D)");
   TOKEMB_EXPECTS(out.dtype == token_table.dtype, InvalidArgument, op, ": out has dtype ",
                  dtype_name(out.dtype), " but the tables have ", dtype_name(token_table.dtype));
   expect_no_overlap(
@@ -284,36 +354,49 @@ BackwardParams validate_backward(const TensorView& ids, const TensorView& dout,
   const Device dev = ids.device;
   if (dev.is_cuda()) require_cuda(dev, op);  // before anything asks the CUDA driver
   expect_tensor(op, "grad_token", grad_token, dev, 2, "[V, D]");
-  TOKEMB_EXPECTS(grad_token.dtype == DType::f32, InvalidArgument, op, ": grad_token has dtype ",
-                 dtype_name(grad_token.dtype), ", gradients must be f32");
+  TOKEMB_EXPECTS(is_floating(grad_token.dtype), InvalidArgument, op, ": grad_token has dtype ",
+                 dtype_name(grad_token.dtype), ", expected f32, bf16, f16 or f64");
   const std::int64_t V = grad_token.shape[0], D = grad_token.shape[1];
   std::int64_t P = 0;
   if (!is_absent(op, "grad_pos", grad_pos)) {
     expect_tensor(op, "grad_pos", grad_pos, dev, 2, "[P, D]");
-    TOKEMB_EXPECTS(grad_pos.dtype == DType::f32, InvalidArgument, op, ": grad_pos has dtype ",
-                   dtype_name(grad_pos.dtype), ", gradients must be f32");
+    TOKEMB_EXPECTS(grad_pos.dtype == grad_token.dtype, InvalidArgument, op,
+                   ": grad_pos has dtype ", dtype_name(grad_pos.dtype), " but grad_token has ",
+                   dtype_name(grad_token.dtype), "; the two gradients share one dtype");
     TOKEMB_EXPECTS(grad_pos.shape[1] == D, InvalidArgument, op, ": grad_pos has shape ",
                    grad_pos.shape.str(), " but grad_token has D = ", D);
     P = grad_pos.shape[0];
   }
   BackwardParams p;
   static_cast<RowParams&>(p) = validate_rows(op, ids, V, D, P, options);
-  expect_tensor(op, "dout", dout, dev, 3, "[B, T, D]", /*batch_dims=*/2);
-  expect_shape(op, "dout", dout, Shape{p.B, p.T, D}, "[B, T, D]");
+  const int rank = ids.shape.rank() + 1;
+  expect_tensor(op, "dout", dout, dev, rank, "[..., T, D] (ids' shape and D)",
+                /*batch_dims=*/rank - 1, /*strided_ok=*/true);
+  expect_shape(op, "dout", dout, with_last(ids.shape, D), "(ids' shape and D)");
   TOKEMB_EXPECTS(is_floating(dout.dtype), InvalidArgument, op, ": dout has dtype ",
-                 dtype_name(dout.dtype), ", expected f32, bf16 or f16");
+                 dtype_name(dout.dtype), ", expected f32, bf16, f16 or f64");
+  // Gradients are f32 or dout's dtype; f64 sums need f64 gradients (an f32 one would drop the
+  // precision the caller asked for).
+  TOKEMB_EXPECTS(
+      grad_token.dtype == dout.dtype || (grad_token.dtype == DType::f32 && dout.dtype != DType::f64),
+      InvalidArgument, op, ": grad_token has dtype ", dtype_name(grad_token.dtype), " and dout ",
+      dtype_name(dout.dtype), "; the gradients must be f32 or dout's dtype",
+      dout.dtype == DType::f64 ? " (f64 for an f64 dout)" : "");
   expect_no_overlap(op, {span("grad_token", grad_token), span("grad_pos", grad_pos)},
                     {span("ids", ids), span("dout", dout)}, options);
   p.dout = dout.data;
   p.dout_type = dout.dtype;
-  p.grad_token = static_cast<float*>(grad_token.data);
-  p.grad_pos = static_cast<float*>(grad_pos.data);
+  p.dout_layout = make_row_layout(dout, rank - 1);
+  p.dout_col_stride = dout.stride(rank - 1);
+  p.grad_token = grad_token.data;
+  p.grad_pos = grad_pos.data;
+  p.grad_type = grad_token.dtype;
   TOKEMB_EXPECTS(options.backward_mode == BackwardMode::atomic ||
                      options.backward_mode == BackwardMode::deterministic,
                  InvalidArgument, op, ": options.backward_mode is ",
                  static_cast<int>(options.backward_mode),
                  ", expected BackwardMode::atomic (0) or BackwardMode::deterministic (1)");
-  p.mode = options.backward_mode;
+  p.mode = effective_backward_mode(options.backward_mode, p.grad_type);
   p.accumulate = options.accumulate;
   return p;
 }

@@ -1,4 +1,4 @@
-// Atomic backward: scatter-add of dout rows into the f32 gradient tables, with duplicate ids
+// Atomic backward: scatter-add of dout rows into the f32 (f64 for f64 dout) gradient tables, with duplicate ids
 // combined on chip before they reach global memory, and the positional gradient fused into the
 // same pass over dout.
 //
@@ -39,7 +39,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kItems = 2;
 constexpr int kTile = kThreads * kItems;  // rows sorted together
-constexpr int kPosFloats = 4096;          // positional accumulators per block (16 KB)
+constexpr int kPosBytes = 16384;  // positional accumulators per block (4096 f32 or 2048 f64)
 constexpr int kBatch = 4;                 // dout rows loaded before the first is consumed
 
 enum class Keys { token_and_offset_positions, token, position };
@@ -63,7 +63,9 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ std::uint32_t s_row[kTile];  // dout row of each sorted entry
   __shared__ std::uint16_t s_tl[kTile];   // its position within the block's tile of t
   __shared__ int s_count;
-  __shared__ alignas(16) float s_pos[kFused ? kPosFloats : 4];
+  using A = acc_t<G>;  // f32, or f64 (f64 dout and gradients)
+  constexpr int kPosElems = kPosBytes / static_cast<int>(sizeof(A));
+  __shared__ alignas(16) A s_pos[kFused ? kPosElems : 4];
 
   const std::int64_t D = p.D;
   const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * g.tt;
@@ -76,13 +78,13 @@ __global__ void __launch_bounds__(kThreads)
   const std::uint32_t key_pos_only = max_key;   // padding_idx: positional gradient only
   const std::uint32_t key_skip = max_key + 1u;  // out of range, or past the block's rows
   const G* __restrict__ dout = static_cast<const G*>(p.dout);
-  float* table = K == Keys::position ? p.grad_pos : p.grad_token;
+  A* table = static_cast<A*>(K == Keys::position ? p.grad_pos : p.grad_token);
   const bool record = K != Keys::position && blockIdx.y == 0;
   std::uint64_t seed = 0, offset = 0;
   dropout_seed_offset(p.dropout, &seed, &offset);
 
   if constexpr (kFused) {
-    for (int i = threadIdx.x; i < nt * ncols; i += kThreads) s_pos[i] = 0.0f;
+    for (int i = threadIdx.x; i < nt * ncols; i += kThreads) s_pos[i] = A(0);
   }
 
   for (std::int64_t chunk = blockIdx.z; chunk < g.b_chunks; chunk += gridDim.z) {
@@ -134,10 +136,10 @@ __global__ void __launch_bounds__(kThreads)
 
       for (int pk = threadIdx.x; pk < npk; pk += kThreads) {
         const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
-        float acc[N] = {};
+        A acc[N] = {};
         std::uint32_t cur = key_skip;
         for (int i = 0; i < count; i += kBatch) {
-          float x[kBatch][N];
+          A x[kBatch][N];
           std::uint32_t kb[kBatch];
           int tl[kBatch];
 #pragma unroll
@@ -147,7 +149,7 @@ __global__ void __launch_bounds__(kThreads)
             if (i + u < count) {
               kb[u] = s_key[i + u];
               tl[u] = s_tl[i + u];
-              load_dout_pack<G, N>(dout, p.dropout, seed, offset, s_row[i + u], D, col, x[u]);
+              load_dout_pack<G, N>(dout, p, seed, offset, s_row[i + u], col, x[u]);
             }
           }
 #pragma unroll
@@ -155,8 +157,8 @@ __global__ void __launch_bounds__(kThreads)
             if (kb[u] == key_skip) continue;
             if constexpr (kFused) {
               // This thread owns these columns of s_pos: no shared atomics needed.
-              float* sp = s_pos + tl[u] * ncols + pk * N;
-              if constexpr (N % 4 == 0) {  // 16-byte shared accesses: at most 2-way bank conflicts
+              A* sp = s_pos + tl[u] * ncols + pk * N;
+              if constexpr (std::is_same_v<A, float> && N % 4 == 0) {  // 16-byte shared accesses: at most 2-way bank conflicts
 #pragma unroll
                 for (int q = 0; q < N / 4; ++q) {
                   float4 v = reinterpret_cast<float4*>(sp)[q];
@@ -194,9 +196,9 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     for (int idx = threadIdx.x; idx < nt * npk; idx += kThreads) {
       const int tl = idx / npk, pk = idx % npk;
-      float v[N];
-      const float* sp = s_pos + tl * ncols + pk * N;
-      if constexpr (N % 4 == 0) {
+      A v[N];
+      const A* sp = s_pos + tl * ncols + pk * N;
+      if constexpr (std::is_same_v<A, float> && N % 4 == 0) {
 #pragma unroll
         for (int q = 0; q < N / 4; ++q) {
           const float4 w = reinterpret_cast<const float4*>(sp)[q];
@@ -209,7 +211,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int j = 0; j < N; ++j) v[j] = sp[j];
       }
-      float* dst = p.grad_pos + (p.offset + t0 + tl) * D + c0 + static_cast<std::int64_t>(pk) * N;
+      A* dst = static_cast<A*>(p.grad_pos) + (p.offset + t0 + tl) * D + c0 +
+               static_cast<std::int64_t>(pk) * N;
       if (g.pos_atomic) {
         atomic_add_pack<N>(dst, v);
       } else {
@@ -242,7 +245,8 @@ void launch(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& devi
   const std::int64_t packs = p.D / N;
   // Columns per block: up to 4 packs per thread; in the fused case bounded by the shared
   // positional accumulators (at least one position's worth of columns must fit).
-  const std::int64_t max_packs = fused ? kPosFloats / N : kThreads * 4;
+  const std::int64_t pos_elems = kPosBytes / static_cast<std::int64_t>(sizeof(acc_t<G>));
+  const std::int64_t max_packs = fused ? pos_elems / N : kThreads * 4;
   g.cb = std::min(packs, max_packs) * N;
   const std::int64_t col_blocks = (p.D + g.cb - 1) / g.cb;
   TOKEMB_EXPECTS(col_blocks <= 65535, InvalidArgument, "tokemb::backward: D = ", p.D,
@@ -258,7 +262,7 @@ void launch(const BackwardParams& p, cudaStream_t stream, const DeviceInfo& devi
   if (fused) {
     g.Tl = p.T;
     g.Bl = p.B;
-    g.tt = std::max<std::int64_t>(1, std::min<std::int64_t>(p.T, kPosFloats / g.cb));
+    g.tt = std::max<std::int64_t>(1, std::min<std::int64_t>(p.T, pos_elems / g.cb));
     g.nb = std::clamp<std::int64_t>((rows_per_block + g.tt - 1) / g.tt, 1, p.B);
   } else {
     g.Tl = rows;
@@ -281,9 +285,11 @@ void launch_keys(const BackwardParams& p, cudaStream_t stream, const DeviceInfo&
   dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;
     constexpr int N = pack_width<G>();
-    // The vector path needs 16-byte dout packs and 16-byte-aligned gradient rows (N is 4 or 8,
-    // so D % N == 0 also aligns every f32 gradient row to 16 bytes).
-    const bool vector = p.D % N == 0 && aligned16(p.dout) && aligned16(p.grad_token) &&
+    // The vector path needs 16-byte dout packs (unit column stride, every row 16-byte aligned)
+    // and 16-byte-aligned gradient rows (N * sizeof(grad element) >= 16, so D % N == 0 also
+    // aligns every gradient row to 16 bytes).
+    const bool vector = p.D % N == 0 && aligned16(p.dout) && p.dout_col_stride == 1 &&
+                        rows_aligned(p.dout_layout, N) && aligned16(p.grad_token) &&
                         (p.grad_pos == nullptr || aligned16(p.grad_pos));
     if (vector) {
       launch<G, N, K>(p, stream, device);

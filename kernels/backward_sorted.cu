@@ -114,14 +114,14 @@ Layout make_layout(const BackwardParams& p) {
   l.rows_out = off;
   off += index_bytes;
   l.partial = off;
-  off +=
-      align_up(static_cast<std::size_t>(l.tiles) * 2 * static_cast<std::size_t>(D) * sizeof(float));
+  const std::size_t acc_size = p.dout_type == DType::f64 ? sizeof(double) : sizeof(float);
+  off += align_up(static_cast<std::size_t>(l.tiles) * 2 * static_cast<std::size_t>(D) * acc_size);
   l.temp = off;
   l.temp_bytes = align_up(temp_bytes);
   off += l.temp_bytes;
   l.pos_partial = off;
   off += align_up(static_cast<std::size_t>(pos_partial_rows(p)) * static_cast<std::size_t>(D) *
-                  sizeof(float));
+                  acc_size);
   l.total = off + 256;  // slack: any caller pointer is rounded up to a 256-byte boundary
   return l;
 }
@@ -164,8 +164,10 @@ __global__ void __launch_bounds__(kThreads)
 // kPosAtomic (atomic-mode overwrite): also adds every loaded row to its position's gradient row.
 template <class G, int N, bool kStore, bool kPosAtomic>
 __global__ void __launch_bounds__(kThreads)
-    tile_reduce(const BackwardParams p, float* table, const std::uint32_t* keys,
-                const std::uint32_t* rows, float* partial, std::uint32_t max_key, std::int64_t cb) {
+    tile_reduce(const BackwardParams p, void* table, const std::uint32_t* keys,
+                const std::uint32_t* rows, acc_t<G>* partial, std::uint32_t max_key,
+                std::int64_t cb) {
+  using A = acc_t<G>;
   __shared__ std::uint32_t s_key[kSortedTile];
   __shared__ std::uint32_t s_row[kSortedTile];
   __shared__ std::uint32_t s_pos[kPosAtomic ? kSortedTile : 1];  // position of each entry
@@ -205,7 +207,7 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
-    float acc[N] = {};
+    A acc[N] = {};
     std::uint32_t cur = kNoKey;
     int start = 0;
     // A run [start, end) of key k: written directly unless it continues into a neighbour tile.
@@ -213,29 +215,31 @@ __global__ void __launch_bounds__(kThreads)
       const bool head_cross = run_start == 0 && prev_key == k;
       const bool tail_cross = run_end == count && next_key == k;
       if (!head_cross && !tail_cross) {
-        write_pack<kStore, N>(table + static_cast<std::int64_t>(k) * D + col, acc);
+        write_grad<kStore, N>(table, p.grad_type, static_cast<std::int64_t>(k) * D + col, acc);
       } else {
-        float* dst = partial + (tile * 2 + (head_cross ? 0 : 1)) * D + col;
+        A* dst = partial + (tile * 2 + (head_cross ? 0 : 1)) * D + col;
 #pragma unroll
         for (int j = 0; j < N; ++j) dst[j] = acc[j];
       }
     };
     for (int i = 0; i < walk; i += kBatch) {
-      float x[kBatch][N];
+      A x[kBatch][N];
       std::uint32_t kb[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {  // issue all loads first: kBatch rows in flight
         kb[u] = kNoKey;
         if (i + u < walk) {
           kb[u] = s_key[i + u];
-          load_dout_pack<G, N>(dout, p.dropout, seed, offset, s_row[i + u], D, col, x[u]);
+          load_dout_pack<G, N>(dout, p, seed, offset, s_row[i + u], col, x[u]);
         }
       }
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         if (kb[u] == kNoKey) continue;
         if constexpr (kPosAtomic) {
-          atomic_add_pack<N>(p.grad_pos + static_cast<std::int64_t>(s_pos[i + u]) * D + col, x[u]);
+          // Atomic mode only, so the gradients are of type A (16-bit ones are deterministic).
+          atomic_add_pack<N>(
+              static_cast<A*>(p.grad_pos) + static_cast<std::int64_t>(s_pos[i + u]) * D + col, x[u]);
           if (kb[u] == max_key) continue;  // padding row: positional gradient only
         }
         if (kb[u] != cur) {
@@ -266,12 +270,12 @@ constexpr int kWarps = kThreads / 32;
 constexpr std::int64_t kFixCols = 64;
 constexpr std::int64_t kShortRun = 8;  // partials summed by one thread per column up to this
 
-template <bool kStore>
+template <bool kStore, class A>
 __global__ void __launch_bounds__(kThreads)
-    fixup(const std::int64_t n, const std::int64_t D, float* table, const std::uint32_t* keys,
-          const float* partial, std::uint32_t max_key, std::int64_t cb) {
+    fixup(const std::int64_t n, const std::int64_t D, void* table, DType grad_type,
+          const std::uint32_t* keys, const A* partial, std::uint32_t max_key, std::int64_t cb) {
   __shared__ std::int64_t s_last;
-  __shared__ float s_seg[kWarps][32];
+  __shared__ A s_seg[kWarps][32];
   const std::int64_t tile = blockIdx.x;
   const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
   const std::uint32_t k = keys[e - 1];
@@ -305,12 +309,12 @@ __global__ void __launch_bounds__(kThreads)
   auto slot = [&](std::int64_t j) { return j == 0 ? tile * 2 + 1 : (tile + j) * 2; };
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
   const std::int64_t c1 = min(c0 + cb, D);
-  float* dst_row = table + static_cast<std::int64_t>(k) * D;
+  const std::int64_t row = static_cast<std::int64_t>(k) * D;
   if (count <= kShortRun) {  // the common case: one thread per column, partials in tile order
     for (std::int64_t c = c0 + threadIdx.x; c < c1; c += kThreads) {
-      float acc = partial[slot(0) * D + c];
-      for (std::int64_t j = 1; j < count; ++j) acc += partial[slot(j) * D + c];
-      dst_row[c] = kStore ? acc + 0.0f : dst_row[c] + acc;  // + 0: -0 becomes +0, as 0 + x does
+      A acc[1] = {partial[slot(0) * D + c]};
+      for (std::int64_t j = 1; j < count; ++j) acc[0] += partial[slot(j) * D + c];
+      write_grad<kStore, 1>(table, grad_type, row + c, acc);  // stored + 0: -0 becomes +0
     }
     return;
   }
@@ -318,7 +322,7 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t j0 = min(warp * per, count), j1 = min(j0 + per, count);
   for (std::int64_t base = c0; base < c1; base += 32) {
     const std::int64_t c = base + lane;
-    float acc = -0.0f;  // the additive identity: an empty segment changes no bit of the sum
+    A acc = -A(0);  // the additive identity: an empty segment changes no bit of the sum
     if (c < c1) {
 #pragma unroll 8
       for (std::int64_t j = j0; j < j1; ++j) acc += partial[slot(j) * D + c];
@@ -326,10 +330,10 @@ __global__ void __launch_bounds__(kThreads)
     s_seg[warp][lane] = acc;
     __syncthreads();
     if (warp == 0 && c < c1) {
-      float total = s_seg[0][lane];
+      A total[1] = {s_seg[0][lane]};
 #pragma unroll
-      for (int w = 1; w < kWarps; ++w) total += s_seg[w][lane];
-      dst_row[c] = kStore ? total + 0.0f : dst_row[c] + total;
+      for (int w = 1; w < kWarps; ++w) total[0] += s_seg[w][lane];
+      write_grad<kStore, 1>(table, grad_type, row + c, total);
     }
     __syncthreads();  // s_seg is reused by the next columns
   }
@@ -338,13 +342,14 @@ __global__ void __launch_bounds__(kThreads)
 // Overwrite only: zeroes the gradient rows 0 .. max_key - 1 that no sorted key reaches, the rows
 // the reduction above never writes. One warp decides for 32 consecutive rows at once (one binary
 // search per lane in the sorted keys, which stay in L2); the whole block then streams zeros over
-// the absent rows with 16-byte stores when kVec4.
+// the absent rows with 16-byte stores when kVec4 (else 2-byte ones: every gradient dtype's row
+// is a whole number of those). It works on bytes: zero bits are +0 in every float dtype.
 constexpr int kZeroRows = 32;
 
 template <bool kVec4>
 __global__ void __launch_bounds__(kThreads)
-    zero_absent(const std::int64_t n, const std::int64_t D, float* table, const std::uint32_t* keys,
-                std::uint32_t max_key) {
+    zero_absent(const std::int64_t n, const std::int64_t row_bytes, void* table,
+                const std::uint32_t* keys, std::uint32_t max_key) {
   __shared__ std::uint32_t s_rows[kZeroRows];
   __shared__ int s_count;
   const std::int64_t v0 = static_cast<std::int64_t>(blockIdx.x) * kZeroRows;
@@ -368,14 +373,15 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) s_count = __popc(mask);
   }
   __syncthreads();
-  const std::int64_t packs = kVec4 ? D / 4 : D;
+  const std::int64_t packs = kVec4 ? row_bytes / 16 : row_bytes / 2;
   const std::int64_t total = s_count * packs;
+  char* base = static_cast<char*>(table);
   for (std::int64_t i = threadIdx.x; i < total; i += kThreads) {
     const std::int64_t row = s_rows[i / packs], pk = i % packs;
     if constexpr (kVec4) {
-      reinterpret_cast<float4*>(table + row * D)[pk] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      reinterpret_cast<int4*>(base + row * row_bytes)[pk] = make_int4(0, 0, 0, 0);
     } else {
-      table[row * D + pk] = 0.0f;
+      reinterpret_cast<std::uint16_t*>(base + row * row_bytes)[pk] = 0;
     }
   }
 }
@@ -387,7 +393,8 @@ __global__ void __launch_bounds__(kThreads)
 // (c + 1) * kPosChunk) clipped to B) of step t into partial row x; pos_combine finishes.
 template <class G, int N, bool kStore, bool kToPartial>
 __global__ void __launch_bounds__(kThreads)
-    pos_reduce(const BackwardParams p, std::int64_t cb, float* partial) {
+    pos_reduce(const BackwardParams p, std::int64_t cb, acc_t<G>* partial) {
+  using A = acc_t<G>;
   const std::int64_t D = p.D, T = p.T;
   const std::int64_t blk = blockIdx.x;
   const std::int64_t q = kToPartial ? 0 : blk + (kStore ? 0 : p.offset);
@@ -400,16 +407,17 @@ __global__ void __launch_bounds__(kThreads)
   std::uint64_t seed = 0, offset = 0;
   dropout_seed_offset(p.dropout, &seed, &offset);
   if (!kToPartial && kStore && (t < 0 || t >= T)) {
-    const float zeros[N] = {};
+    const A zeros[N] = {};
     for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x))
-      store_pack<N>(p.grad_pos + q * D + c0 + static_cast<std::int64_t>(pk) * N, zeros);
+      write_grad<true, N>(p.grad_pos, p.grad_type, q * D + c0 + static_cast<std::int64_t>(pk) * N,
+                          zeros);
     return;
   }
   for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
-    float acc[N] = {};
+    A acc[N] = {};
     for (std::int64_t b = b0; b < b1; b += kBatch) {
-      float x[kBatch][N];
+      A x[kBatch][N];
       bool ok[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
@@ -417,7 +425,7 @@ __global__ void __launch_bounds__(kThreads)
         if (b + u < b1) {
           const std::int64_t r = (b + u) * T + t;
           ok[u] = resolve_row_any(p, r).ok();  // out-of-range rows give no gradient
-          if (ok[u]) load_dout_pack<G, N>(dout, p.dropout, seed, offset, r, D, col, x[u]);
+          if (ok[u]) load_dout_pack<G, N>(dout, p, seed, offset, r, col, x[u]);
         }
       }
 #pragma unroll
@@ -429,20 +437,20 @@ __global__ void __launch_bounds__(kThreads)
     }
     if constexpr (kToPartial) {
       // A plain store (no + 0): the partial keeps its sign bits for the combine.
-      float* dst = partial + blk * D + col;
+      A* dst = partial + blk * D + col;
 #pragma unroll
       for (int j = 0; j < N; ++j) dst[j] = acc[j];
     } else {
-      write_pack<kStore, N>(p.grad_pos + q * D + col, acc);
+      write_grad<kStore, N>(p.grad_pos, p.grad_type, q * D + col, acc);
     }
   }
 }
 
 // The second pass of a chunked pos_reduce: position row q (chosen as in pos_reduce) gets the
 // chunk partials of its step added in chunk order, starting from 0 as the one-chunk sum does.
-template <int N, bool kStore>
+template <int N, bool kStore, class A>
 __global__ void __launch_bounds__(kThreads) pos_combine(const BackwardParams p, std::int64_t cb,
-                                                        const float* partial, std::int64_t chunks) {
+                                                        const A* partial, std::int64_t chunks) {
   const std::int64_t D = p.D, T = p.T;
   const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) + (kStore ? 0 : p.offset);
   const std::int64_t t = q - p.offset;
@@ -451,15 +459,15 @@ __global__ void __launch_bounds__(kThreads) pos_combine(const BackwardParams p, 
   const bool outside = t < 0 || t >= T;  // only when storing: zero rows
   for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
     const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
-    float acc[N] = {};
+    A acc[N] = {};
     if (!outside) {
       for (std::int64_t c = 0; c < chunks; ++c) {
-        const float* src = partial + (c * T + t) * D + col;
+        const A* src = partial + (c * T + t) * D + col;
 #pragma unroll
         for (int j = 0; j < N; ++j) acc[j] += src[j];
       }
     }
-    write_pack<kStore, N>(p.grad_pos + q * D + col, acc);
+    write_grad<kStore, N>(p.grad_pos, p.grad_type, q * D + col, acc);
   }
 }
 
@@ -471,9 +479,9 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   auto* keys_out = reinterpret_cast<std::uint32_t*>(ws + l.keys_out);
   auto* rows_in = reinterpret_cast<std::uint32_t*>(ws + l.rows_in);
   auto* rows_out = reinterpret_cast<std::uint32_t*>(ws + l.rows_out);
-  auto* partial = reinterpret_cast<float*>(ws + l.partial);
+  auto* partial = reinterpret_cast<acc_t<G>*>(ws + l.partial);
   const std::uint32_t max_key = static_cast<std::uint32_t>(by_position ? p.P : p.V);
-  float* table = by_position ? p.grad_pos : p.grad_token;
+  void* table = by_position ? p.grad_pos : p.grad_token;
 
   const unsigned prep_blocks = static_cast<unsigned>(
       std::min<std::int64_t>((n + kThreads - 1) / kThreads, 32LL * device.multiprocessors));
@@ -495,16 +503,18 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   // kFixCols columns per block, widened only if D would need more than 65535 blocks in y.
   const std::int64_t fix_cb =
       kFixCols * std::max<std::int64_t>(1, ceil_div(ceil_div(p.D, kFixCols), 65535));
-  fixup<kStore>
+  fixup<kStore, acc_t<G>>
       <<<dim3(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb)), kThreads, 0, stream>>>(
-          n, p.D, table, keys_out, partial, max_key, fix_cb);
+          n, p.D, table, p.grad_type, keys_out, partial, max_key, fix_cb);
   TOKEMB_CHECK_LAUNCH();
   if constexpr (kStore) {
     const unsigned zero_blocks = ceil_div(max_key, kZeroRows);
-    if (p.D % 4 == 0 && aligned16(table)) {
-      zero_absent<true><<<zero_blocks, kThreads, 0, stream>>>(n, p.D, table, keys_out, max_key);
+    const std::int64_t row_bytes = p.D * static_cast<std::int64_t>(dtype_size(p.grad_type));
+    if (row_bytes % 16 == 0 && aligned16(table)) {
+      zero_absent<true><<<zero_blocks, kThreads, 0, stream>>>(n, row_bytes, table, keys_out, max_key);
     } else {
-      zero_absent<false><<<zero_blocks, kThreads, 0, stream>>>(n, p.D, table, keys_out, max_key);
+      zero_absent<false>
+          <<<zero_blocks, kThreads, 0, stream>>>(n, row_bytes, table, keys_out, max_key);
     }
     TOKEMB_CHECK_LAUNCH();
   }
@@ -527,7 +537,9 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
   dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
     using G = typename decltype(tag)::type;
     constexpr int N = pack_width<G>();
-    const bool vector = p.D % N == 0 && aligned16(p.dout) && aligned16(p.grad_token) &&
+    // As the atomic path (backward_atomic.cu); a 16-bit gradient pack is N * 2 = 16 bytes.
+    const bool vector = p.D % N == 0 && aligned16(p.dout) && p.dout_col_stride == 1 &&
+                        rows_aligned(p.dout_layout, N) && aligned16(p.grad_token) &&
                         (p.grad_pos == nullptr || aligned16(p.grad_pos));
     // Atomic mode (it only comes here to overwrite): positions by atomics in the token pass.
     auto run_atomic_overwrite = [&](auto n_tag) {
@@ -536,8 +548,8 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
         scatter<G, kN, true, false>(p, false, l, ws, stream, device);
         return;
       }
-      TOKEMB_CUDA_TRY(cudaMemsetAsync(p.grad_pos, 0,
-                                      static_cast<std::size_t>(p.P * p.D) * sizeof(float), stream));
+      TOKEMB_CUDA_TRY(cudaMemsetAsync(
+          p.grad_pos, 0, static_cast<std::size_t>(p.P * p.D) * dtype_size(p.grad_type), stream));
       scatter<G, kN, true, true>(p, false, l, ws, stream, device);
     };
     auto run = [&](auto n_tag, auto store_tag) {
@@ -558,12 +570,12 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
           TOKEMB_CHECK_LAUNCH();
         } else {
           // chunks x T <= B x T < 2^31 blocks in x; chunks x T <= pos_partial_rows(p) rows.
-          auto* partial = reinterpret_cast<float*>(ws + l.pos_partial);
+          auto* partial = reinterpret_cast<acc_t<G>*>(ws + l.pos_partial);
           pos_reduce<G, kN, false, true>  // partials are stored either way
               <<<dim3(static_cast<unsigned>(l.pos_chunks * p.T), ceil_div(p.D, cb)), threads, 0,
                  stream>>>(p, cb, partial);
           TOKEMB_CHECK_LAUNCH();
-          pos_combine<kN, kStore>
+          pos_combine<kN, kStore, acc_t<G>>
               <<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)), threads, 0, stream>>>(
                   p, cb, partial, l.pos_chunks);
           TOKEMB_CHECK_LAUNCH();

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "core/dispatch.hpp"
 #include "core/error_record.hpp"
@@ -21,11 +22,22 @@ struct DeviceTypes {
   using f32 = float;
   using bf16 = __nv_bfloat16;
   using f16 = __half;
+  using f64 = double;
 };
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+/// An element in the type arithmetic is done in (acc_t, core/dispatch.hpp): f32, or f64 for f64.
+template <class T>
+__device__ __forceinline__ acc_t<T> to_acc(T x) {
+  if constexpr (std::is_same_v<T, double>) {
+    return x;
+  } else {
+    return to_float(x);
+  }
+}
 
 template <class T>
 __device__ __forceinline__ T from_float(float x);
@@ -40,6 +52,20 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
 template <>
 __device__ __forceinline__ __half from_float<__half>(float x) {
   return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ double from_float<double>(float x) {
+  return x;  // exact (seeded init of an f64 table from f32 draws)
+}
+
+/// \p x (of acc_t<T>) rounded once to T.
+template <class T>
+__device__ __forceinline__ T from_acc(acc_t<T> x) {
+  if constexpr (std::is_same_v<T, double>) {
+    return x;
+  } else {
+    return from_float<T>(x);
+  }
 }
 
 /// N elements of T moved as one unit: 16 bytes when N * sizeof(T) == 16, which compiles to a
@@ -120,6 +146,15 @@ constexpr int pack_width() {
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+/// Whether every row of a strided tensor (core/params.hpp: RowLayout) starts a multiple of N
+/// elements from the first: with a 16-byte-aligned base and unit column stride, every pack of
+/// N elements of every row is then 16-byte aligned (the vector path).
+inline bool rows_aligned(const RowLayout& l, std::int64_t N) {
+  for (int i = 0; i < l.rank; ++i)
+    if (l.stride[i] % N != 0) return false;
+  return true;
+}
 
 // ceil_div: core/params.hpp (64-bit: a grid size compared with its limit never wraps).
 

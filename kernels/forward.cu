@@ -5,8 +5,8 @@
 // load from each table and one 128-bit streaming store per pack), N = 1 on the scalar path,
 // used when D * sizeof(T) is not a multiple of 16 or a pointer is not 16-byte aligned. G is the
 // smallest power of two covering the row's packs (capped at 32), so small D does not leave most
-// of a warp idle. Arithmetic is f32; the sum is rounded once to T, exactly like the CPU
-// reference. Rows with an out-of-range id or position are written as zeros and recorded.
+// of a warp idle. Arithmetic is f32 (f64 for f64 tables: acc_t); the sum is rounded once to T,
+// exactly like the CPU reference. Rows with an out-of-range id or position are written as zeros and recorded.
 // Element offsets are 64-bit (row * D may exceed 2^31 for large tables).
 
 #include <cuda_runtime.h>
@@ -25,6 +25,7 @@ constexpr int kForwardThreads = 256;
 template <class T, class I, int N>
 __global__ void __launch_bounds__(kForwardThreads)
     forward_kernel(const ForwardParams p, const int group_shift) {
+  using A = acc_t<T>;
   const std::int64_t D = p.D;
   const std::int64_t packs = D / N;  // N divides D on the vector path
   const int lane = static_cast<int>(threadIdx.x) & ((1 << group_shift) - 1);
@@ -46,7 +47,7 @@ __global__ void __launch_bounds__(kForwardThreads)
       if (lane == 0) record_bad_row(p.error_record, p, r, row);
       Pack<T, N> zero;
 #pragma unroll
-      for (int j = 0; j < N; ++j) zero.v[j] = from_float<T>(0.0f);
+      for (int j = 0; j < N; ++j) zero.v[j] = from_acc<T>(A(0));
       for (std::int64_t c = lane; c < packs; c += group_size)
         store_pack_streaming<T, N>(o + c * N, zero);
       continue;
@@ -58,17 +59,17 @@ __global__ void __launch_bounds__(kForwardThreads)
       // the terms present (no token term for another shard's id, which leaves the positional
       // term alone, or zeros), the mask, one rounding. The fast paths below skip the mask.
       for (std::int64_t c = lane; c < packs; c += group_size) {
-        float x[N] = {};
+        A x[N] = {};
         if (t_row != nullptr) {
           const Pack<T, N> a = load_pack<T, N>(t_row + c * N);
 #pragma unroll
-          for (int j = 0; j < N; ++j) x[j] = to_float(a.v[j]);
+          for (int j = 0; j < N; ++j) x[j] = to_acc(a.v[j]);
         }
         if (p_row != nullptr) {
           const Pack<T, N> b = load_pack<T, N>(p_row + c * N);
 #pragma unroll
           for (int j = 0; j < N; ++j)
-            x[j] = t_row != nullptr ? x[j] + to_float(b.v[j]) : to_float(b.v[j]);
+            x[j] = t_row != nullptr ? x[j] + to_acc(b.v[j]) : to_acc(b.v[j]);
         }
         if (p.dropout.enabled()) {
           float f[N];
@@ -78,7 +79,7 @@ __global__ void __launch_bounds__(kForwardThreads)
         }
         Pack<T, N> a;
 #pragma unroll
-        for (int j = 0; j < N; ++j) a.v[j] = from_float<T>(x[j]);
+        for (int j = 0; j < N; ++j) a.v[j] = from_acc<T>(x[j]);
         store_pack_streaming<T, N>(o + c * N, a);
       }
     } else if (p_row != nullptr) {
@@ -87,7 +88,7 @@ __global__ void __launch_bounds__(kForwardThreads)
         Pack<T, N> a = load_pack<T, N>(t_row + c * N);
         const Pack<T, N> b = load_pack<T, N>(p_row + c * N);
 #pragma unroll
-        for (int j = 0; j < N; ++j) a.v[j] = from_float<T>(to_float(a.v[j]) + to_float(b.v[j]));
+        for (int j = 0; j < N; ++j) a.v[j] = from_acc<T>(to_acc(a.v[j]) + to_acc(b.v[j]));
         store_pack_streaming<T, N>(o + c * N, a);
       }
     } else {

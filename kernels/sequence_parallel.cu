@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kThreads)
     const std::int64_t row = b * s.T + t;
     const float f = dropout_factor_at(
         d, seed, offset, static_cast<std::uint64_t>(d.per_token ? row : row * s.D + dd));
-    data[i] = from_float<T>(dropout_apply(to_float(data[i]), f));
+    data[i] = from_acc<T>(dropout_apply(to_acc(data[i]), f));
   }
 }
 

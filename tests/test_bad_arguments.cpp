@@ -117,7 +117,7 @@ TEST(BadInput, NegativeDimensionsAreRejectedByShape) {
   expect_throw_with<InvalidArgument>([] { Shape s{2, 3, -5}; }, {"dimension 2", "-5", ">= 0"});
   expect_throw_with<InvalidArgument>([] { Shape s{kI64Min}; },
                                      {"dimension 0", std::to_string(kI64Min)});
-  expect_throw_with<InvalidArgument>([] { Shape s{1, 2, 3, 4, 5}; }, {"rank 5", "4"});
+  expect_throw_with<InvalidArgument>([] { Shape s{1, 2, 3, 4, 5, 6, 7, 8, 9}; }, {"rank 9", "8"});
 }
 
 void zero_and_negative_sizes(Device device, StreamView stream) {
@@ -221,7 +221,7 @@ void dtype_and_shape_mismatches(Device device, StreamView stream) {
                                    {"position_ids", "f16", "i32 or i64"});
   for (DType bad : {DType::i32, DType::i64})
     expect_rejected<InvalidArgument>(p, fwd(ids, p.g_tok.view_as(bad, {V, D}), pos, out, o),
-                                     {"token_table", dtype_name(bad), "f32, bf16 or f16"});
+                                     {"token_table", dtype_name(bad), "f32, bf16, f16 or f64"});
   expect_rejected<InvalidArgument>(p, fwd(ids, tok, p.g_pos.view_as(DType::bf16, {P, D}), out, o),
                                    {"pos_table", "bf16", "f32"});
   expect_rejected<InvalidArgument>(p, fwd(ids, tok, pos, p.g_out.view_as(DType::f16, {B, T, D}), o),
@@ -231,14 +231,16 @@ void dtype_and_shape_mismatches(Device device, StreamView stream) {
   expect_rejected<InvalidArgument>(p, bwd(ids, dout, gt, p.g_gpos.view_as(DType::f16, {P, D})),
                                    {"grad_pos", "f16", "f32"});
   expect_rejected<InvalidArgument>(p, bwd(ids, p.g_dout.view_as(DType::i64, {B, T, D}), gt, gp),
-                                   {"dout", "i64", "f32, bf16 or f16"});
+                                   {"dout", "i64", "f32, bf16, f16 or f64"});
 
   // shapes (a wrong width D2 != D over no more than the tensor's memory)
   const std::int64_t D2 = D == 1 ? 2 : 1, P2 = D == 1 ? P / 2 : P * D;
-  expect_rejected<InvalidArgument>(p, fwd(p.g_ids.view_as(p.id_type, {B * T}), tok, pos, out, o),
-                                   {"ids", dims({B * T}), "rank 1", "rank 2"});
+  // ids of any rank from 1 to 7 are valid; out must then have ids' shape and D.
   expect_rejected<InvalidArgument>(p, fwd(p.g_ids.view_as(p.id_type, {B, T, 1}), tok, pos, out, o),
-                                   {"ids", dims({B, T, 1}), "rank 2"});
+                                   {"out", dims({B, T, D}), "expected rank 4"});
+  expect_rejected<InvalidArgument>(
+      p, fwd(p.g_ids.view_as(p.id_type, {1, 1, 1, 1, 1, 1, B, T}), tok, pos, out, o),
+      {"ids", "rank 8", "rank 1 to 7"});
   expect_rejected<InvalidArgument>(p, fwd(ids, p.g_tok.view_as(DType::f32, {V, D, 1}), pos, out, o),
                                    {"token_table", dims({V, D, 1}), "rank 2"});
   expect_rejected<InvalidArgument>(

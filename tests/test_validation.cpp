@@ -88,9 +88,10 @@ TEST(Validation, ShapeAndDtypeMismatchesAreNamedWithValues) {
         s.fwd(host_view(s.ids, DType::f32, {2, 3}), s.tok_v(), s.pos_v(), s.out_v());
       },
       {"ids", "f32", "i32 or i64"});
+  // ids of rank 3 are valid ([2, 3, 1]: T = 1), and out must then be [2, 3, 1, 4].
   expect_throw_containing<InvalidArgument>(
-      [&] { s.fwd(host_view(s.ids, DType::i64, {6}), s.tok_v(), s.pos_v(), s.out_v()); },
-      {"ids", "[6]", "rank 2"});
+      [&] { s.fwd(host_view(s.ids, DType::i64, {2, 3, 1}), s.tok_v(), s.pos_v(), s.out_v()); },
+      {"out", "[2, 3, 4]", "expected rank 4"});
   expect_throw_containing<InvalidArgument>(
       [&] {
         s.fwd(s.ids_v(), s.tok_v(), host_view(s.pos, DType::f32, {4, 5}), s.out_v());
@@ -489,7 +490,7 @@ TEST(CpuOutOfRange, WithRecordZeroesRowsSkipsGradientsAndReports) {
 TEST(Validation, ErrorsCarryTheirSourceLocationAsDataNotInTheMessage) {
   Small s;
   try {
-    s.fwd(host_view(s.ids, DType::i64, {6}), s.tok_v(), s.pos_v(), s.out_v());
+    s.fwd(host_view(s.ids, DType::f32, {2, 3}), s.tok_v(), s.pos_v(), s.out_v());
     FAIL() << "no exception";
   } catch (const InvalidArgument& e) {
     const std::string file = e.file(), msg = e.what();

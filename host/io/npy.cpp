@@ -189,6 +189,8 @@ const char* descr_for(DType dtype) {
       return "<i4";
     case DType::i64:
       return "<i8";
+    case DType::f64:
+      return "<f8";
   }
   return "?";
 }
@@ -311,9 +313,12 @@ HostTensor npy_tensor(const detail::ByteSource& src) {
       dtype = DType::i32;
     } else if (code == "i8") {
       dtype = DType::i64;
+    } else if (code == "f8") {
+      dtype = DType::f64;
     } else {
       TOKEMB_FAIL(IoError, ".npy: descr '", d,
-                  "' is not supported; expected '<f4' (f32 or bf16 tables), '<f2', '<i4' or '<i8'");
+                  "' is not supported; expected '<f4' (f32 or bf16 tables), '<f2', '<f8', '<i4' "
+                  "or '<i8'");
     }
     TOKEMB_EXPECTS(h.shape.size() <= static_cast<std::size_t>(Shape::max_rank), IoError,
                    ".npy: the array has ", h.shape.size(), " dimensions; at most ", Shape::max_rank,

@@ -33,7 +33,7 @@ struct DtypeInfo {
 constexpr DtypeInfo dtype_infos[] = {
     {"F32", 4, true, DType::f32},      {"F16", 2, true, DType::f16},
     {"BF16", 2, true, DType::bf16},    {"I32", 4, true, DType::i32},
-    {"I64", 8, true, DType::i64},      {"F64", 8, false, DType::f32},
+    {"I64", 8, true, DType::i64},      {"F64", 8, true, DType::f64},
     {"I8", 1, false, DType::f32},      {"U8", 1, false, DType::f32},
     {"BOOL", 1, false, DType::f32},    {"I16", 2, false, DType::f32},
     {"U16", 2, false, DType::f32},     {"U32", 4, false, DType::f32},
@@ -54,6 +54,8 @@ const char* st_name(DType d) {
       return "I32";
     case DType::i64:
       return "I64";
+    case DType::f64:
+      return "F64";
   }
   return "?";
 }

@@ -1,7 +1,7 @@
 #pragma once
 /// \file embedding.hpp
-/// The module: a token table, a position table and their f32 gradients on one device — the
-/// pair of `nn.Embedding`s at the input of a GPT model.
+/// The module: a token table, a position table and their gradients (f32; f64 for an f64 module)
+/// on one device — the pair of `nn.Embedding`s at the input of a GPT model.
 
 #include <cstdint>
 #include <deque>
@@ -18,7 +18,7 @@ struct EmbeddingConfig {
   std::int64_t vocab_size = 0;      ///< V, rows of the token table
   std::int64_t dim = 0;             ///< D, the embedding width
   std::int64_t context_length = 0;  ///< P, rows of the position table (0: no position table)
-  DType dtype = DType::f32;         ///< dtype of the tables and of forward's output
+  DType dtype = DType::f32;  ///< dtype of the tables and of forward's output (f32, bf16, f16, f64)
   Device device = Device::cpu();
   std::optional<std::int64_t> padding_idx;  ///< this token's row receives no gradient
   BackwardMode backward_mode = BackwardMode::atomic;
@@ -64,7 +64,8 @@ class Embedding {
   void forward(const TensorView& ids, const TensorView& out, std::int64_t position_offset = 0,
                const TensorView& position_ids = TensorView{});
   void forward(const TensorView& ids, const TensorView& out, const Positions& positions);
-  /// Accumulates into the gradients (see tokemb::backward). dout [B, T, D], any float dtype.
+  /// Accumulates into the gradients (see tokemb::backward). dout [B, T, D], any float dtype
+  /// (f64 only for an f64 module).
   /// If training forwards with dropout are waiting for their backward, this one takes the
   /// oldest one's mask (first in, first out: forward, forward, backward, backward — gradient
   /// accumulation and pipelining — pairs each backward with its own forward).
@@ -112,7 +113,7 @@ class Embedding {
   /// Fill a table from host memory holding V*D (or P*D) elements of the table's dtype.
   void load_token_table(const void* host_data, std::size_t bytes);
   void load_position_table(const void* host_data, std::size_t bytes);
-  /// Copy tables and gradients to host vectors of float (converting bf16/f16). Synchronising.
+  /// Copy tables and gradients to host vectors of float (converting bf16/f16/f64). Synchronising.
   std::vector<float> token_table_to_host();
   std::vector<float> position_table_to_host();
   std::vector<float> token_grad_to_host();

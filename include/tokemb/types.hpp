@@ -151,10 +151,10 @@ inline float to_float(float x) noexcept { return x; }
 inline float to_float(bf16_t x) noexcept { return x.to_float(); }
 inline float to_float(f16_t x) noexcept { return x.to_float(); }
 
-/// \p x rounded to nearest even into T (float, bf16_t or f16_t).
+/// \p x rounded to nearest even into T (float, bf16_t or f16_t; into double exactly).
 template <class T>
 T from_float(float x) noexcept {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     return x;
   } else {
     return T::from_float(x);
