@@ -684,10 +684,11 @@ NB_MODULE(_core, m) {
       std::string strides;
       for (int j = 0; j < a.view.shape.rank(); ++j)
         strides += (j ? ", " : "") + std::to_string(a.view.stride(j));
-      throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " is not C-contiguous (shape " +
-                            a.view.shape.str() + ", strides [" + strides +
-                            "] in elements); tables are read as row-major memory: use "
-                            ".contiguous() (PyTorch) or numpy.ascontiguousarray");
+      // The library's wording (host/validate.cpp), with what to do about it.
+      throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " of shape " +
+                            a.view.shape.str() + " has strides [" + strides +
+                            "]; it must be contiguous (only ids, position_ids and dout may be "
+                            "strided): use .contiguous() (PyTorch) or numpy.ascontiguousarray");
     }
   });
 

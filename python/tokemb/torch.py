@@ -477,8 +477,9 @@ def token_position_embedding(ids, token_weight, pos_weight=None, *, position_off
     ids: [..., T] int32/int64 on the weights' device, any strides (a slice such as
     ``batch[:, :-1]`` is read in place); any number of leading dimensions, positions running
     along the last; the result is [..., T, dim]. Weights: float32, bfloat16, float16 or float64
-    (one dtype); their gradients come in that dtype. ``padding_idx`` as in ``nn.Embedding`` (negative counts from the end): that row's
-    forward value is the table row and it receives no gradient. ``dropout_p > 0`` draws the
+    (one dtype); their gradients come in that dtype. ``padding_idx`` as in ``nn.Embedding``
+    (negative counts from the end): that row's forward value is the table row and it receives
+    no gradient. ``dropout_p > 0`` draws the
     mask's seed from ``generator`` (None: PyTorch's default generator for the weights' device,
     so ``torch.manual_seed`` makes it reproducible); the backward applies the same mask.
     ``dropout_mode='token'`` drops whole token vectors. On a CUDA device an out-of-range id
