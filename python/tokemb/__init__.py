@@ -192,6 +192,10 @@ def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, po
         # error, not the framework's "unable to allocate").
         _core.check_array(c.arg(ids, "ids"), fn, "ids", True)
         _core.check_array(c.arg(token_table, "token_table"), fn, "token_table", False)
+        rank = len(_shape(ids))
+        if not 1 <= rank <= 7:
+            raise InvalidArgument(f"{fn}: ids has rank {rank}; expected 1 to 7 dimensions "
+                                  "[..., T] (the output [..., T, D] has at most 8)")
         out = c.empty(token_table, _shape(ids) + (shape[1],))
     _core.forward(c.arg(ids, "ids"), c.arg(token_table, "token_table"),
                   c.arg(pos_table, "pos_table"), c.arg(out, "out", write=True),

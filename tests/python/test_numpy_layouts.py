@@ -118,6 +118,15 @@ def test_leading_dimensions(rng, shape):
     check_grads(gt, gp, ids, dout, V, P)
 
 
+def test_ids_rank_is_named(rng):
+    tok = np.zeros((4, 2), np.float32)
+    assert tokemb.forward(np.zeros((1,) * 6 + (3,), np.int64), tok).shape == (1,) * 6 + (3, 2)
+    for shape in ((), (1,) * 7 + (3,)):
+        with pytest.raises(tokemb.InvalidArgument,
+                           match=rf"tokemb.forward: ids has rank {len(shape)}; expected 1 to 7"):
+            tokemb.forward(np.zeros(shape, np.int64), tok)
+
+
 @pytest.mark.parametrize("shape", [(0, 4), (3, 0), (0,), (2, 0, 5)])
 def test_empty_batches(rng, shape):
     V, P, D = 6, 5, 3
