@@ -123,13 +123,15 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
   const auto code = static_cast<Code>(dt.code);
   if (dt.lanes != 1) {
     throw InvalidArgument(prefix(fn, name) + " has vector dtype " + dlpack_dtype_name(dt) +
-                          "; expected float32, bfloat16, float16, int32 or int64");
+                          "; expected float32, bfloat16, float16, float64, int32 or int64");
   } else if (as_bf16 && dt.bits == 16 && (code == Code::UInt || code == Code::Int)) {
     dtype = DType::bf16;
   } else if (code == Code::Float && dt.bits == 32) {
     dtype = DType::f32;
   } else if (code == Code::Float && dt.bits == 16) {
     dtype = DType::f16;
+  } else if (code == Code::Float && dt.bits == 64) {
+    dtype = DType::f64;
   } else if (code == Code::Bfloat && dt.bits == 16) {
     dtype = DType::bf16;
   } else if (code == Code::Int && dt.bits == 32) {
@@ -138,26 +140,27 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
     dtype = DType::i64;
   } else {
     throw InvalidArgument(prefix(fn, name) + " has dtype " + dlpack_dtype_name(dt) +
-                          "; tokemb supports float32, bfloat16 and float16 tables and "
-                          "activations, int32 and int64 ids");
+                          "; tokemb supports float32, bfloat16, float16 and float64 tables "
+                          "and activations, int32 and int64 ids");
   }
 
-  std::vector<std::int64_t> dims(arr.ndim());
-  for (std::size_t i = 0; i < arr.ndim(); ++i) dims[i] = static_cast<std::int64_t>(arr.shape(i));
-  // C-contiguous: the strides of a row-major layout, ignoring dimensions of extent 1 (whose
-  // stride is meaningless; PyTorch reports arbitrary values there). An array with no elements
-  // (a [4, 0] slice of a wider one, say) has no layout to check: every stride is meaningless.
+  std::vector<std::int64_t> dims(arr.ndim()), strides(arr.ndim());
+  for (std::size_t i = 0; i < arr.ndim(); ++i) {
+    dims[i] = static_cast<std::int64_t>(arr.shape(i));
+    strides[i] = static_cast<std::int64_t>(arr.stride(i));  // DLPack strides are in elements
+  }
+  // Row-major (C-contiguous) arrays become plain views; any other layout (a slice such as
+  // batch[:, :-1], a transpose, a stride-0 broadcast, negative strides) is passed with its
+  // strides, read in place, never copied. Which arguments may be strided is the library's rule
+  // (ids, position_ids and dout; ops.hpp): its validation names an argument that must be
+  // contiguous. Contiguity ignores dimensions of extent 1 (whose stride is meaningless; PyTorch
+  // reports arbitrary values there), and an array with no elements (a [4, 0] slice of a wider
+  // one, say) has no layout at all: both are plain views.
   const bool no_elements = std::find(dims.begin(), dims.end(), 0) != dims.end();
+  bool contiguous = true;
   std::int64_t expect = 1;
   for (std::size_t i = arr.ndim(); !no_elements && i-- > 0;) {
-    if (dims[i] != 1 && arr.stride(i) != expect) {
-      std::string strides;
-      for (std::size_t j = 0; j < arr.ndim(); ++j)
-        strides += (j ? ", " : "") + std::to_string(arr.stride(j));
-      throw InvalidArgument(prefix(fn, name) + " is not C-contiguous (strides [" + strides +
-                            "] in elements); tokemb needs row-major memory: use "
-                            ".contiguous() (PyTorch) or numpy.ascontiguousarray");
-    }
+    if (dims[i] != 1 && strides[i] != expect) contiguous = false;
     expect *= dims[i];
   }
 
@@ -176,7 +179,9 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
                             std::to_string(arr.device_type()) +
                             "; tokemb supports CPU (1) and CUDA (2) memory");
   }
-  a.view = TensorView(arr.data(), dtype, make_shape(dims, fn, name), device);
+  const Shape shape = make_shape(dims, fn, name);
+  a.view = contiguous ? TensorView(arr.data(), dtype, shape, device)
+                      : TensorView(arr.data(), dtype, shape, strides.data(), device);
   a.keep = arr;
   // An array with no elements may report a null pointer; tokemb reads null as "absent", so give
   // it a dummy address (nothing is ever read through it) and let shape checks speak.
@@ -419,6 +424,9 @@ std::pair<nb::object, std::string> to_numpy(tokemb::HostTensor&& t) {
     case DType::f16:
       dt = {static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
       break;
+    case DType::f64:
+      dt = nb::dtype<double>();
+      break;
     case DType::bf16:
       dt = nb::dtype<std::uint16_t>();
       break;
@@ -474,7 +482,9 @@ void py_init_pytorch(const std::vector<nb::handle>& tables, std::uint64_t seed,
     args.push_back(to_view(tables[i], fn, name, true));
     const TensorView& v = args.back().view;
     if (v.empty()) continue;
-    if (!tokemb::is_floating(v.dtype) || v.shape.rank() != 2)
+    // Not f64: PyTorch draws a float64 table with other arithmetic than the float32 draws that
+    // TorchGenerator reproduces, and the conversion below writes f32, bf16 or f16 only.
+    if (!tokemb::is_floating(v.dtype) || v.dtype == DType::f64 || v.shape.rank() != 2)
       throw InvalidArgument(prefix(fn, name) + " must be a [rows, dim] table of float32, " +
                             "bfloat16 or float16 (got " + tokemb::dtype_name(v.dtype) + " " +
                             v.shape.str() + ")");
@@ -656,13 +666,29 @@ NB_MODULE(_core, m) {
         "allocate"_a.none(), TOKEMB_OP_KW, "accumulate"_a, "deterministic"_a, "stream"_a);
 #undef TOKEMB_OP_KW
   m.def("check_errors", &py_check_errors, "device_index"_a, "stream"_a, "clear"_a);
-  // The checks to_view makes (a DLPack array, a dtype tokemb has, C-contiguous, CPU or CUDA),
-  // and for ids an index dtype: what forward() checks before it allocates its output.
+  // The checks to_view makes (a DLPack array, a dtype tokemb has, CPU or CUDA); for ids an
+  // index dtype (any strides), for a table row-major memory: what forward() checks before it
+  // allocates its output.
   m.def("check_array", [](nb::handle x, const std::string& fn, const std::string& name, bool ids) {
     const Arg a = to_view(x, fn.c_str(), name.c_str(), false);
     if (ids && a.view.dtype != DType::i32 && a.view.dtype != DType::i64) {
       throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " has dtype " +
                             tokemb::dtype_name(a.view.dtype) + ", expected i32 or i64");
+    }
+    if (!ids && !tokemb::is_floating(a.view.dtype)) {
+      throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " has dtype " +
+                            tokemb::dtype_name(a.view.dtype) +
+                            ", expected f32, bf16, f16 or f64 (a table)");
+    }
+    if (!ids && !a.view.is_contiguous()) {
+      std::string strides;
+      for (int j = 0; j < a.view.shape.rank(); ++j)
+        strides += (j ? ", " : "") + std::to_string(a.view.stride(j));
+      // The library's wording (host/validate.cpp), with what to do about it.
+      throw InvalidArgument(prefix(fn.c_str(), name.c_str()) + " of shape " +
+                            a.view.shape.str() + " has strides [" + strides +
+                            "]; it must be contiguous (only ids, position_ids and dout may be "
+                            "strided): use .contiguous() (PyTorch) or numpy.ascontiguousarray");
     }
   });
 
@@ -685,6 +711,9 @@ NB_MODULE(_core, m) {
         break;
       case DType::f16:
         ddt = {static_cast<std::uint8_t>(Code::Float), 16, 1};
+        break;
+      case DType::f64:
+        ddt = {static_cast<std::uint8_t>(Code::Float), 64, 1};
         break;
       case DType::bf16:
         ddt = {static_cast<std::uint8_t>(Code::Bfloat), 16, 1};

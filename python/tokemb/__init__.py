@@ -4,7 +4,7 @@ Functional API on any DLPack array (NumPy, PyTorch, CuPy, JAX) -- CPU arrays run
 backend, CUDA arrays on its kernels::
 
     out = tokemb.forward(ids, token_table, pos_table)          # token_table[ids] + pos_table[t]
-    tokemb.backward(ids, dout, grad_token, grad_pos)            # accumulates f32 gradients
+    tokemb.backward(ids, dout, grad_token, grad_pos)            # accumulates the gradients
 
 and a PyTorch module with autograd in ``tokemb.torch`` (``TokenPositionEmbedding``).
 Errors are ``tokemb.Error`` subclasses carrying the C++ library's messages.
@@ -155,8 +155,11 @@ def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, po
     ``pos_table[position_ids[b, t]]``, or positions restarting at each packed sequence of
     ``cu_seqlens``; no positional term when ``pos_table`` is None), then dropout.
 
-    ids: [B, T] int32/int64. token_table [V, D] and pos_table [P, D]: float32, bfloat16 or
-    float16, one dtype. Returns ``out`` ([B, T, D], the tables' dtype), allocated by
+    ids: [..., T] int32/int64: any number of leading dimensions ([T], [B, T], [A, B, T], ...),
+    positions running along the last, and any strides (slices, transposes, broadcasts are read
+    in place); position_ids has the ids' shape, any strides. An empty batch gives an empty
+    output. token_table [V, D] and pos_table [P, D]: float32, bfloat16, float16 or float64, one
+    dtype, row-major. Returns ``out`` ([..., T, D], the tables' dtype), allocated by
     token_table's framework on its device when not given. CUDA arrays run on ``stream`` (an int
     cudaStream_t; None: the framework's current stream). An id outside [0, V) raises
     IndexOutOfRange before anything is written on the CPU; on a CUDA device its row is written
@@ -189,6 +192,10 @@ def forward(ids, token_table, pos_table=None, *, out=None, position_offset=0, po
         # error, not the framework's "unable to allocate").
         _core.check_array(c.arg(ids, "ids"), fn, "ids", True)
         _core.check_array(c.arg(token_table, "token_table"), fn, "token_table", False)
+        rank = len(_shape(ids))
+        if not 1 <= rank <= 7:
+            raise InvalidArgument(f"{fn}: ids has rank {rank}; expected 1 to 7 dimensions "
+                                  "[..., T] (the output [..., T, D] has at most 8)")
         out = c.empty(token_table, _shape(ids) + (shape[1],))
     _core.forward(c.arg(ids, "ids"), c.arg(token_table, "token_table"),
                   c.arg(pos_table, "pos_table"), c.arg(out, "out", write=True),
@@ -205,8 +212,11 @@ def backward(ids, dout, grad_token, grad_pos=None, *, position_offset=0, positio
              cu_seqlens=None, padding_idx=None, dropout_p=0.0, seed=0, offset=0,
              dropout_mode="element", seed_offset=None, vocab_start=0, vocab_size=None,
              accumulate=True, deterministic=False, stream=None):
-    """Gradients of :func:`forward`, written into float32 ``grad_token`` [V, D] and ``grad_pos``
-    [P, D] (may be None):
+    """Gradients of :func:`forward`, written into ``grad_token`` [V, D] and ``grad_pos`` [P, D]
+    (may be None), row-major, of one dtype: float32 (summed in f32), or dout's dtype (bf16/f16:
+    summed in f32 and each element rounded once -- no f32 copy of a 16-bit table's gradient;
+    float64 dout needs float64 gradients). dout [..., T, D] may have any strides (a stride-0
+    broadcast included):
 
         grad_token[ids[b, t]] += mask(dout)[b, t]   (not for padding_idx)
         grad_pos[pos(b, t)]   += mask(dout)[b, t]

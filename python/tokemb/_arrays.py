@@ -175,10 +175,10 @@ class Call:
 
 
 def dtype_name(x):
-    """tokemb's name for an array's dtype ('f32', 'bf16', 'f16', 'i32', 'i64')."""
+    """tokemb's name for an array's dtype ('f32', 'bf16', 'f16', 'f64', 'i32', 'i64')."""
     name = str(getattr(x, "dtype", "")).replace("torch.", "")
-    table = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int32": "i32",
-             "int64": "i64"}
+    table = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64",
+             "int32": "i32", "int64": "i64"}
     if name not in table:
         raise InvalidArgument(f"unsupported dtype {name!r}: expected one of {sorted(table)}")
     return table[name]

@@ -12,7 +12,13 @@ each rank holds its shard of the token table and the collectives run on that gro
 ``torch.distributed`` (NCCL for CUDA tensors, gloo for CPU tensors); ``sequence_parallel=True``
 leaves each rank its slice of the sequence.
 
-Gradients are accumulated in float32 by tokemb and returned in each parameter's dtype. The
+Gradients are computed in each parameter's dtype: tokemb sums in float32 (float64 for float64
+tables) and rounds each gradient element once, so a bf16 table's backward allocates no float32
+[V, D] copy. ids, position_ids and the incoming gradient are read with their strides (a slice
+such as ``batch[:, :-1]``, a transpose, the expanded gradient of ``out.sum()``), never copied.
+ids may have any number of leading dimensions ([T], [B, T], [A, B, T], ...; positions run along
+the last); empty batches give empty outputs. The backward is itself differentiable (double
+backward, ``gradgradcheck``), except across the collectives of a ``process_group``. The
 backward is tokemb's overwriting pass (every gradient row written once, no zeroing pass); it is
 the deterministic one when the module asks for it or ``torch.use_deterministic_algorithms(True)``
 is on. With torch >= 2.4 the ops are registered with ``torch.library.custom_op`` (fake
@@ -28,7 +34,7 @@ from torch import nn
 import tokemb as _tk
 
 __all__ = ["TokenPositionEmbedding", "token_position_embedding", "draw_seed_offset",
-           "vocab_shard", "USES_CUSTOM_OP"]
+           "vocab_shard", "nest_book_state_dict", "USES_CUSTOM_OP"]
 
 # ---- the two ops, on plain (non-differentiable) tensors ----------------------------------------
 #
@@ -47,15 +53,44 @@ def _forward_impl(ids, token_weight, pos_weight, position_offset, position_ids, 
 def _backward_impl(ids, dout, vocab_size, context_length, position_offset, position_ids,
                    cu_seqlens, padding_idx, deterministic, dropout_p, dropout_mode, seed_offset):
     dim = dout.shape[-1]
-    # accumulate=False overwrites every row, so uninitialised memory is fine.
-    gt = torch.empty((vocab_size, dim), dtype=torch.float32, device=dout.device)
-    gp = torch.empty((context_length, dim), dtype=torch.float32, device=dout.device)
-    _tk.backward(ids, dout.contiguous(), gt, gp if context_length > 0 else None,
+    # The gradients in dout's dtype, which the callers make the tables' dtype: tokemb sums in f32
+    # (f64 for f64) and rounds each element once, so a bf16 table's gradient needs no f32 [V, D]
+    # copy. accumulate=False overwrites every row, so uninitialised memory is fine. dout is read
+    # with its strides (an expanded gradient of out.sum() included): no copy.
+    gt = torch.empty((vocab_size, dim), dtype=dout.dtype, device=dout.device)
+    gp = torch.empty((context_length, dim), dtype=dout.dtype, device=dout.device)
+    _tk.backward(ids, dout, gt, gp if context_length > 0 else None,
                  position_offset=position_offset, position_ids=position_ids,
                  cu_seqlens=cu_seqlens, padding_idx=padding_idx, dropout_p=dropout_p,
                  dropout_mode=dropout_mode, seed_offset=seed_offset, accumulate=False,
                  deterministic=deterministic)
     return gt, gp
+
+
+def _dout_grad(ids, grad_gt, grad_gp, vocab_size, context_length, dim, dtype, position_offset,
+               position_ids, cu_seqlens, padding_idx, deterministic, dropout_p, dropout_mode,
+               seed_offset):
+    """The backward of the backward: backward is linear in dout,
+    grad_token[ids[r]] += mask[r] * dout[r] (not for padding_idx) and grad_pos[pos(r)] +=
+    mask[r] * dout[r], so the gradient of dout is mask[r] * (grad_gt[ids[r]] + grad_gp[pos(r)])
+    with no token term for padding_idx: the forward op on the incoming gradients as tables, with
+    the same positions and dropout (seed, offset), its padding row zeroed. It is itself the
+    differentiable forward op, so every higher order follows."""
+    if grad_gt is None:
+        grad_gt = torch.zeros((vocab_size, dim), dtype=dtype, device=ids.device)
+    # Tables are read as row-major memory (an incoming gradient may be an expanded view).
+    grad_gt = grad_gt.contiguous()
+    if padding_idx is not None:
+        row = torch.tensor([padding_idx % vocab_size], dtype=torch.int64, device=grad_gt.device)
+        grad_gt = grad_gt.index_fill(0, row, 0)
+    if context_length == 0:
+        grad_gp = None
+    elif grad_gp is None:
+        grad_gp = torch.zeros((context_length, dim), dtype=dtype, device=ids.device)
+    else:
+        grad_gp = grad_gp.contiguous()
+    return _apply(ids, grad_gt, grad_gp, position_offset, position_ids, cu_seqlens, padding_idx,
+                  dropout_p, dropout_mode, seed_offset, deterministic)
 
 
 def _use_deterministic(flag):
@@ -77,17 +112,14 @@ def _grads(ctx, grad_out):
     ids = ctx.saved_tensors[0]
     opt = {name: (None if none else t) for name, none, t in
            zip(_OPTIONAL, ctx.none, ctx.saved_tensors[1:])}
-    gt, gp = _backward(ids, grad_out, ctx.vocab_size, ctx.context_length, ctx.position_offset,
+    # Gradients in the tables' dtype (PyTorch's rule for a parameter's gradient), computed by
+    # tokemb in that dtype: a dout of another dtype is converted, never the [V, D] gradient.
+    dout = grad_out if grad_out.dtype == ctx.token_dtype else grad_out.to(ctx.token_dtype)
+    gt, gp = _backward(ids, dout, ctx.vocab_size, ctx.context_length, ctx.position_offset,
                        opt["position_ids"], opt["cu_seqlens"], ctx.padding_idx,
                        _use_deterministic(ctx.deterministic), ctx.dropout_p, ctx.dropout_mode,
                        opt["seed_offset"])
-    # PyTorch wants gradients in the parameter's dtype; tokemb accumulates in f32.
-    gt = gt if ctx.token_dtype == torch.float32 else gt.to(ctx.token_dtype)
-    if ctx.context_length > 0:
-        gp = gp if ctx.pos_dtype == torch.float32 else gp.to(ctx.pos_dtype)
-    else:
-        gp = None
-    return gt, gp
+    return gt, (gp if ctx.context_length > 0 else None)
 
 
 def _save(ctx, ids, token_weight, pos_weight, position_offset, position_ids, cu_seqlens,
@@ -108,6 +140,28 @@ def _save(ctx, ids, token_weight, pos_weight, position_offset, position_ids, cu_
 
 
 _NONE_GRADS = (None,) * 8  # position_offset ... deterministic: not differentiable
+
+
+def _save_backward(ctx, ids, dout, vocab_size, context_length, position_offset, position_ids,
+                   cu_seqlens, padding_idx, deterministic, dropout_p, dropout_mode, seed_offset):
+    """What the backward op's own backward (_dout_grad) needs: the forward's row arguments."""
+    optional = (position_ids, cu_seqlens, seed_offset)
+    ctx.none = tuple(t is None for t in optional)
+    ctx.save_for_backward(ids, *(ids if t is None else t for t in optional))
+    ctx.args = (vocab_size, context_length, dout.shape[-1], dout.dtype, position_offset)
+    ctx.rest = (padding_idx, deterministic, dropout_p, dropout_mode)
+
+
+def _backward_grads(ctx, grad_gt, grad_gp):
+    ids = ctx.saved_tensors[0]
+    position_ids, cu_seqlens, seed_offset = (None if none else t for none, t in
+                                             zip(ctx.none, ctx.saved_tensors[1:]))
+    padding_idx, deterministic, dropout_p, dropout_mode = ctx.rest
+    return _dout_grad(ids, grad_gt, grad_gp, *ctx.args, position_ids, cu_seqlens, padding_idx,
+                      deterministic, dropout_p, dropout_mode, seed_offset)
+
+
+_NONE_BACKWARD_GRADS = (None,) * 10  # vocab_size ... seed_offset
 
 USES_CUSTOM_OP = hasattr(torch, "library") and hasattr(torch.library, "custom_op")
 
@@ -142,8 +196,7 @@ if USES_CUSTOM_OP:  # torch >= 2.4: visible to torch.compile, no graph breaks
     def _(ids, dout, vocab_size, context_length, position_offset, position_ids, cu_seqlens,
           padding_idx, deterministic, dropout_p, dropout_mode, seed_offset):
         d = dout.shape[-1]
-        return (dout.new_empty((vocab_size, d), dtype=torch.float32),
-                dout.new_empty((context_length, d), dtype=torch.float32))
+        return (dout.new_empty((vocab_size, d)), dout.new_empty((context_length, d)))
 
     def _setup_context(ctx, inputs, output):
         _save(ctx, *inputs)
@@ -152,15 +205,23 @@ if USES_CUSTOM_OP:  # torch >= 2.4: visible to torch.compile, no graph breaks
         gt, gp = _grads(ctx, grad_out)
         return (None, gt, gp) + _NONE_GRADS
 
+    def _setup_backward_context(ctx, inputs, output):
+        _save_backward(ctx, *inputs)
+
+    def _autograd_backward_backward(ctx, grad_gt, grad_gp):
+        return (None, _backward_grads(ctx, grad_gt, grad_gp)) + _NONE_BACKWARD_GRADS
+
     _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+    # The backward is differentiable too (double backward, gradgradcheck, Hessian-vector
+    # products): its gradient is the forward op on the incoming gradients (_dout_grad).
+    _backward_op.register_autograd(_autograd_backward_backward,
+                                   setup_context=_setup_backward_context)
     _backward = _backward_op
 
     def _apply(*args):
         return _forward_op(*args)
 
 else:  # older torch: an autograd.Function (torch.compile, where present, breaks the graph here)
-
-    _backward = _backward_impl
 
     class _Function(torch.autograd.Function):
         @staticmethod
@@ -172,6 +233,22 @@ else:  # older torch: an autograd.Function (torch.compile, where present, breaks
         def backward(ctx, grad_out):
             gt, gp = _grads(ctx, grad_out)
             return (None, gt, gp) + _NONE_GRADS
+
+    class _BackwardFunction(torch.autograd.Function):
+        """The backward as a differentiable function of dout (see _dout_grad)."""
+
+        @staticmethod
+        def forward(ctx, *args):
+            ctx.set_materialize_grads(False)  # an unused gradient stays None: no [V, D] zeros
+            _save_backward(ctx, *args)
+            return _backward_impl(*args)
+
+        @staticmethod
+        def backward(ctx, grad_gt, grad_gp):
+            return (None, _backward_grads(ctx, grad_gt, grad_gp)) + _NONE_BACKWARD_GRADS
+
+    def _backward(*args):
+        return _BackwardFunction.apply(*args)
 
     def _apply(*args):
         return _Function.apply(*args)
@@ -223,12 +300,12 @@ class _Parallel:
 
 
 def _dropout_rows(x, p, mode, seed_offset):
-    """tokemb's dropout mask applied to a full [B, T, D] tensor: a forward with identity ids
-    (row b*T + t of x viewed as a [B*T, D] table), so element (b, t, d) gets exactly the mask the
-    fused one-process forward gives it (the mask depends on the position in [B, T, D] only)."""
-    B, T, D = x.shape
-    rows = torch.arange(B * T, device=x.device, dtype=torch.int64).view(B, T)
-    return _tk.forward(rows, x.reshape(B * T, D), None, dropout_p=p, dropout_mode=mode,
+    """tokemb's dropout mask applied to a full contiguous [..., T, D] tensor: a forward with
+    identity ids (row r of x viewed as a [rows, D] table), so element (r, d) gets exactly the mask
+    the fused one-process forward gives it (the mask depends on the element's flat index only)."""
+    D = x.shape[-1]
+    rows = torch.arange(x.numel() // D, device=x.device, dtype=torch.int64).view(x.shape[:-1])
+    return _tk.forward(rows, x.reshape(-1, D), None, dropout_p=p, dropout_mode=mode,
                        seed_offset=seed_offset)
 
 
@@ -243,7 +320,10 @@ class _ParallelFunction(torch.autograd.Function):
     def forward(ctx, ids, token_weight, pos_weight, par, position_offset, position_ids,
                 cu_seqlens, dropout_p, dropout_mode, seed_offset):
         import torch.distributed as dist
-        B, T = ids.shape
+        if ids.dim() < 1:
+            raise _tk.InvalidArgument("TokenPositionEmbedding: ids is a 0-d tensor; expected "
+                                      "[..., T] (positions run along the last dimension)")
+        T = ids.shape[-1]
         if par.sequence_parallel and T % par.world:
             raise _tk.InvalidArgument(
                 f"TokenPositionEmbedding: sequence_parallel needs T divisible by the group size; "
@@ -262,8 +342,8 @@ class _ParallelFunction(torch.autograd.Function):
         c = T // par.world
         if par.sequence_parallel and dropout_p == 0.0 and par.backend() == "nccl":
             # Rank r receives the sum of everyone's tokens [r*c, (r+1)*c) of every sequence.
-            out = local.new_empty((B, c, local.shape[-1]))
-            dist.reduce_scatter(out, [local[:, r * c:(r + 1) * c].contiguous()
+            out = local.new_empty((*ids.shape[:-1], c, local.shape[-1]))
+            dist.reduce_scatter(out, [local[..., r * c:(r + 1) * c, :].contiguous()
                                       for r in range(par.world)], group=par.group)
         else:
             # gloo has no reduce_scatter (torch 1.13); with dropout the mask is applied to the
@@ -283,7 +363,7 @@ class _ParallelFunction(torch.autograd.Function):
             if dropout_p > 0.0:
                 out = _dropout_rows(out, dropout_p, dropout_mode, seed_offset)
             if par.sequence_parallel:
-                out = out[:, par.rank * c:(par.rank + 1) * c]
+                out = out[..., par.rank * c:(par.rank + 1) * c, :]
             out = out.to(local.dtype).contiguous()
         ctx.par = par
         ctx.none = (position_ids is None, cu_seqlens is None, seed_offset is None)
@@ -296,27 +376,33 @@ class _ParallelFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # no double backward across the collectives
     def backward(ctx, grad_out):
         import torch.distributed as dist
         par = ctx.par
         ids = ctx.saved_tensors[0]
         position_ids, cu_seqlens, seed_offset = (None if none else t for none, t in
                                                  zip(ctx.none, ctx.saved_tensors[1:]))
-        dout = grad_out.contiguous()
+        (rows, dim), pshape = ctx.shapes
+        tdt, _ = ctx.dtypes
+        # Gradients in the tables' dtype (tokemb sums in f32 and rounds once); dout converted to
+        # it when it differs, read with its strides otherwise.
+        dout = grad_out if grad_out.dtype == tdt else grad_out.to(tdt)
         if par.sequence_parallel:
-            # gloo cannot move bf16 (torch 1.13): gather the bytes instead.
+            # The collective needs contiguous buffers; gloo cannot move bf16 (torch 1.13):
+            # gather the bytes instead.
+            dout = dout.contiguous()
             bits = dout.view(torch.uint8) if dout.element_size() == 2 else dout
             parts = [torch.empty_like(bits) for _ in range(par.world)]
             dist.all_gather(parts, bits, group=par.group)
-            dout = torch.cat(parts, dim=1).view(dout.dtype)
-        (rows, dim), pshape = ctx.shapes
-        gt = torch.empty((rows, dim), dtype=torch.float32, device=dout.device)
+            dout = torch.cat(parts, dim=-2).view(dout.dtype)
+        gt = torch.empty((rows, dim), dtype=tdt, device=dout.device)
         # Only rank 0 computes the position gradient; the others contribute zeros to the
         # all_reduce below and pass no grad_pos (nor the positions, which then select nothing),
         # so no work is done only to be discarded.
         gp = None
         if pshape is not None and par.rank == 0:
-            gp = torch.empty(pshape, dtype=torch.float32, device=dout.device)
+            gp = torch.empty(pshape, dtype=tdt, device=dout.device)
         if gp is None:
             position_ids = cu_seqlens = None
         _tk.backward(ids, dout, gt, gp, position_offset=ctx.position_offset,
@@ -328,16 +414,56 @@ class _ParallelFunction(torch.autograd.Function):
         if pshape is not None:
             # Rank 0's position gradient, the same bits on every rank (x + 0 + ... is x).
             if gp is None:
-                gp = torch.zeros(pshape, dtype=torch.float32, device=dout.device)
-            dist.all_reduce(gp, group=par.group)
-        tdt, pdt = ctx.dtypes
-        gt = gt if tdt == torch.float32 else gt.to(tdt)
-        if gp is not None and pdt != torch.float32:
-            gp = gp.to(pdt)
+                gp = torch.zeros(pshape, dtype=tdt, device=dout.device)
+            if gp.element_size() == 2 and par.backend() == "gloo":
+                # gloo cannot sum 16-bit floats (torch 1.13): in f32, exact (one nonzero term).
+                wide = gp.float()
+                dist.all_reduce(wide, group=par.group)
+                gp = wide.to(tdt)
+            else:
+                dist.all_reduce(gp, group=par.group)
         return None, gt, gp, None, None, None, None, None, None, None
 
 
 # ---- public API --------------------------------------------------------------------------------
+
+
+_BOOK_KEYS = ("tok_emb.weight", "pos_emb.weight")
+
+
+def nest_book_state_dict(state_dict, prefix):
+    """A book checkpoint's ``state_dict`` (GPTModel's top-level ``tok_emb.weight`` and
+    ``pos_emb.weight``) with those two keys renamed for a model that holds a
+    :class:`TokenPositionEmbedding` under the name ``prefix`` (e.g. ``"emb"`` or ``"emb."``:
+    ``emb.tok_emb.weight``, ``emb.pos_emb.weight``), so that
+    ``model.load_state_dict(nest_book_state_dict(torch.load(path), "emb"))`` loads it, strict
+    key checking included. Every other key (the transformer blocks, ``out_head``, ...) is kept
+    as it is, in its order; the tensors are not copied. ``pos_emb.weight`` may be absent (a
+    model without a positional table). Raises InvalidArgument when ``tok_emb.weight`` is missing
+    or a renamed key is already in the dict."""
+    fn = "nest_book_state_dict"
+    if not isinstance(prefix, str):
+        raise _tk.InvalidArgument(f"{fn}: prefix must be a str (the module's name in the model, "
+                                  f"e.g. 'emb'); got {type(prefix).__name__}")
+    if prefix and not prefix.endswith("."):
+        prefix += "."
+    if _BOOK_KEYS[0] not in state_dict:
+        raise _tk.InvalidArgument(f"{fn}: no '{_BOOK_KEYS[0]}' in the state_dict (keys: "
+                                  f"{list(state_dict)[:8]}{' ...' if len(state_dict) > 8 else ''}"
+                                  "); expected a checkpoint of the book's GPTModel")
+    rename = {k: prefix + k for k in _BOOK_KEYS if k in state_dict}
+    for old, new_key in rename.items():
+        if new_key != old and new_key in state_dict:
+            raise _tk.InvalidArgument(f"{fn}: the state_dict has both '{old}' and '{new_key}'; "
+                                      "it is already nested (or holds two tables)")
+    import collections
+    out = collections.OrderedDict((rename.get(k, k), v) for k, v in state_dict.items())
+    meta = getattr(state_dict, "_metadata", None)
+    if meta is not None:
+        # load_state_dict reads per-module versions from here, keyed by the module's path.
+        out._metadata = collections.OrderedDict(
+            (prefix + k if k in ("tok_emb", "pos_emb") else k, v) for k, v in meta.items())
+    return out
 
 
 def token_position_embedding(ids, token_weight, pos_weight=None, *, position_offset=0,
@@ -348,9 +474,12 @@ def token_position_embedding(ids, token_weight, pos_weight=None, *, position_off
     arange(T)], dropout_p)`` (or ``pos_weight[position_ids]``, or positions restarting at each
     packed sequence of ``cu_seqlens``) in one fused call, differentiable in both weights.
 
-    ids: [B, T] int32/int64 on the weights' device. Weights: float32, bfloat16 or float16 (one
-    dtype). ``padding_idx`` as in ``nn.Embedding`` (negative counts from the end): that row's
-    forward value is the table row and it receives no gradient. ``dropout_p > 0`` draws the
+    ids: [..., T] int32/int64 on the weights' device, any strides (a slice such as
+    ``batch[:, :-1]`` is read in place); any number of leading dimensions, positions running
+    along the last; the result is [..., T, dim]. Weights: float32, bfloat16, float16 or float64
+    (one dtype); their gradients come in that dtype. ``padding_idx`` as in ``nn.Embedding``
+    (negative counts from the end): that row's forward value is the table row and it receives
+    no gradient. ``dropout_p > 0`` draws the
     mask's seed from ``generator`` (None: PyTorch's default generator for the weights' device,
     so ``torch.manual_seed`` makes it reproducible); the backward applies the same mask.
     ``dropout_mode='token'`` drops whole token vectors. On a CUDA device an out-of-range id
@@ -516,7 +645,9 @@ class TokenPositionEmbedding(nn.Module):
                         dropout=0.0, dropout_mode="element", device=None):
         """A module built from (a model's) state_dict holding ``{prefix}tok_emb.weight`` and
         ``{prefix}pos_emb.weight`` -- e.g. a checkpoint of the book's GPTModel; other keys
-        are ignored. Sizes and dtype come from the tensors."""
+        are ignored. Sizes and dtype come from the tensors. To load a book checkpoint into a
+        model that holds this module as a submodule (``model.emb``), see
+        :func:`nest_book_state_dict`."""
         try:
             tw = state_dict[prefix + "tok_emb.weight"]
         except KeyError:
@@ -529,11 +660,12 @@ class TokenPositionEmbedding(nn.Module):
                     f"from_state_dict: state_dict['{key}'] is "
                     f"{list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__}; "
                     "expected a 2-D tensor")
-            if w is not None and w.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            if w is not None and w.dtype not in (torch.float32, torch.bfloat16, torch.float16,
+                                                 torch.float64):
                 raise _tk.InvalidArgument(
                     f"from_state_dict: state_dict['{key}'] has dtype "
-                    f"{str(w.dtype).replace('torch.', '')}; expected float32, bfloat16 or "
-                    "float16 (an embedding table)")
+                    f"{str(w.dtype).replace('torch.', '')}; expected float32, bfloat16, "
+                    "float16 or float64 (an embedding table)")
         padding_idx = _tk._index(padding_idx, "from_state_dict", "padding_idx")
         if device is None:
             device = tw.device
@@ -571,9 +703,11 @@ class TokenPositionEmbedding(nn.Module):
         return 0, self.tok_emb.num_embeddings
 
     def forward(self, ids, position_offset=0, position_ids=None, cu_seqlens=None):
-        """ids [B, T] -> [B, T, dim] in the weights' dtype (dropout applied in training mode).
-        Positions: ``position_offset + t``, or ``position_ids`` [B, T], or packed sequences
-        (``cu_seqlens``, int32 [S + 1] over the B*T flattened rows).
+        """ids [..., T] -> [..., T, dim] in the weights' dtype (dropout applied in training
+        mode): [T] gives [T, dim], [B, T] gives [B, T, dim], [A, B, T] gives [A, B, T, dim].
+        Positions: ``position_offset + t`` (t along the last dimension), or ``position_ids``
+        (the ids' shape), or packed sequences (``cu_seqlens``, int32 [S + 1] over the flattened
+        rows). ids and position_ids may have any strides.
 
         With a process_group: ids (and positions) must be the same on every rank; the result is
         the full [B, T, dim] on every rank, or with sequence_parallel this rank's tokens

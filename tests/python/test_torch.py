@@ -314,8 +314,11 @@ def test_functional_api_on_torch_tensors(rng):
     dout = torch.randn(B, T, D)
     tokemb.backward(ids, dout, gt, gp, accumulate=False)
     torch.testing.assert_close(gp, torch.cat([dout.sum(0), torch.zeros(P - T, D)]))
-    with pytest.raises(tokemb.InvalidArgument, match="C-contiguous"):
-        tokemb.forward(ids.t(), tok.detach(), pos)  # a transposed view
+    # A transposed view is read in place (issue 21); a transposed table is refused.
+    idt = torch.from_numpy(rng.integers(0, V, (T, B))).t()
+    assert torch.equal(tokemb.forward(idt, tok, pos), tok.detach()[idt] + pos[:T])
+    with pytest.raises(tokemb.InvalidArgument, match="token_table of shape .* must be contiguous"):
+        tokemb.forward(ids, tok.detach().t().contiguous().t(), pos)
 
 
 @pytest.mark.skipif(not tt.USES_CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
