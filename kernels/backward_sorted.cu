@@ -48,23 +48,15 @@
 #include "core/cuda_check.hpp"
 #include "kernels/backward.hpp"
 #include "kernels/backward_common.cuh"
+#include "kernels/backward_sorted.hpp"
 
 namespace tokemb::detail::cuda {
 
+namespace sorted {
+
 namespace {
 
-constexpr int kThreads = 256;
-// Sorted entries per tile. Threads own column packs and walk a tile serially, so the parallelism
-// is tiles x packs: 128-entry tiles keep tens of thousands of threads busy at GPT-2 sizes.
-constexpr int kSortedTile = 128;
-constexpr int kBatch = 4;
-constexpr std::uint32_t kNoKey = 0xffffffffu;  // beyond either end of the sorted keys
-
 constexpr std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255}; }
-
-// Batch rows per pos_reduce chunk (see the top of the file). 64 rows are 16 rounds of kBatch
-// loads per block; GPT-2 training shapes (B <= 64) stay one chunk.
-constexpr std::int64_t kPosChunk = 64;
 
 // pos_reduce chunks of this call: more than one only for the deterministic positional gradient
 // from the offset (no position ids) with B > kPosChunk; 0 when pos_reduce does not run.
@@ -86,12 +78,7 @@ std::int64_t pos_partial_rows(const BackwardParams& p) {
   return (2 * p.rows() + kPosChunk - 1) / kPosChunk;
 }
 
-struct Layout {
-  std::size_t keys_in = 0, keys_out = 0, rows_in = 0, rows_out = 0, partial = 0, temp = 0;
-  std::size_t pos_partial = 0;  // pos_reduce's chunk partials, when chunks > 1
-  std::size_t temp_bytes = 0, total = 0;
-  std::int64_t tiles = 0, pos_chunks = 0;
-};
+}  // namespace
 
 Layout make_layout(const BackwardParams& p) {
   const std::int64_t rows = p.rows(), D = p.D;
@@ -138,6 +125,8 @@ char* align_workspace(void* p) {
   return reinterpret_cast<char*>((u + 255) & ~std::uintptr_t{255});
 }
 
+namespace {
+
 template <bool kByPosition>
 __global__ void __launch_bounds__(kThreads)
     prepare_keys(const BackwardParams p, std::uint32_t* keys, std::uint32_t* rows,
@@ -158,103 +147,6 @@ __global__ void __launch_bounds__(kThreads)
     }
     keys[r] = key;
     rows[r] = static_cast<std::uint32_t>(r);
-  }
-}
-
-// kPosAtomic (atomic-mode overwrite): also adds every loaded row to its position's gradient row.
-template <class G, int N, bool kStore, bool kPosAtomic>
-__global__ void __launch_bounds__(kThreads)
-    tile_reduce(const BackwardParams p, void* table, const std::uint32_t* keys,
-                const std::uint32_t* rows, acc_t<G>* partial, std::uint32_t max_key,
-                std::int64_t cb) {
-  using A = acc_t<G>;
-  __shared__ std::uint32_t s_key[kSortedTile];
-  __shared__ std::uint32_t s_row[kSortedTile];
-  __shared__ std::uint32_t s_pos[kPosAtomic ? kSortedTile : 1];  // position of each entry
-  __shared__ int s_valid, s_walk;
-  const std::int64_t n = p.rows(), D = p.D;
-  const std::int64_t tile = blockIdx.x;
-  const std::int64_t s = tile * kSortedTile, e = min(s + kSortedTile, n);
-  const int count = static_cast<int>(e - s);
-  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
-  const int npk = static_cast<int>(min(cb, D - c0)) / N;
-  const std::uint32_t prev_key = s > 0 ? keys[s - 1] : kNoKey;
-  const std::uint32_t next_key = e < n ? keys[e] : kNoKey;
-
-  if (threadIdx.x == 0) s_valid = s_walk = count;
-  for (int i = threadIdx.x; i < count; i += static_cast<int>(blockDim.x)) {
-    const std::uint32_t k = keys[s + i], r = rows[s + i];
-    s_key[i] = k;
-    s_row[i] = r;
-    if constexpr (kPosAtomic) {  // rows with key <= max_key are in range: they have a position
-      s_pos[i] = k <= max_key ? static_cast<std::uint32_t>(resolve_row_any(p, r).position) : 0u;
-    }
-  }
-  __syncthreads();
-  // Entries [0, valid) have token keys; [valid, walk) are padding rows (positional gradient
-  // only, walked with kPosAtomic); the rest are out of range. Each boundary has one writer.
-  for (int i = threadIdx.x; i < count; i += static_cast<int>(blockDim.x)) {
-    const std::uint32_t prev = i == 0 ? 0u : s_key[i - 1];
-    if (s_key[i] >= max_key && (i == 0 || prev < max_key)) s_valid = i;
-    if (kPosAtomic && s_key[i] > max_key && (i == 0 || prev <= max_key)) s_walk = i;
-  }
-  __syncthreads();
-  const int valid = s_valid;
-  const int walk = kPosAtomic ? s_walk : valid;
-  const G* __restrict__ dout = static_cast<const G*>(p.dout);
-  std::uint64_t seed = 0, offset = 0;
-  dropout_seed_offset(p.dropout, &seed, &offset);
-
-  for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
-    const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
-    A acc[N] = {};
-    std::uint32_t cur = kNoKey;
-    int start = 0;
-    // A run [start, end) of key k: written directly unless it continues into a neighbour tile.
-    auto emit = [&](std::uint32_t k, int run_start, int run_end) {
-      const bool head_cross = run_start == 0 && prev_key == k;
-      const bool tail_cross = run_end == count && next_key == k;
-      if (!head_cross && !tail_cross) {
-        write_grad<kStore, N>(table, p.grad_type, static_cast<std::int64_t>(k) * D + col, acc);
-      } else {
-        A* dst = partial + (tile * 2 + (head_cross ? 0 : 1)) * D + col;
-#pragma unroll
-        for (int j = 0; j < N; ++j) dst[j] = acc[j];
-      }
-    };
-    for (int i = 0; i < walk; i += kBatch) {
-      A x[kBatch][N];
-      std::uint32_t kb[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {  // issue all loads first: kBatch rows in flight
-        kb[u] = kNoKey;
-        if (i + u < walk) {
-          kb[u] = s_key[i + u];
-          load_dout_pack<G, N>(dout, p, seed, offset, s_row[i + u], col, x[u]);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        if (kb[u] == kNoKey) continue;
-        if constexpr (kPosAtomic) {
-          // Atomic mode only, so the gradients are of type A (16-bit ones are deterministic).
-          atomic_add_pack<N>(
-              static_cast<A*>(p.grad_pos) + static_cast<std::int64_t>(s_pos[i + u]) * D + col, x[u]);
-          if (kb[u] == max_key) continue;  // padding row: positional gradient only
-        }
-        if (kb[u] != cur) {
-          if (cur != kNoKey) emit(cur, start, i + u);
-          cur = kb[u];
-          start = i + u;
-#pragma unroll
-          for (int j = 0; j < N; ++j) acc[j] = x[u][j];
-        } else {
-#pragma unroll
-          for (int j = 0; j < N; ++j) acc[j] += x[u][j];
-        }
-      }
-    }
-    if (cur != kNoKey) emit(cur, start, valid);
   }
 }
 
@@ -386,103 +278,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Positional gradient for positions offset + t. Without kToPartial, block x covers position row
-// q: offset + x when accumulating (the T rows that receive gradient), x itself when overwriting
-// (all P rows, so the rows outside offset .. offset + T - 1 are zeroed too), summing all B rows.
-// With kToPartial, block x = c * T + t sums the batch rows of chunk c ([c * kPosChunk,
-// (c + 1) * kPosChunk) clipped to B) of step t into partial row x; pos_combine finishes.
-template <class G, int N, bool kStore, bool kToPartial>
-__global__ void __launch_bounds__(kThreads)
-    pos_reduce(const BackwardParams p, std::int64_t cb, acc_t<G>* partial) {
-  using A = acc_t<G>;
-  const std::int64_t D = p.D, T = p.T;
-  const std::int64_t blk = blockIdx.x;
-  const std::int64_t q = kToPartial ? 0 : blk + (kStore ? 0 : p.offset);
-  const std::int64_t t = kToPartial ? blk % T : q - p.offset;
-  const std::int64_t b0 = kToPartial ? blk / T * kPosChunk : 0;
-  const std::int64_t b1 = kToPartial ? min(b0 + kPosChunk, p.B) : p.B;
-  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
-  const int npk = static_cast<int>(min(cb, D - c0)) / N;
-  const G* __restrict__ dout = static_cast<const G*>(p.dout);
-  std::uint64_t seed = 0, offset = 0;
-  dropout_seed_offset(p.dropout, &seed, &offset);
-  if (!kToPartial && kStore && (t < 0 || t >= T)) {
-    const A zeros[N] = {};
-    for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x))
-      write_grad<true, N>(p.grad_pos, p.grad_type, q * D + c0 + static_cast<std::int64_t>(pk) * N,
-                          zeros);
-    return;
-  }
-  for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
-    const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
-    A acc[N] = {};
-    for (std::int64_t b = b0; b < b1; b += kBatch) {
-      A x[kBatch][N];
-      bool ok[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        ok[u] = false;
-        if (b + u < b1) {
-          const std::int64_t r = (b + u) * T + t;
-          ok[u] = resolve_row_any(p, r).ok();  // out-of-range rows give no gradient
-          if (ok[u]) load_dout_pack<G, N>(dout, p, seed, offset, r, col, x[u]);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u)
-        if (ok[u]) {
-#pragma unroll
-          for (int j = 0; j < N; ++j) acc[j] += x[u][j];
-        }
-    }
-    if constexpr (kToPartial) {
-      // A plain store (no + 0): the partial keeps its sign bits for the combine.
-      A* dst = partial + blk * D + col;
-#pragma unroll
-      for (int j = 0; j < N; ++j) dst[j] = acc[j];
-    } else {
-      write_grad<kStore, N>(p.grad_pos, p.grad_type, q * D + col, acc);
-    }
-  }
-}
+}  // namespace
 
-// The second pass of a chunked pos_reduce: position row q (chosen as in pos_reduce) gets the
-// chunk partials of its step added in chunk order, starting from 0 as the one-chunk sum does.
-template <int N, bool kStore, class A>
-__global__ void __launch_bounds__(kThreads) pos_combine(const BackwardParams p, std::int64_t cb,
-                                                        const A* partial, std::int64_t chunks) {
-  const std::int64_t D = p.D, T = p.T;
-  const std::int64_t q = static_cast<std::int64_t>(blockIdx.x) + (kStore ? 0 : p.offset);
-  const std::int64_t t = q - p.offset;
-  const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * cb;
-  const int npk = static_cast<int>(min(cb, D - c0)) / N;
-  const bool outside = t < 0 || t >= T;  // only when storing: zero rows
-  for (int pk = threadIdx.x; pk < npk; pk += static_cast<int>(blockDim.x)) {
-    const std::int64_t col = c0 + static_cast<std::int64_t>(pk) * N;
-    A acc[N] = {};
-    if (!outside) {
-      for (std::int64_t c = 0; c < chunks; ++c) {
-        const A* src = partial + (c * T + t) * D + col;
-#pragma unroll
-        for (int j = 0; j < N; ++j) acc[j] += src[j];
-      }
-    }
-    write_grad<kStore, N>(p.grad_pos, p.grad_type, q * D + col, acc);
-  }
-}
-
-template <class G, int N, bool kStore, bool kPosAtomic>
-void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* ws,
-             cudaStream_t stream, const DeviceInfo& device) {
+void sort_rows(const BackwardParams& p, bool by_position, const Layout& l, char* ws,
+               cudaStream_t stream, const DeviceInfo& device) {
   const std::int64_t n = p.rows();
   auto* keys_in = reinterpret_cast<std::uint32_t*>(ws + l.keys_in);
   auto* keys_out = reinterpret_cast<std::uint32_t*>(ws + l.keys_out);
   auto* rows_in = reinterpret_cast<std::uint32_t*>(ws + l.rows_in);
   auto* rows_out = reinterpret_cast<std::uint32_t*>(ws + l.rows_out);
-  auto* partial = reinterpret_cast<acc_t<G>*>(ws + l.partial);
   const std::uint32_t max_key = static_cast<std::uint32_t>(by_position ? p.P : p.V);
-  void* table = by_position ? p.grad_pos : p.grad_token;
-
   const unsigned prep_blocks = static_cast<unsigned>(
       std::min<std::int64_t>((n + kThreads - 1) / kThreads, 32LL * device.multiprocessors));
   if (by_position) {
@@ -495,23 +300,44 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   TOKEMB_CUDA_TRY(cub::DeviceRadixSort::SortPairs(ws + l.temp, temp_bytes, keys_in, keys_out,
                                                   rows_in, rows_out, static_cast<int>(n), 0,
                                                   key_bits(max_key + 1u), stream));
-  const std::int64_t cb = std::min<std::int64_t>(p.D / N, kThreads * 4) * N;
-  const dim3 grid(static_cast<unsigned>(l.tiles), ceil_div(p.D, cb));
-  tile_reduce<G, N, kStore, kPosAtomic><<<grid, walker_threads(cb / N), 0, stream>>>(
-      p, table, keys_out, rows_out, partial, max_key, cb);
-  TOKEMB_CHECK_LAUNCH();
+}
+
+void finish_runs(const BackwardParams& p, bool by_position, bool store, const Layout& l, char* ws,
+                 cudaStream_t stream) {
+  const std::int64_t n = p.rows();
+  const auto* keys_out = reinterpret_cast<const std::uint32_t*>(ws + l.keys_out);
+  const std::uint32_t max_key = static_cast<std::uint32_t>(by_position ? p.P : p.V);
+  void* table = by_position ? p.grad_pos : p.grad_token;
   // kFixCols columns per block, widened only if D would need more than 65535 blocks in y.
   const std::int64_t fix_cb =
       kFixCols * std::max<std::int64_t>(1, ceil_div(ceil_div(p.D, kFixCols), 65535));
-  fixup<kStore, acc_t<G>>
-      <<<dim3(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb)), kThreads, 0, stream>>>(
-          n, p.D, table, p.grad_type, keys_out, partial, max_key, fix_cb);
+  const dim3 fix_grid(static_cast<unsigned>(l.tiles), ceil_div(p.D, fix_cb));
+  auto fix = [&](auto store_tag, auto acc_tag) {
+    constexpr bool kStore = decltype(store_tag)::value;
+    using A = typename decltype(acc_tag)::type;
+    fixup<kStore, A><<<fix_grid, kThreads, 0, stream>>>(n, p.D, table, p.grad_type, keys_out,
+                                                        reinterpret_cast<const A*>(ws + l.partial),
+                                                        max_key, fix_cb);
+  };
+  auto with_acc = [&](auto store_tag) {  // the partials' type: acc_t of dout's dtype
+    if (p.dout_type == DType::f64) {
+      fix(store_tag, type_tag<double>{});
+    } else {
+      fix(store_tag, type_tag<float>{});
+    }
+  };
+  if (store) {
+    with_acc(std::true_type{});
+  } else {
+    with_acc(std::false_type{});
+  }
   TOKEMB_CHECK_LAUNCH();
-  if constexpr (kStore) {
+  if (store) {
     const unsigned zero_blocks = ceil_div(max_key, kZeroRows);
     const std::int64_t row_bytes = p.D * static_cast<std::int64_t>(dtype_size(p.grad_type));
     if (row_bytes % 16 == 0 && aligned16(table)) {
-      zero_absent<true><<<zero_blocks, kThreads, 0, stream>>>(n, row_bytes, table, keys_out, max_key);
+      zero_absent<true>
+          <<<zero_blocks, kThreads, 0, stream>>>(n, row_bytes, table, keys_out, max_key);
     } else {
       zero_absent<false>
           <<<zero_blocks, kThreads, 0, stream>>>(n, row_bytes, table, keys_out, max_key);
@@ -520,12 +346,13 @@ void scatter(const BackwardParams& p, bool by_position, const Layout& l, char* w
   }
 }
 
-}  // namespace
+}  // namespace sorted
 
-std::size_t sorted_workspace_size(const BackwardParams& p) { return make_layout(p).total; }
+std::size_t sorted_workspace_size(const BackwardParams& p) { return sorted::make_layout(p).total; }
 
 void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
                             const DeviceInfo& device) {
+  using namespace sorted;
   const Layout l = make_layout(p);
   TOKEMB_EXPECTS(p.workspace != nullptr && p.workspace_bytes >= l.total, InvalidArgument,
                  "tokemb::backward: this call needs ", l.total, " bytes of workspace, got ",
@@ -534,69 +361,24 @@ void launch_backward_sorted(const BackwardParams& p, cudaStream_t stream,
                  "tokemb::backward: D = ", p.D, " is too wide for one launch; the maximum is ",
                  65535LL * kThreads * 4);
   char* ws = align_workspace(p.workspace);
-  dispatch_float<DeviceTypes>(p.dout_type, [&](auto tag) {
-    using G = typename decltype(tag)::type;
-    constexpr int N = pack_width<G>();
-    // As the atomic path (backward_atomic.cu); a 16-bit gradient pack is N * 2 = 16 bytes.
-    const bool vector = p.D % N == 0 && aligned16(p.dout) && p.dout_col_stride == 1 &&
-                        rows_aligned(p.dout_layout, N) && aligned16(p.grad_token) &&
-                        (p.grad_pos == nullptr || aligned16(p.grad_pos));
-    // Atomic mode (it only comes here to overwrite): positions by atomics in the token pass.
-    auto run_atomic_overwrite = [&](auto n_tag) {
-      constexpr int kN = decltype(n_tag)::value;
-      if (p.grad_pos == nullptr) {
-        scatter<G, kN, true, false>(p, false, l, ws, stream, device);
-        return;
-      }
-      TOKEMB_CUDA_TRY(cudaMemsetAsync(
-          p.grad_pos, 0, static_cast<std::size_t>(p.P * p.D) * dtype_size(p.grad_type), stream));
-      scatter<G, kN, true, true>(p, false, l, ws, stream, device);
-    };
-    auto run = [&](auto n_tag, auto store_tag) {
-      constexpr int kN = decltype(n_tag)::value;
-      constexpr bool kStore = decltype(store_tag)::value;
-      scatter<G, kN, kStore, false>(p, false, l, ws, stream, device);
-      if (p.grad_pos == nullptr) return;
-      if (p.scattered_positions()) {
-        scatter<G, kN, kStore, false>(p, true, l, ws, stream, device);
-      } else {
-        const std::int64_t cb = std::min<std::int64_t>(p.D / kN, kThreads * 4) * kN;
-        const std::int64_t pos_rows = kStore ? p.P : p.T;
-        const unsigned threads = walker_threads(cb / kN);
-        if (l.pos_chunks <= 1) {
-          pos_reduce<G, kN, kStore, false>
-              <<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)), threads, 0, stream>>>(
-                  p, cb, nullptr);
-          TOKEMB_CHECK_LAUNCH();
-        } else {
-          // chunks x T <= B x T < 2^31 blocks in x; chunks x T <= pos_partial_rows(p) rows.
-          auto* partial = reinterpret_cast<acc_t<G>*>(ws + l.pos_partial);
-          pos_reduce<G, kN, false, true>  // partials are stored either way
-              <<<dim3(static_cast<unsigned>(l.pos_chunks * p.T), ceil_div(p.D, cb)), threads, 0,
-                 stream>>>(p, cb, partial);
-          TOKEMB_CHECK_LAUNCH();
-          pos_combine<kN, kStore, acc_t<G>>
-              <<<dim3(static_cast<unsigned>(pos_rows), ceil_div(p.D, cb)), threads, 0, stream>>>(
-                  p, cb, partial, l.pos_chunks);
-          TOKEMB_CHECK_LAUNCH();
-        }
-      }
-    };
-    auto with_width = [&](auto n_tag) {
-      if (p.mode == BackwardMode::atomic) {
-        run_atomic_overwrite(n_tag);
-      } else if (p.accumulate) {
-        run(n_tag, std::false_type{});
-      } else {
-        run(n_tag, std::true_type{});
-      }
-    };
-    if (vector) {
-      with_width(std::integral_constant<int, N>{});
-    } else {
-      with_width(std::integral_constant<int, 1>{});
-    }
-  });
+  switch (p.dout_type) {  // one translation unit per dtype (backward_sorted_<dtype>.cu)
+    case DType::f32:
+      reduce_f32(p, l, ws, stream, device);
+      return;
+    case DType::bf16:
+      reduce_bf16(p, l, ws, stream, device);
+      return;
+    case DType::f16:
+      reduce_f16(p, l, ws, stream, device);
+      return;
+    case DType::f64:
+      reduce_f64(p, l, ws, stream, device);
+      return;
+    default:
+      break;
+  }
+  TOKEMB_FAIL(InvalidArgument, "tokemb::backward: dout has dtype ", dtype_name(p.dout_type),
+              ", expected f32, bf16, f16 or f64");
 }
 
 }  // namespace tokemb::detail::cuda
