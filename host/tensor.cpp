@@ -83,9 +83,10 @@ std::int64_t TensorView::stride(int i) const noexcept {
 
 bool TensorView::is_contiguous() const noexcept {
   if (!strided) return true;
+  for (int i = 0; i < shape.rank(); ++i)
+    if (shape[i] == 0) return true;  // no elements, no layout (wherever the zero is)
   std::int64_t expect = 1;
   for (int i = shape.rank() - 1; i >= 0; --i) {
-    if (shape[i] == 0) return true;
     if (shape[i] != 1 && strides[static_cast<std::size_t>(i)] != expect) return false;
     if (__builtin_mul_overflow(expect, shape[i], &expect)) return false;
   }

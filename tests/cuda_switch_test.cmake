@@ -46,6 +46,36 @@ expect("the environment says TOKEMB_WITH_CUDA=AUTO, but this build directory is 
 expect("CUDA backend OFF")
 file(REMOVE_RECURSE "${WORK_DIR}")
 
+# The same words given with -D (the environment unset): TOKEMB_WITH_CUDA is AUTO, ON or OFF (the
+# README's build options). A CMake boolean spelling of "off" (0, FALSE, NO) must not build the
+# CUDA backend, and a value that is none of them must be refused as from the environment: they
+# used to fall through to AUTO, so -DTOKEMB_WITH_CUDA=0 built the kernels wherever nvcc was.
+function(configure_d value)
+  execute_process(
+    COMMAND ${CMAKE_COMMAND} -E env --unset=TOKEMB_WITH_CUDA
+            ${CMAKE_COMMAND} -S "${TOKEMB_SOURCE_DIR}" -B "${WORK_DIR}" -G "${GENERATOR}"
+            "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}" "-DTOKEMB_WITH_CUDA=${value}"
+            -DTOKEMB_BUILD_TESTS=OFF -DTOKEMB_BUILD_BENCHMARKS=OFF -DTOKEMB_BUILD_TOOLS=OFF
+            -DTOKEMB_WITH_CURAND_HOST=OFF
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REGEX REPLACE "[ \t\r\n]+" " " flat "${out}\n${err}")
+  set(rc "${rc}" PARENT_SCOPE)
+  set(flat "${flat}" PARENT_SCOPE)
+endfunction()
+configure_d(maybe)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "-DTOKEMB_WITH_CUDA=maybe configured (expected AUTO, ON or OFF):\n${flat}")
+endif()
+file(REMOVE_RECURSE "${WORK_DIR}")
+foreach(off_value 0 FALSE NO)
+  configure_d(${off_value})
+  string(FIND "${flat}" "CUDA backend ON" built_cuda)
+  if(rc EQUAL 0 AND NOT built_cuda EQUAL -1)
+    message(FATAL_ERROR "-DTOKEMB_WITH_CUDA=${off_value} built the CUDA backend:\n${flat}")
+  endif()
+  file(REMOVE_RECURSE "${WORK_DIR}")
+endforeach()
+
 if(BUILD_HAS_CUDA)
   file(STRINGS "${BUILD_DIR}/compile_commands.json" nvcc_commands REGEX "\"command\": \"[^ ]*nvcc ")
   list(LENGTH nvcc_commands n)

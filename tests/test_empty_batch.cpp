@@ -134,6 +134,33 @@ TEST(EmptyBatch, ForwardWritesNothingAndBackwardZeroesOrLeavesTheGradients) {
   empty_batches(Device::cpu(), host_stream);
 }
 
+// tensor.hpp: "an empty tensor is contiguous" (as PyTorch's is_contiguous()), whatever its
+// strides and wherever its zero dimension is. is_contiguous() only noticed a zero dimension once
+// its scan (innermost first) reached it, so [0, 3] with strides [1, 5] was "not contiguous", and
+// forward() refused an empty out of that layout although it writes nothing to it.
+TEST(EmptyBatch, AnEmptyTensorIsContiguousWhateverItsStrides) {
+  float mem[8] = {};
+  const Device cpu = Device::cpu();
+  const std::int64_t s2[2] = {1, 5}, s3[3] = {9, 9, 9}, big[3] = {std::int64_t{1} << 62,
+                                                                   std::int64_t{1} << 40, 1};
+  EXPECT_TRUE(TensorView(mem, DType::f32, Shape{0, 3}, s2, cpu).is_contiguous());
+  EXPECT_TRUE(TensorView(mem, DType::f32, Shape{3, 0}, s2, cpu).is_contiguous());
+  EXPECT_TRUE(TensorView(mem, DType::f32, Shape{2, 0, 3}, s3, cpu).is_contiguous());
+  EXPECT_TRUE(TensorView(mem, DType::f32, Shape{0, std::int64_t{1} << 40, std::int64_t{1} << 40},
+                         big, cpu)
+                  .is_contiguous());
+
+  // An empty batch's out with strides of its own (a slice of a larger buffer, say).
+  std::int64_t ids_mem[4] = {};
+  float tok[V * D] = {}, pos[P * D] = {};
+  const std::int64_t ids_strides[2] = {1, 1}, out_strides[3] = {1, 5, 7};
+  const TensorView ids(ids_mem, DType::i64, Shape{0, 3}, ids_strides, cpu);
+  const TensorView out(mem, DType::f32, Shape{0, 3, D}, out_strides, cpu);
+  EXPECT_NO_THROW(forward(ids, TensorView(tok, DType::f32, Shape{V, D}, cpu),
+                          TensorView(pos, DType::f32, Shape{P, D}, cpu), out, Options{},
+                          host_stream));
+}
+
 class GpuEmptyBatch : public GpuTest {};
 
 TEST_F(GpuEmptyBatch, ForwardWritesNothingAndBackwardZeroesOrLeavesTheGradients) {

@@ -84,6 +84,31 @@ TEST(CpuModule, OutOfRangeIdSurfacesAtSynchronizeAndModuleStaysUsable) {
   EXPECT_NO_THROW(m.synchronize());
 }
 
+// embedding.hpp: Embedding::backward takes "dout [B, T, D], any float dtype (f64 only for an f64
+// module)". An f64 module's gradients are f64, and the raw op refuses f64 gradients for a
+// narrower dout (gradients are f32 or dout's dtype), so an f32 (or bf16) dout, e.g. the incoming
+// gradient of a model run in f32 on top of f64 embeddings, was refused by the module too.
+TEST(CpuModule, F64ModuleTakesANarrowerDout) {
+  EmbeddingConfig c;
+  c.vocab_size = 5;
+  c.dim = 2;
+  c.context_length = 3;
+  c.dtype = DType::f64;
+  Embedding m(c, host_stream);
+  const std::int64_t ids[3] = {1, 4, 1};
+  const float dout[6] = {0.5f, 1.0f, 0.25f, 2.0f, 0.5f, 1.0f};
+  ASSERT_NO_THROW(m.backward(TensorView(ids, DType::i64, Shape{1, 3}, Device::cpu()),
+                             TensorView(dout, DType::f32, Shape{1, 3, 2}, Device::cpu())));
+  m.synchronize();
+  ASSERT_EQ(m.token_grad().dtype, DType::f64);
+  std::vector<double> g(10);
+  copy(TensorView(g.data(), DType::f64, Shape{5, 2}, Device::cpu()), m.token_grad(), host_stream);
+  EXPECT_EQ(g[2], 1.0);  // row 1: 0.5 + 0.5
+  EXPECT_EQ(g[3], 2.0);
+  EXPECT_EQ(g[8], 0.25);  // row 4
+  EXPECT_EQ(g[9], 2.0);
+}
+
 TEST(CpuModule, ConfigIsValidated) {
   EmbeddingConfig c;
   c.vocab_size = 0;
