@@ -153,6 +153,11 @@ void Embedding::set_dropout_state(std::uint64_t seed, std::uint64_t next_offset)
 }
 
 void Embedding::run_backward(const TensorView& ids, const TensorView& dout, Options o) {
+  // f64 gradients are summed in f64 from an f64 dout; the op would refuse a narrower one with a
+  // message about gradient dtypes the module's caller never chose.
+  TOKEMB_EXPECTS(config_.dtype != DType::f64 || dout.dtype == DType::f64, InvalidArgument,
+                 "tokemb::Embedding::backward: dout has dtype ", dtype_name(dout.dtype),
+                 "; an f64 module takes an f64 dout (its gradients are f64, summed in f64)");
   // The oldest training forward still waiting pairs with this backward: the same mask. In the
   // graph-safe mode the state in memory says which mask (that of this step's forward).
   const bool masked = !pending_.empty();

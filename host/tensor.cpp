@@ -106,9 +106,10 @@ std::pair<std::int64_t, std::int64_t> TensorView::extent() const {
     TOKEMB_EXPECTS(!__builtin_add_overflow(span < 0 ? lo : hi, span, span < 0 ? &lo : &hi),
                    InvalidArgument, "TensorView ", shape.str(), ": its extent overflows int64");
   }
-  std::int64_t first = 0, last = 0;
-  TOKEMB_EXPECTS(!__builtin_mul_overflow(lo, size, &first) &&
-                     !__builtin_mul_overflow(hi + 1, size, &last),
+  std::int64_t first = 0, last = 0, end = 0;  // end: one past the last element
+  TOKEMB_EXPECTS(!__builtin_add_overflow(hi, std::int64_t{1}, &end) &&
+                     !__builtin_mul_overflow(lo, size, &first) &&
+                     !__builtin_mul_overflow(end, size, &last),
                  InvalidArgument, "TensorView ", shape.str(), ": its extent overflows int64");
   return {first, last};
 }

@@ -84,11 +84,10 @@ TEST(CpuModule, OutOfRangeIdSurfacesAtSynchronizeAndModuleStaysUsable) {
   EXPECT_NO_THROW(m.synchronize());
 }
 
-// embedding.hpp: Embedding::backward takes "dout [B, T, D], any float dtype (f64 only for an f64
-// module)". An f64 module's gradients are f64, and the raw op refuses f64 gradients for a
-// narrower dout (gradients are f32 or dout's dtype), so an f32 (or bf16) dout, e.g. the incoming
-// gradient of a model run in f32 on top of f64 embeddings, was refused by the module too.
-TEST(CpuModule, F64ModuleTakesANarrowerDout) {
+// An f64 module keeps f64 gradients and sums in f64, so its backward takes an f64 dout only
+// (embedding.hpp); a narrower dout is refused before anything is written, with a message that
+// says so (rather than summing an f64 gradient from f32 values behind the caller's back).
+TEST(CpuModule, F64ModuleTakesAnF64DoutAndRefusesANarrowerOne) {
   EmbeddingConfig c;
   c.vocab_size = 5;
   c.dim = 2;
@@ -96,15 +95,24 @@ TEST(CpuModule, F64ModuleTakesANarrowerDout) {
   c.dtype = DType::f64;
   Embedding m(c, host_stream);
   const std::int64_t ids[3] = {1, 4, 1};
-  const float dout[6] = {0.5f, 1.0f, 0.25f, 2.0f, 0.5f, 1.0f};
+  const float dout32[6] = {0.5f, 1.0f, 0.25f, 2.0f, 0.5f, 1.0f};
+  try {
+    m.backward(TensorView(ids, DType::i64, Shape{1, 3}, Device::cpu()),
+               TensorView(dout32, DType::f32, Shape{1, 3, 2}, Device::cpu()));
+    ADD_FAILURE() << "an f32 dout was accepted by an f64 module";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("an f64 module takes an f64 dout"), std::string::npos) << e.what();
+  }
+  const double dout[6] = {0.5, 1.0, 0.25, 2.0, 0.5, 1.0 + 0x1p-40};
   ASSERT_NO_THROW(m.backward(TensorView(ids, DType::i64, Shape{1, 3}, Device::cpu()),
-                             TensorView(dout, DType::f32, Shape{1, 3, 2}, Device::cpu())));
+                             TensorView(dout, DType::f64, Shape{1, 3, 2}, Device::cpu())));
   m.synchronize();
   ASSERT_EQ(m.token_grad().dtype, DType::f64);
   std::vector<double> g(10);
   copy(TensorView(g.data(), DType::f64, Shape{5, 2}, Device::cpu()), m.token_grad(), host_stream);
+  for (double x : {g[0], g[1], g[4], g[5], g[6], g[7]}) EXPECT_EQ(x, 0.0);
   EXPECT_EQ(g[2], 1.0);  // row 1: 0.5 + 0.5
-  EXPECT_EQ(g[3], 2.0);
+  EXPECT_EQ(g[3], 2.0 + 0x1p-40);  // below f32's precision: summed in f64
   EXPECT_EQ(g[8], 0.25);  // row 4
   EXPECT_EQ(g[9], 2.0);
 }

@@ -64,8 +64,8 @@ class Embedding {
   void forward(const TensorView& ids, const TensorView& out, std::int64_t position_offset = 0,
                const TensorView& position_ids = TensorView{});
   void forward(const TensorView& ids, const TensorView& out, const Positions& positions);
-  /// Accumulates into the gradients (see tokemb::backward). dout [B, T, D], any float dtype
-  /// (f64 only for an f64 module).
+  /// Accumulates into the gradients (see tokemb::backward). dout [B, T, D] of f32, bf16 or f16;
+  /// an f64 module takes an f64 dout only (its gradients are f64, summed in f64).
   /// If training forwards with dropout are waiting for their backward, this one takes the
   /// oldest one's mask (first in, first out: forward, forward, backward, backward — gradient
   /// accumulation and pipelining — pairs each backward with its own forward).

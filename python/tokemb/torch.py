@@ -431,6 +431,21 @@ class _ParallelFunction(torch.autograd.Function):
 _BOOK_KEYS = ("tok_emb.weight", "pos_emb.weight")
 
 
+def _module_prefix(fn, prefix):
+    """A module path as state_dict keys spell it: "emb" and "emb." both give "emb.", "" stays "";
+    every dot-separated name must be non-empty ("." and "emb.." are refused)."""
+    if not isinstance(prefix, str):
+        raise _tk.InvalidArgument(f"{fn}: prefix must be a str (the module's name in the model, "
+                                  f"e.g. 'emb'); got {type(prefix).__name__}")
+    if not prefix:
+        return prefix
+    path = prefix[:-1] if prefix.endswith(".") else prefix
+    if any(not part for part in path.split(".")):
+        raise _tk.InvalidArgument(f"{fn}: prefix {prefix!r} has an empty name in it; expected a "
+                                  "module path such as 'emb' or 'model.emb'")
+    return path + "."
+
+
 def nest_book_state_dict(state_dict, prefix):
     """A book checkpoint's ``state_dict`` (GPTModel's top-level ``tok_emb.weight`` and
     ``pos_emb.weight``) with those two keys renamed for a model that holds a
@@ -442,11 +457,7 @@ def nest_book_state_dict(state_dict, prefix):
     model without a positional table). Raises InvalidArgument when ``tok_emb.weight`` is missing
     or a renamed key is already in the dict."""
     fn = "nest_book_state_dict"
-    if not isinstance(prefix, str):
-        raise _tk.InvalidArgument(f"{fn}: prefix must be a str (the module's name in the model, "
-                                  f"e.g. 'emb'); got {type(prefix).__name__}")
-    if prefix and not prefix.endswith("."):
-        prefix += "."
+    prefix = _module_prefix(fn, prefix)
     if _BOOK_KEYS[0] not in state_dict:
         raise _tk.InvalidArgument(f"{fn}: no '{_BOOK_KEYS[0]}' in the state_dict (keys: "
                                   f"{list(state_dict)[:8]}{' ...' if len(state_dict) > 8 else ''}"
@@ -647,7 +658,9 @@ class TokenPositionEmbedding(nn.Module):
         ``{prefix}pos_emb.weight`` -- e.g. a checkpoint of the book's GPTModel; other keys
         are ignored. Sizes and dtype come from the tensors. To load a book checkpoint into a
         model that holds this module as a submodule (``model.emb``), see
-        :func:`nest_book_state_dict`."""
+        :func:`nest_book_state_dict`. ``prefix`` is a module path, "emb" or "emb." alike (as
+        nest_book_state_dict takes it)."""
+        prefix = _module_prefix("from_state_dict", prefix)
         try:
             tw = state_dict[prefix + "tok_emb.weight"]
         except KeyError:

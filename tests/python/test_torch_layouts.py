@@ -503,6 +503,19 @@ def test_nest_book_state_dict_errors():
         tt.nest_book_state_dict({"tok_emb.weight": w}, 3)
     only_tok = tt.nest_book_state_dict({"tok_emb.weight": w}, "m.emb")
     assert list(only_tok) == ["m.emb.tok_emb.weight"]
+    for bad in (".", "emb..", ".emb", "m..emb"):  # names that no module path can have
+        with pytest.raises(tokemb.InvalidArgument, match="empty name"):
+            tt.nest_book_state_dict({"tok_emb.weight": w}, bad)
+
+
+def test_from_state_dict_prefix_is_spelled_as_nest_book_state_dict_spells_it():
+    sd = tt.nest_book_state_dict({"tok_emb.weight": torch.randn(6, 3),
+                                  "pos_emb.weight": torch.randn(4, 3)}, "emb")
+    for prefix in ("emb", "emb."):
+        m = tt.TokenPositionEmbedding.from_state_dict(sd, prefix=prefix)
+        assert torch.equal(m.tok_emb.weight, sd["emb.tok_emb.weight"])
+    with pytest.raises(tokemb.InvalidArgument, match="empty name"):
+        tt.TokenPositionEmbedding.from_state_dict(sd, prefix="emb..")
 
 
 def test_from_state_dict_takes_a_float64_checkpoint(rng):
