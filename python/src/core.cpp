@@ -81,6 +81,46 @@ Shape make_shape(const std::vector<std::int64_t>& d, const char* fn, const char*
   return Shape(d.data(), static_cast<int>(d.size()));
 }
 
+// Why \p src could not be taken as a DLPack array. An array that has __dlpack__ but cannot export
+// itself (a big-endian or bool NumPy array, a structured view, ...) is named with its dtype and
+// the exporter's own reason, not called "not a DLPack array".
+InvalidArgument not_importable(nb::handle src, const char* fn, const char* name) {
+  const std::string type = nb::cast<std::string>(nb::str(src.type()));
+  if (!nb::hasattr(src, "__dlpack__"))
+    return InvalidArgument(prefix(fn, name) + " is not a DLPack array (got " + type +
+                           "); pass a NumPy, PyTorch, CuPy or JAX array");
+  std::string dtype = "?", reason;
+  if (nb::hasattr(src, "dtype")) {
+    // str() of the dtype object (nb::str of an attribute accessor would only borrow a str).
+    const nb::object d = src.attr("dtype");
+    dtype = nb::cast<std::string>(nb::str(nb::handle(d)));
+  }
+  try {
+    (void)src.attr("__dlpack__")();
+    reason = "tokemb takes float32, bfloat16, float16, float64, int32 and int64 arrays";
+  } catch (const nb::python_error& e) {
+    // what() is the traceback; its last line is the exception: "BufferError: <message>".
+    std::string text = e.what();
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    const std::size_t nl = text.rfind('\n');
+    reason = nl == std::string::npos ? text : text.substr(nl + 1);
+  }
+  return InvalidArgument(prefix(fn, name) + " (" + type + " of dtype " + dtype +
+                         ") cannot be passed through DLPack: " + reason);
+}
+
+// nb::try_cast of an array without conversion, false where nanobind cannot import it. Some
+// arrays make nanobind's importer throw instead of fail (a big-endian NumPy array, through the
+// buffer protocol: std::bad_cast); they are refused the same way.
+template <class Array>
+bool try_import(nb::handle src, Array& out) {
+  try {
+    return nb::try_cast(src, out, /*convert=*/false);
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 // Converts one argument. \p h is None (an absent tensor: empty view), an object with __dlpack__
 // (or a DLPack capsule), or a tuple (array, "bf16") that reinterprets a 16-bit integer array as
 // bfloat16 (how the package passes NumPy arrays of ml_dtypes.bfloat16, which NumPy cannot
@@ -99,21 +139,16 @@ Arg to_view(nb::handle h, const char* fn, const char* name, bool writable) {
   }
   nb::ndarray<> arr;
   if (writable) {
-    if (!nb::try_cast(src, arr, /*convert=*/false)) {
+    if (!try_import(src, arr)) {
       nb::ndarray<nb::ro> ro_arr;
-      if (nb::try_cast(src, ro_arr, false))
+      if (try_import(src, ro_arr))
         throw InvalidArgument(prefix(fn, name) +
                               " is read-only (tokemb writes into it); pass a writable array");
-      throw InvalidArgument(prefix(fn, name) + " is not a DLPack array (got " +
-                            nb::cast<std::string>(nb::str(src.type())) +
-                            "); pass a NumPy, PyTorch, CuPy or JAX array");
+      throw not_importable(src, fn, name);
     }
   } else {
     nb::ndarray<nb::ro> ro_arr;
-    if (!nb::try_cast(src, ro_arr, false))
-      throw InvalidArgument(prefix(fn, name) + " is not a DLPack array (got " +
-                            nb::cast<std::string>(nb::str(src.type())) +
-                            "); pass a NumPy, PyTorch, CuPy or JAX array");
+    if (!try_import(src, ro_arr)) throw not_importable(src, fn, name);
     arr = nb::ndarray<>(ro_arr.handle());
   }
 

@@ -200,3 +200,15 @@ def test_tables_and_gradients_must_still_be_row_major(rng):
     gp = np.zeros((D, P), np.float32).T
     with pytest.raises(tokemb.InvalidArgument, match="grad_pos"):
         tokemb.backward(ids, np.ones((2, 3, D), np.float32), np.zeros((V, D), np.float32), gp)
+
+
+def test_arrays_that_cannot_export_themselves_are_named_with_their_dtype():
+    """A big-endian NumPy array has __dlpack__ but cannot export: the error names its dtype and
+    the exporter's reason instead of calling it "not a DLPack array"."""
+    tok = np.zeros((4, 3), np.float32)
+    be = np.zeros((2, 2), dtype=">i8")
+    with pytest.raises(tokemb.InvalidArgument, match=r"ids \(.*ndarray.* of dtype >i8\) cannot be "
+                                                     r"passed through DLPack"):
+        tokemb.forward(be, tok)
+    with pytest.raises(tokemb.InvalidArgument, match="ids.*not a DLPack array"):
+        tokemb.forward([[1, 2]], tok)  # a list has no __dlpack__ at all
