@@ -76,9 +76,11 @@ TensorView::TensorView(const void* data_, DType dtype_, Shape shape_, const std:
 
 std::int64_t TensorView::stride(int i) const noexcept {
   if (strided) return strides[static_cast<std::size_t>(i)];
-  std::int64_t s = 1;  // row-major; cannot overflow when numel() does not
-  for (int j = shape.rank() - 1; j > i; --j) s *= shape[j];
-  return s;
+  // Row-major. The product cannot overflow when numel() does not, except in an empty tensor
+  // ([0, 2^40, 2^40]), whose strides address nothing: unsigned arithmetic keeps that defined.
+  std::uint64_t s = 1;
+  for (int j = shape.rank() - 1; j > i; --j) s *= static_cast<std::uint64_t>(shape[j]);
+  return static_cast<std::int64_t>(s);
 }
 
 bool TensorView::is_contiguous() const noexcept {

@@ -85,9 +85,13 @@ void expect_tensor(const char* op, const char* name, const TensorView& v, Device
 RowLayout make_row_layout(const TensorView& v, int dims) {
   std::int64_t size[Shape::max_rank], stride[Shape::max_rank];
   int n = 0;
+  RowLayout l;
+  if (v.numel() == 0) return l;  // no row is ever read (and its strides may be meaningless)
   for (int i = 0; i < dims; ++i) {
     if (v.shape[i] == 1) continue;
-    if (n > 0 && stride[n - 1] == v.stride(i) * v.shape[i]) {
+    std::int64_t span = 0;  // a stride that would overflow here cannot equal stride[n - 1]
+    if (n > 0 && !__builtin_mul_overflow(v.stride(i), v.shape[i], &span) &&
+        stride[n - 1] == span) {
       size[n - 1] *= v.shape[i];  // cannot overflow: it divides numel()
       stride[n - 1] = v.stride(i);
     } else {
@@ -96,7 +100,6 @@ RowLayout make_row_layout(const TensorView& v, int dims) {
       ++n;
     }
   }
-  RowLayout l;
   if (n == 0) {  // at most one row
     l.rank = 1;
     l.stride[0] = 0;

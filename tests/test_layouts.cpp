@@ -216,6 +216,24 @@ TEST(CpuLayouts, EveryRankFromOneToSevenGivesRowsInRowMajorOrder) {
                InvalidArgument);
 }
 
+// Found by fuzz_validate: an empty batch whose other dimensions multiply past int64 ([0, 2^40,
+// 2^40]) made the row-major stride computation overflow (undefined behaviour). It is a valid
+// empty batch: nothing is read or written.
+TEST(CpuLayouts, EmptyBatchWithHugeDimensionsIsANoOp) {
+  std::vector<std::int64_t> ids(1, 0);
+  std::vector<float> tok(4, 1.0f), out(1, -7.0f), dout(1, 1.0f), g(4, 0.5f);
+  const std::int64_t big = std::int64_t{1} << 40;
+  EXPECT_NO_THROW(forward(host_view(ids, DType::i64, {0, big, big}),
+                          host_view(tok, DType::f32, {2, 2}), TensorView{},
+                          host_view(out, DType::f32, {0, big, big, 2}), Options{}, host_stream));
+  EXPECT_NO_THROW(backward(host_view(ids, DType::i64, {big, 0, big}),
+                           host_view(dout, DType::f32, {big, 0, big, 2}),
+                           host_view(g, DType::f32, {2, 2}), TensorView{}, Options{}, Workspace{},
+                           host_stream));
+  EXPECT_EQ(out[0], -7.0f);
+  EXPECT_EQ(g, std::vector<float>(4, 0.5f));
+}
+
 TEST(CpuLayouts, TablesOutputsAndGradientsMustBeContiguousAndTheMessageSaysWhich) {
   constexpr std::int64_t V = 4, D = 4;
   std::vector<float> tok(V * D * 2), out(2 * D), g(V * D * 2);
