@@ -59,6 +59,12 @@ struct RowLayout {
   TOKEMB_HOST_DEVICE std::int64_t offset(std::int64_t r) const {
     if (rank == 1) return r * stride[0];  // the common case: one multiply
     std::int64_t off = 0;
+    // Kept a loop on the device: unrolled, it was copied into every inlined row load (kBatch
+    // loads x both id types per kernel) and made a quarter of the kernels' code and build time,
+    // for a path that only strided, multi-dimensional ids and dout take.
+#if defined(__CUDA_ARCH__)
+#pragma unroll 1
+#endif
     for (int i = rank - 1; i > 0; --i) {
       const std::int64_t q = r / size[i];
       off += (r - q * size[i]) * stride[i];
