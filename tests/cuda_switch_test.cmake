@@ -2,8 +2,9 @@
 # is the default of the cache variable of the same name (scripts/test.sh, scripts/demo.sh and
 # `pip install .` all reach CMake with it): OFF configures the CPU backend only; a value other
 # than AUTO/ON/OFF fails with a message; a build directory's cached choice stays, with a warning
-# naming both. Also, where this build has the CUDA backend (BUILD_HAS_CUDA), every nvcc command in
-# its compile_commands.json carries --threads, so the architectures of one .cu compile in parallel.
+# naming both. TOKEMB_KERNEL_UNITS refuses a bad value. Where this build has the CUDA backend
+# (BUILD_HAS_CUDA), its compile_commands.json matches the machine: above 4 cores every nvcc
+# command carries --threads and the backward dtypes compile apart, up to 4 neither.
 # Inputs: TOKEMB_SOURCE_DIR, WORK_DIR, GENERATOR, CXX_COMPILER, BUILD_DIR, BUILD_HAS_CUDA.
 file(REMOVE_RECURSE "${WORK_DIR}")
 function(configure env_value)
@@ -76,17 +77,55 @@ foreach(off_value 0 FALSE NO)
   file(REMOVE_RECURSE "${WORK_DIR}")
 endforeach()
 
+# TOKEMB_KERNEL_UNITS: a bad value is refused by name.
+execute_process(
+  COMMAND ${CMAKE_COMMAND} -S "${TOKEMB_SOURCE_DIR}" -B "${WORK_DIR}" -G "${GENERATOR}"
+          "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}" -DTOKEMB_BUILD_TESTS=OFF -DTOKEMB_BUILD_BENCHMARKS=OFF
+          -DTOKEMB_BUILD_TOOLS=OFF -DTOKEMB_WITH_CURAND_HOST=OFF -DTOKEMB_KERNEL_UNITS=bogus
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "TOKEMB_KERNEL_UNITS is 'bogus'; valid values: AUTO, split, merged")
+  message(FATAL_ERROR "TOKEMB_KERNEL_UNITS=bogus was not refused by name:\n${out}${err}")
+endif()
+file(REMOVE_RECURSE "${WORK_DIR}")
+
+# The default build of this machine: above 4 logical cores every nvcc command carries --threads
+# and each backward dtype is its own translation unit; up to 4 none does and the dtypes of a
+# strategy are one generated unit (README "Build time").
 if(BUILD_HAS_CUDA)
-  file(STRINGS "${BUILD_DIR}/compile_commands.json" nvcc_commands REGEX "\"command\": \"[^ ]*nvcc ")
+  cmake_host_system_information(RESULT cores QUERY NUMBER_OF_LOGICAL_CORES)
+  # A fresh configure (an existing build directory keeps the values it cached).
+  execute_process(
+    COMMAND ${CMAKE_COMMAND} -E env --unset=TOKEMB_WITH_CUDA --unset=CUDAARCHS
+            ${CMAKE_COMMAND} -S "${TOKEMB_SOURCE_DIR}" -B "${WORK_DIR}" -G "${GENERATOR}"
+            "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}" -DTOKEMB_BUILD_TESTS=OFF
+            -DTOKEMB_BUILD_BENCHMARKS=OFF -DTOKEMB_BUILD_TOOLS=OFF -DTOKEMB_WITH_CURAND_HOST=OFF
+            -DTOKEMB_WITH_CUDA=ON -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "a default CUDA configure failed:\n${out}${err}")
+  endif()
+  file(STRINGS "${WORK_DIR}/compile_commands.json" nvcc_commands REGEX "\"command\": \"[^ ]*nvcc ")
   list(LENGTH nvcc_commands n)
   if(n EQUAL 0)
-    message(FATAL_ERROR "a CUDA build with no nvcc command in ${BUILD_DIR}/compile_commands.json")
+    message(FATAL_ERROR "a CUDA build with no nvcc command in ${WORK_DIR}/compile_commands.json")
   endif()
+  set(merged OFF)
   foreach(c IN LISTS nvcc_commands)
-    if(NOT c MATCHES "--threads=")
-      message(FATAL_ERROR "an nvcc command without --threads: ${c}")
+    if(c MATCHES "backward_atomic_all_dtypes\\.cu")
+      set(merged ON)
+    endif()
+    if(cores GREATER 4 AND NOT c MATCHES "--threads=")
+      message(FATAL_ERROR "${cores} cores and an nvcc command without --threads: ${c}")
+    elseif(cores LESS_EQUAL 4 AND c MATCHES "--threads=")
+      message(FATAL_ERROR "${cores} cores and an nvcc command with --threads: ${c}")
     endif()
   endforeach()
-  message(STATUS "${n} nvcc commands, each with --threads")
+  if(cores GREATER 4 AND merged)
+    message(FATAL_ERROR "${cores} cores and the backward dtypes merged into one unit")
+  elseif(cores LESS_EQUAL 4 AND NOT merged)
+    message(FATAL_ERROR "${cores} cores and the backward dtypes not merged into one unit")
+  endif()
+  message(STATUS "${n} nvcc commands on ${cores} cores; --threads and the unit grouping as expected")
+  file(REMOVE_RECURSE "${WORK_DIR}")
 endif()
 message(STATUS "TOKEMB_WITH_CUDA from the environment: OFF honoured, bad value refused, cache kept with a warning")
