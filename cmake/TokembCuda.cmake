@@ -1,5 +1,13 @@
 # Decide whether the CUDA backend is built (TOKEMB_WITH_CUDA = AUTO | ON | OFF).
 include(CheckLanguage)
+# A build machine of at most 4 logical cores: ninja's jobs alone fill it, so nvcc gets no
+# --threads by default and the per-dtype backward files compile merged (host/CMakeLists.txt,
+# TOKEMB_KERNEL_UNITS; README "Build time").
+cmake_host_system_information(RESULT TOKEMB_HOST_CORES QUERY NUMBER_OF_LOGICAL_CORES)
+set(TOKEMB_SMALL_BUILD_HOST OFF)
+if(TOKEMB_HOST_CORES LESS_EQUAL 4)
+  set(TOKEMB_SMALL_BUILD_HOST ON)
+endif()
 set(TOKEMB_HAS_CUDA OFF)
 string(TOUPPER "${TOKEMB_WITH_CUDA}" _tokemb_with_cuda)
 if(NOT _tokemb_with_cuda STREQUAL "OFF")
@@ -15,9 +23,8 @@ if(NOT _tokemb_with_cuda STREQUAL "OFF")
     # The default is 0 on machines with more than 4 logical cores and empty on smaller ones,
     # where ninja's parallel jobs already fill the cores (README "Build time": on 2 cores the
     # library builds in 74 s without --threads, 86 s with it).
-    cmake_host_system_information(RESULT TOKEMB_HOST_CORES QUERY NUMBER_OF_LOGICAL_CORES)
     set(_tokemb_threads_default "0")
-    if(TOKEMB_HOST_CORES LESS_EQUAL 4)
+    if(TOKEMB_SMALL_BUILD_HOST)
       set(_tokemb_threads_default "")
     endif()
     set(TOKEMB_CUDA_THREADS "${_tokemb_threads_default}" CACHE STRING
